@@ -1,0 +1,54 @@
+"""Argument checks shared by the public constructors.
+
+Every check raises `ValueError` with one line that names the argument, says
+what is accepted and echoes the value, in Keras' style
+("... Received: temperature=-1").
+"""
+
+import math
+import numbers
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def positive_number(name, value):
+    """Returns `value` as a float if it is a finite number > 0, else raises."""
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"`{name}` must be a finite number > 0. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def non_negative_number(name, value):
+    """Returns `value` as a float if it is a finite number >= 0, else raises."""
+    if not _is_real(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def positive_integer(name, value):
+    """Returns `value` as an int if it is an integer >= 1, else raises."""
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or value < 1
+    ):
+        raise ValueError(
+            f"`{name}` must be an integer >= 1. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def one_of(name, value, choices):
+    """Returns `value` if it is one of `choices`, else raises."""
+    if value not in choices:
+        accepted = ", ".join(repr(c) for c in choices)
+        raise ValueError(
+            f"`{name}` must be one of {accepted}. Received: {name}={value!r}"
+        )
+    return value

@@ -1,0 +1,192 @@
+"""The smallest end-to-end run: a small CNN on the bundled digits data.
+
+Trains with `model.fit`, a `TemperatureSoftmax` head (log-probabilities into
+a `from_logits` loss), a `LinearScalingOptimizer` (`eta = B * eta0`, warmup,
+the lecture's two halvings of the rate) and a `TemperatureLogger`, and
+returns the history with loss, learning rate and temperature per epoch.
+The data are scikit-learn's bundled `load_digits`: 1,797 real 8x8
+handwritten digits, so nothing is downloaded.
+"""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_temperature import _validation
+from tf_temperature.callbacks import TemperatureLogger
+from tf_temperature.layers import TemperatureSoftmax
+from tf_temperature.optimizers import LinearScalingOptimizer
+from tf_temperature.schedules import RULES
+
+
+def load_digits_split(validation_fraction=0.2, seed=0):
+    """The digits data, scaled to [0, 1], split by a seeded permutation.
+
+    Args:
+        validation_fraction: share of the 1,797 images held out, in (0, 1).
+        seed: seed of the permutation, so the split is the same every run.
+
+    Returns:
+        `((x_train, y_train), (x_val, y_val))`: float32 images `[n, 8, 8, 1]`
+        and int32 labels `[n]`.
+    """
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    images = (images / 16.0).astype("float32").reshape(-1, 8, 8, 1)
+    labels = labels.astype("int32")
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_val = int(round(validation_fraction * len(labels)))
+    val, train = order[:n_val], order[n_val:]
+    return (images[train], labels[train]), (images[val], labels[val])
+
+
+def build_model(num_classes=10, width=16, temperature=1.0,
+                learnable_temperature=False):
+    """A small CNN for 8x8x1 images ending in `TemperatureSoftmax`.
+
+    The head returns log-probabilities of `softmax(logits / T)`, to be used
+    with a `from_logits=True` loss.
+    """
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(
+        inputs
+    )
+    x = keras.layers.Conv2D(
+        2 * width, 3, strides=2, padding="same", activation="relu"
+    )(x)
+    x = keras.layers.Flatten()(x)
+    logits = keras.layers.Dense(num_classes)(x)
+    outputs = TemperatureSoftmax(
+        temperature, learnable=learnable_temperature, log_probabilities=True
+    )(logits)
+    return keras.Model(inputs, outputs, name="digits_cnn")
+
+
+def check_config(config):
+    """Raises `ValueError` naming the first bad field of a quickstart config."""
+    _validation.positive_integer("batch_size", config.batch_size)
+    _validation.positive_integer("epochs", config.epochs)
+    _validation.positive_integer("width", config.width)
+    _validation.positive_number("eta0", config.eta0)
+    _validation.positive_number("temperature", config.temperature)
+    _validation.one_of("rule", config.rule, RULES)
+    fraction = config.validation_fraction
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(
+            "`validation_fraction` must be in (0, 1). "
+            f"Received: validation_fraction={fraction!r}"
+        )
+    momentum = config.momentum
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(
+            f"`momentum` must be in [0, 1). Received: momentum={momentum!r}"
+        )
+    n_train = 1797 - int(round(fraction * 1797))
+    if config.batch_size > n_train:
+        raise ValueError(
+            f"`batch_size` must be at most the {n_train} training images. "
+            f"Received: batch_size={config.batch_size!r}"
+        )
+    # Builds the schedule once, for its own checks (warmup, boundaries, ...).
+    make_optimizer(config, steps_per_epoch=n_train // config.batch_size)
+
+
+def make_optimizer(config, steps_per_epoch):
+    """SGD with momentum at `eta = B * eta0`, as the config says."""
+    return LinearScalingOptimizer(
+        keras.optimizers.SGD(momentum=config.momentum),
+        eta0=config.eta0,
+        global_batch_size=config.batch_size,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=config.warmup_epochs,
+        rule=config.rule,
+        boundaries_epochs=tuple(config.boundaries_epochs),
+        decay_rate=config.decay_rate,
+        total_epochs=config.epochs,
+    )
+
+
+class _EpochPrinter(keras.callbacks.Callback):
+    """Prints one line per epoch: loss, error, learning rate, temperature."""
+
+    def __init__(self, print_fn):
+        super().__init__()
+        self.print_fn = print_fn
+
+    def on_train_begin(self, logs=None):
+        self.print_fn(
+            f"{'epoch':>5} {'loss':>7} {'val_loss':>8} {'val_err':>7} "
+            f"{'eta':>9} {'T=eta/B':>9} {'img/s':>7}"
+        )
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        images = self.params["steps"] * logs["batch_size"]
+        self.print_fn(
+            f"{epoch + 1:>5d} {logs['loss']:7.4f} {logs['val_loss']:8.4f} "
+            f"{1.0 - logs['val_accuracy']:7.4f} {logs['learning_rate']:9.2e} "
+            f"{logs['temperature']:9.2e} {images / seconds:7.0f}"
+        )
+
+
+def train(config, print_fn=None):
+    """Trains the digits CNN as the config says; returns the history.
+
+    Args:
+        config: an `ml_collections.ConfigDict` like `configs/quickstart.py`.
+        print_fn: called with one line per epoch (e.g. `print`); None is
+            silent.
+
+    Returns:
+        `keras.callbacks.History.history`: per epoch `loss`, `accuracy`,
+        `val_loss`, `val_accuracy`, `learning_rate`, `eta0`, `batch_size`,
+        `temperature` and `effective_temperature`.
+
+    Raises:
+        ValueError: for a bad config field (see `check_config`).
+    """
+    check_config(config)
+    keras.utils.set_random_seed(config.seed)
+    (x_train, y_train), (x_val, y_val) = load_digits_split(
+        config.validation_fraction, config.seed
+    )
+    batch = config.batch_size
+    # drop_remainder: every step sees exactly B examples, so T = eta / B.
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        .shuffle(len(y_train), seed=config.seed)
+        .batch(batch, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256)
+    steps_per_epoch = len(y_train) // batch
+
+    model = build_model(
+        width=config.width,
+        temperature=config.temperature,
+        learnable_temperature=config.learnable_temperature,
+    )
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    callbacks = [TemperatureLogger()]
+    if print_fn is not None:
+        callbacks.append(_EpochPrinter(print_fn))
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # train_ds is shuffled (seeded) above.
+        verbose=0,
+    )
+    return history.history

@@ -1,0 +1,264 @@
+"""The learning-rate schedule of large-batch SGD: scaling rule, warmup, decay.
+
+With the mini-batch update `theta -= eta * mean_b(g_b)` the SGD temperature
+is `T ~ eta / B`; choosing `eta = B * eta0` makes it depend on the
+per-example rate `eta0` alone (McAllester, "The Learning Rate as
+Temperature"; the linear scaling rule of Goyal et al. 2017, "Accurate, Large
+Minibatch SGD: Training ImageNet in 1 Hour"). Large batches need a warmup
+(Goyal et al. section 2.2) and every schedule cools the model by decaying the
+rate (He et al. 2016: /10 at fixed epochs; the lecture: halved twice).
+
+Durations are in epochs so that a schedule means the same thing at every
+batch size: `steps = epochs * steps_per_epoch`.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from tf_temperature import _validation
+
+RULES = ("linear", "sqrt", "none")
+WARMUPS = ("gradual", "constant", "none")
+DECAYS = ("piecewise", "cosine", "constant")
+
+
+def scaled_learning_rate(eta0, batch_size, rule="linear"):
+    """The target learning rate for a batch size under a scaling rule.
+
+    Args:
+        eta0: the per-example rate (`rule="linear"`), the rate per sqrt of an
+            example (`"sqrt"`, Krizhevsky 2014 / Hoffer et al. 2017), or the
+            rate itself (`"none"`).
+        batch_size: the global batch size `B`.
+        rule: `"linear"` (`eta0 * B`), `"sqrt"` (`eta0 * sqrt(B)`) or
+            `"none"` (`eta0`).
+
+    Returns:
+        The learning rate, a float.
+    """
+    _validation.one_of("rule", rule, RULES)
+    if rule == "linear":
+        return eta0 * batch_size
+    if rule == "sqrt":
+        return eta0 * math.sqrt(batch_size)
+    return eta0
+
+
+@keras.saving.register_keras_serializable(package="tf_temperature")
+class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`eta = B * eta0` with Goyal et al.'s warmup and a decay, by epochs.
+
+    The rate at optimizer step `t` (epoch `e = t / steps_per_epoch`) is
+
+        eta(t) = warmup(e) * decay(e)
+
+    - Target: `eta = eta0 * B` (`rule="linear"`), `eta0 * sqrt(B)`
+      (`"sqrt"`) or `eta0` (`"none"`), with `B = global_batch_size`.
+    - Warmup over `[0, warmup_epochs)` starts from the reference-batch rate
+      `eta_ref`: the same rule applied to `reference_batch_size` (Goyal et
+      al.: the rate that is known to work at B = 256). Our choice: the start
+      is `min(eta_ref, eta)`, so warmup never *lowers* the rate and a batch at
+      or below the reference batch has no warmup to do.
+      `"gradual"` ramps linearly from that start to `eta` at
+      `warmup_epochs` (Goyal et al. section 2.2); `"constant"` holds the
+      start for `warmup_epochs`, then jumps to `eta`; `"none"` has no warmup
+      (`warmup_epochs` is then ignored).
+    - Decay: `"piecewise"` multiplies by `decay_rate` at each of
+      `boundaries_epochs` (He et al. and Goyal et al.: 0.1 at 30, 60, 80;
+      the lecture: 0.5 twice); `"cosine"` follows half a cosine from `eta`
+      after warmup to 0 at `total_epochs` (Loshchilov & Hutter 2017);
+      `"constant"` keeps `eta`.
+
+    `temperature(step)` is `eta(step) / B`: with the linear rule it is
+    `eta0` times the warmup and decay factors whatever `B` is.
+
+    Args:
+        eta0: the per-example learning rate (see `rule`), > 0.
+        global_batch_size: the global batch size `B` (all replicas), >= 1.
+        steps_per_epoch: optimizer steps per epoch at this batch size, >= 1.
+        warmup_epochs: length of the warmup in epochs, >= 0.
+        warmup: `"gradual"`, `"constant"` or `"none"`.
+        rule: `"linear"`, `"sqrt"` or `"none"`.
+        boundaries_epochs: increasing epochs > `warmup_epochs` at which a
+            `"piecewise"` decay multiplies the rate by `decay_rate`.
+        decay_rate: the factor at each boundary, > 0.
+        decay: `"piecewise"`, `"cosine"` or `"constant"`.
+        total_epochs: length of training in epochs; required by
+            `"cosine"`, checked against warmup and boundaries when given.
+        reference_batch_size: the batch size whose rate starts the warmup.
+        name: optional name.
+
+    Raises:
+        ValueError: for a non-positive `eta0`, batch size, step count or
+            decay rate, a negative warmup, an unknown `rule`, `warmup` or
+            `decay`, boundaries that are not increasing or that fall inside
+            the warmup or after the end, a cosine decay without
+            `total_epochs`, or a warmup longer than training.
+    """
+
+    def __init__(
+        self,
+        eta0,
+        global_batch_size,
+        steps_per_epoch,
+        warmup_epochs=0,
+        warmup="gradual",
+        rule="linear",
+        boundaries_epochs=(),
+        decay_rate=0.1,
+        decay="piecewise",
+        total_epochs=None,
+        reference_batch_size=256,
+        name=None,
+    ):
+        super().__init__()
+        self.eta0 = _validation.positive_number("eta0", eta0)
+        self.global_batch_size = _validation.positive_integer(
+            "global_batch_size", global_batch_size
+        )
+        self.steps_per_epoch = _validation.positive_integer(
+            "steps_per_epoch", steps_per_epoch
+        )
+        self.warmup_epochs = _validation.non_negative_number(
+            "warmup_epochs", warmup_epochs
+        )
+        self.warmup = _validation.one_of("warmup", warmup, WARMUPS)
+        self.rule = _validation.one_of("rule", rule, RULES)
+        self.decay_rate = _validation.positive_number("decay_rate", decay_rate)
+        self.decay = _validation.one_of("decay", decay, DECAYS)
+        self.reference_batch_size = _validation.positive_integer(
+            "reference_batch_size", reference_batch_size
+        )
+        self.total_epochs = (
+            None if total_epochs is None
+            else _validation.positive_number("total_epochs", total_epochs)
+        )
+        self.boundaries_epochs = self._check_boundaries(boundaries_epochs)
+        if self.decay == "cosine" and self.total_epochs is None:
+            raise ValueError(
+                '`total_epochs` is required by decay="cosine". Received: '
+                "total_epochs=None"
+            )
+        if (
+            self.total_epochs is not None
+            and self._effective_warmup_epochs > self.total_epochs
+        ):
+            raise ValueError(
+                "`warmup_epochs` must not exceed `total_epochs` "
+                f"({self.total_epochs:g}). Received: "
+                f"warmup_epochs={warmup_epochs!r}"
+            )
+        self.name = name
+
+    def _check_boundaries(self, boundaries):
+        try:
+            values = [float(b) for b in boundaries]
+        except (TypeError, ValueError):
+            raise ValueError(
+                "`boundaries_epochs` must be a sequence of numbers. "
+                f"Received: boundaries_epochs={boundaries!r}"
+            ) from None
+        if any(b <= a for a, b in zip(values[:-1], values[1:], strict=True)):
+            raise ValueError(
+                "`boundaries_epochs` must be strictly increasing. "
+                f"Received: boundaries_epochs={boundaries!r}"
+            )
+        if values and values[0] <= self._effective_warmup_epochs:
+            raise ValueError(
+                "`boundaries_epochs` must all be after the warmup "
+                f"(warmup_epochs={self.warmup_epochs:g}). "
+                f"Received: boundaries_epochs={boundaries!r}"
+            )
+        if (
+            values
+            and self.total_epochs is not None
+            and values[-1] >= self.total_epochs
+        ):
+            raise ValueError(
+                "`boundaries_epochs` must all be before `total_epochs` "
+                f"({self.total_epochs:g}). "
+                f"Received: boundaries_epochs={boundaries!r}"
+            )
+        return tuple(values)
+
+    @property
+    def _effective_warmup_epochs(self):
+        return 0.0 if self.warmup == "none" else self.warmup_epochs
+
+    @property
+    def target_learning_rate(self):
+        """The rate after warmup and before any decay, `eta` (a float)."""
+        return scaled_learning_rate(
+            self.eta0, self.global_batch_size, self.rule
+        )
+
+    @property
+    def warmup_start_learning_rate(self):
+        """Where the warmup starts: `min(eta_ref, eta)` (a float)."""
+        reference = scaled_learning_rate(
+            self.eta0, self.reference_batch_size, self.rule
+        )
+        return min(reference, self.target_learning_rate)
+
+    @property
+    def warmup_steps(self):
+        """The warmup length in optimizer steps (a float)."""
+        return self._effective_warmup_epochs * self.steps_per_epoch
+
+    def __call__(self, step):
+        """The learning rate at optimizer step `step` (float32 tensor)."""
+        step = ops.cast(step, "float32")
+        epoch = step / float(self.steps_per_epoch)
+        target = self.target_learning_rate
+        start = self.warmup_start_learning_rate
+        warmup_epochs = self._effective_warmup_epochs
+
+        rate = ops.convert_to_tensor(target, "float32")
+        if warmup_epochs > 0 and self.warmup == "gradual":
+            ramp = start + (target - start) * epoch / warmup_epochs
+            rate = ops.where(epoch < warmup_epochs, ramp, rate)
+        elif warmup_epochs > 0 and self.warmup == "constant":
+            rate = ops.where(epoch < warmup_epochs, start, rate)
+
+        if self.decay == "piecewise" and self.boundaries_epochs:
+            passed = ops.sum(
+                ops.cast(
+                    epoch >= ops.convert_to_tensor(
+                        self.boundaries_epochs, "float32"
+                    ),
+                    "float32",
+                )
+            )
+            rate = rate * ops.power(self.decay_rate, passed)
+        elif self.decay == "cosine":
+            # max(): a warmup that fills all of training leaves no span.
+            span = max(self.total_epochs - warmup_epochs, 1e-9)
+            progress = ops.clip((epoch - warmup_epochs) / span, 0.0, 1.0)
+            rate = rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        return rate
+
+    def temperature(self, step):
+        """The SGD temperature `eta(step) / B` (float32 tensor).
+
+        With `rule="linear"` this is `eta0` times the warmup and decay
+        factors, the same at every batch size.
+        """
+        return self(step) / float(self.global_batch_size)
+
+    def get_config(self):
+        return {
+            "eta0": self.eta0,
+            "global_batch_size": self.global_batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "warmup_epochs": self.warmup_epochs,
+            "warmup": self.warmup,
+            "rule": self.rule,
+            "boundaries_epochs": list(self.boundaries_epochs),
+            "decay_rate": self.decay_rate,
+            "decay": self.decay,
+            "total_epochs": self.total_epochs,
+            "reference_batch_size": self.reference_batch_size,
+            "name": self.name,
+        }
