@@ -6,27 +6,23 @@ r"""Quickstart: train a small CNN on the bundled digits data, print eta and T.
 This file is kept short on purpose: the work is in `tf_temperature.quickstart`.
 """
 
-import sys
-
 from absl import app
-from ml_collections import config_flags
 
+from pipelines import _cli
 from tf_temperature import quickstart
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/quickstart.py", "Configuration file.", lock_config=True
+_CONFIG = _cli.define_config_file(
+    "config", "configs/quickstart.py", "Configuration file."
 )
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # Checked by the flags parser.
     config = _CONFIG.value
     try:
         quickstart.check_config(config)
     except ValueError as error:
-        print(f"error: config: {error}", file=sys.stderr)
-        return 2
+        _cli.fail(f"config: {error}")
     print(f"digits CNN, B={config.batch_size}, eta0={config.eta0:.3g}, "
           f"rule={config.rule}, epochs={config.epochs}")
     history = quickstart.train(config, print_fn=print)
@@ -35,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_cli.make_flags_parser(_CONFIG))

@@ -92,15 +92,24 @@ class _TemperatureLayer(keras.layers.Layer):
             dtype="float32",
         )
 
+    # T is kept in [1e-30, 1e30]: a learned log T that a wild gradient step
+    # sends to -1000 would otherwise make beta = inf and 0 * inf = NaN.
+    _LOG_T_BOUND = 69.0
+
+    def _log_temperature(self):
+        return ops.clip(
+            self.log_temperature, -self._LOG_T_BOUND, self._LOG_T_BOUND
+        )
+
     @property
     def temperature(self):
         """The current temperature `T`, a float32 scalar tensor."""
-        return ops.exp(self.log_temperature)
+        return ops.exp(self._log_temperature())
 
     @property
     def beta(self):
         """The current inverse temperature `beta = 1 / T`."""
-        return ops.exp(-self.log_temperature)
+        return ops.exp(-self._log_temperature())
 
     def set_temperature(self, temperature):
         """Sets `T` (e.g. to anneal or calibrate) without retracing.

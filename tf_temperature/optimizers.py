@@ -9,6 +9,7 @@ optimizer does all the work (and all the `tf.distribute` handling), and its
 serialized config nests inside the wrapper's.
 """
 
+import copy
 import inspect
 
 import keras
@@ -174,7 +175,8 @@ class LinearScalingOptimizer(keras.optimizers.Optimizer):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
+        # Deep copy: deserializing the nested config rewrites it in place.
+        config = copy.deepcopy(config)
         optimizer = keras.saving.deserialize_keras_object(
             config.pop("optimizer"), custom_objects=custom_objects
         )

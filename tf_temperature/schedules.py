@@ -154,6 +154,8 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def _check_boundaries(self, boundaries):
         try:
+            if isinstance(boundaries, (str, bytes)):
+                raise TypeError
             values = [float(b) for b in boundaries]
         except (TypeError, ValueError):
             raise ValueError(

@@ -20,6 +20,7 @@ along `axis`, and `beta` as a number or a tensor broadcastable against
 results are float32 (float64 for float64 energies) with `axis` reduced.
 """
 
+import numpy as np
 from keras import ops
 
 
@@ -27,7 +28,12 @@ def _prepare(energies, beta):
     energies = ops.convert_to_tensor(energies)
     if energies.dtype not in ("float32", "float64"):
         energies = ops.cast(energies, "float32")
-    beta = ops.cast(beta, energies.dtype)
+    if ops.is_tensor(beta):
+        beta = ops.cast(beta, energies.dtype)
+    else:
+        # Straight to the energies' dtype: a Python float through float32
+        # would lose float64 precision.
+        beta = ops.convert_to_tensor(np.asarray(beta, energies.dtype.name))
     return energies, beta
 
 

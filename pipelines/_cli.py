@@ -1,0 +1,66 @@
+"""What every entry point shares: flags parsing that fails in one line.
+
+absl prints a usage hint after a flags error, and ml_collections raises a
+bare `AttributeError` (with a traceback) for a `--config.key` that does not
+exist, or an `OSError` on first use of a config file that does not load.
+`define_config_file` and `make_flags_parser` turn each of these into one
+line on stderr and exit code 2.
+"""
+
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+USAGE_ERROR = 2
+
+
+def fail(message):
+    """Prints `error: message` on one line and exits with code 2."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
+def define_config_file(name, default, help_string):
+    """`config_flags.DEFINE_config_file` with a locked config, failing cleanly.
+
+    ml_collections applies `--NAME.key=value` overrides from `sys.argv` when
+    the flag is defined, so an unknown key fails here, at import time.
+    """
+    try:
+        return config_flags.DEFINE_config_file(
+            name, default, help_string, lock_config=True
+        )
+    except (AttributeError, KeyError) as error:
+        key = str(error).strip("\"' ")
+        fail(f"--{name}: no field named {key!r}; the accepted fields are "
+             "those of the config file")
+
+
+def make_flags_parser(*config_holders):
+    """Returns a `flags_parser` for `absl.app.run`.
+
+    Args:
+        *config_holders: the `config_flags.DEFINE_config_file` handles whose
+            files must load (checked while parsing, before `main` runs).
+    """
+
+    def parse_flags(argv):
+        try:
+            rest = flags.FLAGS(argv)
+        except flags.Error as error:
+            fail(f"flags: {error}")
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            fail(f"flags: {error}")
+        for holder in config_holders:
+            try:
+                # A file that failed to load is reported on first use.
+                holder.value.to_dict()
+            except OSError as error:
+                lines = [line for line in str(error).splitlines() if line]
+                fail(f"--{holder.name}: {lines[-1].strip()}")
+        if len(rest) > 1:
+            fail(f"unexpected arguments: {' '.join(rest[1:])}")
+        return rest
+
+    return parse_flags

@@ -1,0 +1,104 @@
+"""End-to-end: the quickstart trains on digits; its CLI rejects bad input."""
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tf_temperature import quickstart
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config():
+    sys.path.insert(0, str(ROOT / "configs"))
+    try:
+        import quickstart as config_module  # configs/quickstart.py
+    finally:
+        sys.path.pop(0)
+    return config_module.get_config()
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    (x1, y1), (xv1, yv1) = quickstart.load_digits_split(0.2, seed=0)
+    (x2, _), (xv2, _) = quickstart.load_digits_split(0.2, seed=0)
+    assert x1.shape == (1438, 8, 8, 1) and xv1.shape == (359, 8, 8, 1)
+    np.testing.assert_array_equal(xv1, xv2)
+    np.testing.assert_array_equal(x1, x2)
+    assert x1.min() >= 0.0 and x1.max() <= 1.0
+    assert set(np.unique(y1)) == set(range(10))
+
+
+def test_train_learns_and_logs_the_temperature():
+    config = load_config()
+    config.epochs = 3
+    config.boundaries_epochs = (2.0,)
+    lines = []
+    history = quickstart.train(config, print_fn=lines.append)
+    assert len(lines) == 4  # Header and one line per epoch.
+    assert history["val_accuracy"][-1] > 0.5  # Chance is 0.1.
+    assert history["loss"][-1] < history["loss"][0]
+    eta = config.batch_size * config.eta0
+    # B = 64 < 256: no warmup to do; halved at epoch 2.
+    np.testing.assert_allclose(history["learning_rate"],
+                               [eta, eta / 2, eta / 2], rtol=1e-6)
+    np.testing.assert_allclose(
+        history["temperature"],
+        np.array(history["learning_rate"]) / config.batch_size, rtol=1e-6)
+
+
+def run_cli(*flags):
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.quickstart", *flags],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_cli_runs_one_epoch():
+    result = run_cli("--config.epochs=1", "--config.boundaries_epochs=()")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[1].split() == ["epoch", "loss", "val_loss", "val_err", "eta",
+                                "T=eta/B", "img/s"]
+    assert lines[-1].startswith("final validation error")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--config.eta0=-1"],
+         "error: config: `eta0` must be a finite number > 0. "
+         "Received: eta0=-1.0"),
+        (["--config.rule=cubic"],
+         "error: config: `rule` must be one of 'linear', 'sqrt', 'none'. "
+         "Received: rule='cubic'"),
+        (["--config.boundaries_epochs=(9.0, 6.0)"],
+         "error: config: `boundaries_epochs` must be strictly increasing. "
+         "Received: boundaries_epochs=(9.0, 6.0)"),
+        (["--config.batch_size=5000"],
+         "error: config: `batch_size` must be at most the 1438 training "
+         "images. Received: batch_size=5000"),
+        (["--config.no_such_key=1"],
+         "error: --config: no field named 'no_such_key'"),
+        (["--config=configs/missing.py"],
+         "error: --config: [Errno 2] No such file or directory: "
+         "'configs/missing.py'"),
+        (["--config.batch_size=abc"],
+         "error: flags: flag --config.batch_size=abc: invalid literal"),
+        (["stray"], "error: unexpected arguments: stray"),
+    ],
+    ids=["eta0", "rule", "boundaries", "batch", "unknown_key", "no_file",
+         "bad_type", "stray_argument"],
+)
+def test_cli_bad_input_is_one_line_without_traceback(flags, message):
+    result = run_cli(*flags)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    # Our message is one line (TensorFlow's own import-time log lines, which
+    # TF 2.21 prints whatever TF_CPP_MIN_LOG_LEVEL says, are not ours).
+    ours = [line for line in result.stderr.splitlines() if message in line]
+    assert len(ours) == 1
+    assert result.stdout == ""
