@@ -1,0 +1,29 @@
+"""The README's commands and example code stay true."""
+
+import pathlib
+import re
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_opens_with_the_two_commands():
+    first_block = re.search(r"```bash\n(.*?)```", README, re.S).group(1)
+    assert first_block.splitlines() == [
+        "pip install -e . && python -m pipelines.quickstart",
+        "pip install -e '.[test]' && python -m pytest",
+    ]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "pip install --quiet --disable-pip-version-check -e '.[test]'" in ci
+    assert "\npython -m pytest\n" in ci
+
+
+def test_readme_classifier_example_runs(capsys):
+    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    rate, temperature = map(float, capsys.readouterr().out.split())
+    # Step 0: the gradual warmup starts from the B = 256 rate 0.1.
+    np.testing.assert_allclose([rate, temperature], [0.1, 0.1 / 1024],
+                               rtol=1e-6)

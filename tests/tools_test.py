@@ -1,0 +1,33 @@
+"""Tests of tools/plot_schedule.py."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plot_schedule_draws_overlapping_temperatures(tmp_path):
+    tool = load_tool("plot_schedule")
+    kwargs = dict(eta0=1e-3, epochs=10, warmup_epochs=2,
+                  boundaries_epochs=[5, 8], decay_rate=0.1,
+                  examples_per_epoch=2 ** 14, points=50)
+    linear = tool.schedule_curves([256, 1024, 4096], rule="linear", **kwargs)
+    after_warmup = linear[256][0] >= 2
+    for batch in (1024, 4096):
+        np.testing.assert_allclose(linear[batch][2][after_warmup],
+                                   linear[256][2][after_warmup], rtol=1e-6)
+    sqrt = tool.schedule_curves([256, 4096], rule="sqrt", **kwargs)
+    assert np.all(sqrt[4096][2] < sqrt[256][2] / 3)  # T ~ 1 / sqrt(B).
+    output = tmp_path / "schedule.png"
+    tool.plot(linear, "linear", str(output))
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
