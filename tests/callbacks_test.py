@@ -43,6 +43,16 @@ def read_scalars(log_dir):
     return scalars
 
 
+def test_config_round_trip():
+    logger = TemperatureLogger("tb", update_freq=10, batch_size=32)
+    config = logger.get_config()
+    assert config == {"log_dir": "tb", "update_freq": 10, "batch_size": 32}
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(logger))
+    assert isinstance(restored, TemperatureLogger)
+    assert restored.get_config() == config
+
+
 def test_history_has_rate_batch_and_temperature_per_epoch():
     history = fit(scaling_optimizer(), TemperatureLogger())
     # End of epochs 1, 2, 3: rate after 4, 8, 12 steps: halved at 1 and 2.

@@ -30,6 +30,7 @@ def _as_float(value):
     return float(keras.ops.convert_to_numpy(value))
 
 
+@keras.saving.register_keras_serializable(package="tf_temperature")
 class TemperatureLogger(keras.callbacks.Callback):
     """Logs learning rate, eta0, batch size and temperature while training.
 
@@ -135,3 +136,15 @@ class TemperatureLogger(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def get_config(self):
+        """The constructor arguments (callbacks are not saved with models)."""
+        return {
+            "log_dir": self.log_dir,
+            "update_freq": self.update_freq,
+            "batch_size": self.batch_size,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
