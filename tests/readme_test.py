@@ -27,3 +27,15 @@ def test_readme_classifier_example_runs(capsys):
     # Step 0: the gradual warmup starts from the B = 256 rate 0.1.
     np.testing.assert_allclose([rate, temperature], [0.1, 0.1 / 1024],
                                rtol=1e-6)
+
+
+def test_readme_models_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    code = next(block for block in blocks if "cifar_resnet(56)" in block)
+    namespace = {}
+    exec(compile("import tf_temperature as tt\n" + code, "README.md",
+                 "exec"), namespace)
+    for name, count in (("resnet56", 853_018), ("plain56", 853_018)):
+        model = namespace[name]
+        assert sum(int(np.prod(w.shape))
+                   for w in model.trainable_weights) == count

@@ -12,11 +12,13 @@ Modules:
     schedules: `LinearScalingSchedule` (scaling rule, warmup, decay).
     optimizers: `LinearScalingOptimizer`, exposing the temperature.
     callbacks: `TemperatureLogger`.
+    models: `cifar_resnet`, `imagenet_resnet` (He et al. 2016).
 """
 
 from tf_temperature import (
     callbacks,
     layers,
+    models,
     optimizers,
     sampling,
     schedules,
@@ -50,6 +52,7 @@ __all__ = [
     "layers",
     "log_partition",
     "mean_energy",
+    "models",
     "optimizers",
     "sample_with_temperature",
     "sampling",
