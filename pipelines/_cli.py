@@ -9,7 +9,7 @@ line on stderr and exit code 2.
 
 import sys
 
-from absl import flags
+from absl import flags, logging
 from ml_collections import config_flags
 
 USAGE_ERROR = 2
@@ -35,6 +35,13 @@ def define_config_file(name, default, help_string):
         key = str(error).strip("\"' ")
         fail(f"--{name}: no field named {key!r}; the accepted fields are "
              "those of the config file")
+
+
+def quiet_info_logs():
+    """Keeps INFO log lines (TensorFlow's checkpoint sharding, ...) out of
+    the run's output unless `--verbosity` asks for them; warnings stay."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
 
 
 def make_flags_parser(*config_holders):

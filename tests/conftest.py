@@ -29,6 +29,32 @@ def mixed_precision():
     keras.config.set_dtype_policy(previous)
 
 
+def tiny_config(**changes):
+    """configs/digits_resnet.py shrunk to seconds: ResNet-8 of width 4.
+
+    `changes` maps dotted field names to values.
+    """
+    from configs import digits_resnet
+
+    config = digits_resnet.get_config()
+    config.num_epochs = 2
+    config.quiet = True
+    config.model.depth = 8
+    config.model.width = 4
+    config.optimizer.boundaries_epochs = (1.0,)
+    with config.unlocked():
+        for key, value in changes.items():
+            holder = config
+            *path, name = key.split(".")
+            for part in path:
+                holder = holder[part]
+            holder[name] = value
+        if ("optimizer.boundaries_epochs" not in changes
+                and config.num_epochs <= 1):
+            config.optimizer.boundaries_epochs = ()
+    return config
+
+
 @pytest.fixture
 def two_cpu_strategy():
     """A MirroredStrategy over the two virtual CPUs."""

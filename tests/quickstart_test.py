@@ -21,16 +21,6 @@ def load_config():
     return config_module.get_config()
 
 
-def test_digits_split_is_fixed_and_disjoint():
-    (x1, y1), (xv1, yv1) = quickstart.load_digits_split(0.2, seed=0)
-    (x2, _), (xv2, _) = quickstart.load_digits_split(0.2, seed=0)
-    assert x1.shape == (1438, 8, 8, 1) and xv1.shape == (359, 8, 8, 1)
-    np.testing.assert_array_equal(xv1, xv2)
-    np.testing.assert_array_equal(x1, x2)
-    assert x1.min() >= 0.0 and x1.max() <= 1.0
-    assert set(np.unique(y1)) == set(range(10))
-
-
 def test_train_learns_and_logs_the_temperature():
     config = load_config()
     config.epochs = 3

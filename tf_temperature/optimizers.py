@@ -43,9 +43,11 @@ class LinearScalingOptimizer(keras.optimizers.Optimizer):
     gradients, as every Keras optimizer does.
 
     Args:
-        optimizer: the `keras.optimizers.Optimizer` to drive (its own
-            learning rate is replaced). Weight decay, clipping, EMA and
-            gradient accumulation are set on it, not on the wrapper.
+        optimizer: the `keras.optimizers.Optimizer` to drive, not used yet.
+            The wrapper runs a copy of it made from its config with the
+            schedule as learning rate (`inner_optimizer`). Weight decay,
+            clipping, EMA and gradient accumulation are set on it, not on
+            the wrapper.
         eta0: the per-example learning rate (see `LinearScalingSchedule`).
         global_batch_size: the global batch size `B`.
         steps_per_epoch: optimizer steps per epoch at this batch size.
@@ -55,8 +57,9 @@ class LinearScalingOptimizer(keras.optimizers.Optimizer):
             `decay_rate`, `decay`, `total_epochs`, `reference_batch_size`.
 
     Raises:
-        ValueError: if `optimizer` is not a Keras optimizer, for an argument
-            the schedule does not take, and for every schedule error.
+        ValueError: if `optimizer` is not a Keras optimizer or was already
+            used, for an argument the schedule does not take, and for every
+            schedule error.
     """
 
     def __init__(
@@ -81,13 +84,25 @@ class LinearScalingOptimizer(keras.optimizers.Optimizer):
                 "options such as weight_decay on the inner optimizer). "
                 f"Received: {unknown[0]}={schedule_kwargs[unknown[0]]!r}"
             )
+        if optimizer.built:
+            raise ValueError(
+                "`optimizer` must not have been used (built) yet: its state "
+                f"would be lost. Received: optimizer={optimizer.name!r}"
+            )
         schedule = schedules_lib.LinearScalingSchedule(
             eta0, global_batch_size, steps_per_epoch, **schedule_kwargs
         )
         super().__init__(learning_rate=0.0, name=name)
-        self.inner_optimizer = optimizer
+        # Rebuilt from its config with the schedule as learning rate, rather
+        # than `optimizer.learning_rate = schedule`: that setter untracks
+        # the old learning-rate variable, which makes the optimizer
+        # impossible to save with `tf.train.Checkpoint` ("A list element was
+        # ... deleted"), and a `.keras` file would count one variable more
+        # than the optimizer it is loaded into.
+        config = optimizer.get_config()
+        config["learning_rate"] = schedule
+        self.inner_optimizer = optimizer.__class__.from_config(config)
         self.schedule = schedule
-        self.inner_optimizer.learning_rate = schedule
 
     # --- The temperature and its ingredients. -----------------------------
 

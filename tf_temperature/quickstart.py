@@ -11,36 +11,14 @@ handwritten digits, so nothing is downloaded.
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_temperature import _validation
 from tf_temperature.callbacks import TemperatureLogger
+from tf_temperature.input_pipeline import load_digits_split
 from tf_temperature.layers import TemperatureSoftmax
 from tf_temperature.optimizers import LinearScalingOptimizer
 from tf_temperature.schedules import RULES
-
-
-def load_digits_split(validation_fraction=0.2, seed=0):
-    """The digits data, scaled to [0, 1], split by a seeded permutation.
-
-    Args:
-        validation_fraction: share of the 1,797 images held out, in (0, 1).
-        seed: seed of the permutation, so the split is the same every run.
-
-    Returns:
-        `((x_train, y_train), (x_val, y_val))`: float32 images `[n, 8, 8, 1]`
-        and int32 labels `[n]`.
-    """
-    from sklearn.datasets import load_digits
-
-    images, labels = load_digits(return_X_y=True)
-    images = (images / 16.0).astype("float32").reshape(-1, 8, 8, 1)
-    labels = labels.astype("int32")
-    order = np.random.default_rng(seed).permutation(len(labels))
-    n_val = int(round(validation_fraction * len(labels)))
-    val, train = order[:n_val], order[n_val:]
-    return (images[train], labels[train]), (images[val], labels[val])
 
 
 def build_model(num_classes=10, width=16, temperature=1.0,

@@ -1,0 +1,132 @@
+"""`python -m pipelines.train` end to end: a run, bad input, two workers."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tf_temperature import workdir
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config.num_epochs=1", "--config.model.depth=8",
+        "--config.model.width=4", "--config.optimizer.boundaries_epochs=()",
+        "--config.quiet=True"]
+
+
+def run(args, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_train_then_plot_curves(tmp_path):
+    result = run(["-m", "pipelines.train", f"--workdir={tmp_path / 'r'}",
+                  *TINY])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["step"] == 1438 // 64 and not summary["diverged"]
+    plot = run(["tools/plot_curves.py", str(tmp_path / "r"),
+                f"--output={tmp_path / 'curves.png'}"])
+    assert plot.returncode == 0, plot.stderr[-2000:]
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "r: final validation error" in plot.stdout
+
+
+def test_divergence_exits_3_with_one_line(tmp_path):
+    result = run(["-m", "pipelines.train", f"--workdir={tmp_path / 'r'}",
+                  *TINY, "--config.model.family=linear",
+                  "--config.optimizer.eta0=1e6"])
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines()
+             if line.startswith("error:")]
+    assert len(lines) == 1
+    assert "training diverged at step" in lines[0]
+    assert "eta0=1e+06, eta=6.4e+07, B=64, T=eta/B=1e+06" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--config.model.no_such_field=1"],
+         "error: --config: no field named 'no_such_field'"),
+        (["--config.strategy=gpus"],
+         "error: `strategy` must be one of 'auto', 'cpu', 'one_device', "
+         "'mirrored', 'multi_worker', 'tpu'. Received: strategy='gpus'"),
+        (["--config.dataset.name=tfds", "--config.dataset.tfds_name=cifar10",
+          "--config.dataset.data_dir={tmp}/no_data"],
+         "error: tfds dataset 'cifar10' is not prepared in "
+         "dataset.data_dir="),
+        (["--config.dataset.name=folder",
+          "--config.dataset.train_dir={tmp}/missing"],
+         "error: `dataset.train_dir` must be a directory with one "
+         "sub-directory of images per class."),
+    ],
+    ids=["unknown_key", "unknown_value", "tfds_missing", "folder_missing"],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, message):
+    target = tmp_path / "run"
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    result = run(["-m", "pipelines.train", f"--workdir={target}", *TINY,
+                  *flags])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    ours = [line for line in result.stderr.splitlines()
+             if line.startswith("error:")]
+    assert len(ours) == 1 and ours[0].startswith(message), result.stderr
+    assert not target.exists()
+
+
+def test_missing_workdir_flag():
+    result = run(["-m", "pipelines.train", *TINY])
+    assert result.returncode == 2
+    assert "error: `workdir` is required" in result.stderr
+
+
+def test_held_workdir_is_refused(tmp_path):
+    with workdir.RunLock(str(tmp_path)):
+        result = run(["-m", "pipelines.train", f"--workdir={tmp_path}",
+                      *TINY])
+    assert result.returncode == 2
+    assert "error: `workdir` is in use by another run (pid" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == [".lock"]
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
+    ports = free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster,
+                                "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "pipelines.train",
+             f"--workdir={tmp_path}", *TINY,
+             "--config.strategy=multi_worker"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "TF_CONFIG": tf_config}))
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    chief = json.loads((tmp_path / "summary.json").read_text())
+    other = json.loads(
+        (tmp_path / "workers" / "worker1" / "summary.json").read_text())
+    assert chief["replicas"] == 2
+    assert chief["step"] == 1438 // 64
+    assert chief["weights"] == other["weights"]
+    assert (tmp_path / "metrics.csv").exists()
+    assert not (tmp_path / "workers" / "worker1" / "metrics.csv").exists()

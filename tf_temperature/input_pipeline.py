@@ -1,0 +1,521 @@
+"""Input pipelines: data sources and distributed tf.data datasets.
+
+Sources (`config.dataset.name`):
+
+* `digits`: scikit-learn's bundled `load_digits` (1,797 real 8x8 digits, the
+  embedded default; nothing is downloaded), split by a seeded permutation.
+* `synthetic`: a fixed pool of random images with fixed labels, repeated:
+  ImageNet- or CIFAR-shaped data for benchmarks.
+* `tfds`: any tfds image-classification dataset already prepared in
+  `data_dir` (which may be a `gs://` bucket on Cloud TPU).
+* `folder`: a directory with one sub-directory of JPEG/PNG files per class.
+
+The global batch `B` is split across replicas with
+`strategy.distribute_datasets_from_function`: each input pipeline reads its
+shard (`InputContext`) and batches `B / replicas` examples, with static
+shapes (`drop_remainder=True`). An epoch is `num_train // B` steps; the
+training data of each epoch is shuffled with a seed derived from the epoch,
+and every random crop and flip draws a stateless seed derived from the
+epoch and the example's position, so a run resumed mid-epoch (`skip_steps`)
+sees exactly the batches it would have seen. Evaluation pads the last batch
+with zero-weight examples, so that every example is counted once.
+"""
+
+import dataclasses
+import math
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_temperature import _validation, preprocessing
+
+SOURCES = ("digits", "synthetic", "tfds", "folder")
+AUGMENTATIONS = ("none", "cifar", "imagenet")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_CIFAR_NAMES = ("cifar10", "cifar100", "cifar10_1", "cifar10_corrupted")
+
+
+def load_digits_split(validation_fraction=0.2, seed=0):
+    """The digits data, scaled to [0, 1], split by a seeded permutation.
+
+    Args:
+        validation_fraction: share of the 1,797 images held out, in (0, 1).
+        seed: seed of the permutation, so the split is the same every run.
+
+    Returns:
+        `((x_train, y_train), (x_val, y_val))`: float32 images `[n, 8, 8, 1]`
+        and int32 labels `[n]`.
+    """
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    images = (images / 16.0).astype("float32").reshape(-1, 8, 8, 1)
+    labels = labels.astype("int32")
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_val = int(round(validation_fraction * len(labels)))
+    val, train = order[:n_val], order[n_val:]
+    return (images[train], labels[train]), (images[val], labels[val])
+
+
+@dataclasses.dataclass
+class Source:
+    """Examples and what is known about them.
+
+    Attributes:
+        name: a label for logs.
+        train: `tf.data.Dataset` of `(image, label)`; images are decoded
+            `[h, w, c]` arrays, or encoded bytes when `encoded`.
+        eval: the same for evaluation.
+        num_train: training examples (one epoch).
+        num_eval: evaluation examples.
+        num_classes: number of labels.
+        channels: image channels.
+        encoded: whether images are encoded bytes (JPEG/PNG).
+        mean: per-channel mean for normalization.
+        std: per-channel standard deviation.
+        skipped: files left out as unreadable (folder source).
+    """
+
+    name: str
+    train: tf.data.Dataset
+    eval: tf.data.Dataset
+    num_train: int
+    num_eval: int
+    num_classes: int
+    channels: int
+    encoded: bool
+    mean: tuple
+    std: tuple
+    skipped: tuple = ()
+
+
+def _digits_source(config, seed):
+    fraction = config.validation_fraction
+    (x_train, y_train), (x_val, y_val) = load_digits_split(fraction, seed)
+    mean, std = float(x_train.mean()), float(x_train.std())
+    return Source(
+        name="digits",
+        train=tf.data.Dataset.from_tensor_slices((x_train, y_train)),
+        eval=tf.data.Dataset.from_tensor_slices((x_val, y_val)),
+        num_train=len(y_train), num_eval=len(y_val), num_classes=10,
+        channels=1, encoded=False, mean=(mean,), std=(std,),
+    )
+
+
+def _synthetic_source(config, seed):
+    size, channels = config.image_size, config.channels
+    classes = _validation.positive_integer("dataset.num_classes",
+                                           config.num_classes)
+    pool = 64
+    rng = np.random.default_rng(seed)
+    images = rng.random((pool, size, size, channels), dtype=np.float32)
+    labels = (np.arange(pool) % classes).astype("int32")
+    examples = tf.data.Dataset.from_tensor_slices((images, labels))
+    return Source(
+        name=f"synthetic {size}x{size}x{channels}",
+        train=examples.repeat(), eval=examples.repeat(),
+        num_train=_validation.positive_integer("dataset.num_train",
+                                               config.num_train),
+        num_eval=_validation.positive_integer("dataset.num_eval",
+                                              config.num_eval),
+        num_classes=classes, channels=channels, encoded=False,
+        mean=(0.5,) * channels, std=(0.29,) * channels,
+    )
+
+
+def _tfds_load(name, split, data_dir, encoded):
+    import tensorflow_datasets as tfds
+
+    decoders = {"image": tfds.decode.SkipDecoding()} if encoded else None
+    try:
+        return tfds.load(name, split=split, data_dir=data_dir or None,
+                         download=False, as_supervised=True,
+                         decoders=decoders, with_info=True)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(
+            "`dataset.tfds_name` is not a tfds dataset. Received: "
+            f"dataset.tfds_name={name!r}"
+        ) from None
+    except AssertionError:
+        # tfds' way of saying "not prepared in data_dir".
+        raise ValueError(
+            f"tfds dataset {name!r} is not prepared in dataset.data_dir="
+            f"{data_dir!r} and nothing is downloaded here: run "
+            f"`tfds build {name} --data_dir=DIR` on a machine with network "
+            "access (or copy a prepared DIR) and pass "
+            "--config.dataset.data_dir=DIR"
+        ) from None
+    except ValueError as error:  # An unknown split.
+        raise ValueError(
+            f"tfds dataset {name!r} has no split {split!r}: {error}"
+        ) from None
+
+
+def _count(dataset, info, split):
+    splits = getattr(info, "splits", None) or {}
+    try:
+        return int(splits[split].num_examples)
+    except (KeyError, TypeError):
+        cardinality = int(dataset.cardinality())
+        if cardinality >= 0:
+            return cardinality
+        return int(dataset.reduce(0, lambda n, _: n + 1))
+
+
+def _tfds_source(config, seed):
+    del seed
+    name = config.tfds_name
+    encoded = config.augment == "imagenet"
+    train, info = _tfds_load(name, config.train_split, config.data_dir,
+                             encoded)
+    eval_split = config.eval_split
+    if not eval_split:
+        names = set(getattr(info, "splits", None) or {})
+        eval_split = "validation" if "validation" in names else "test"
+    evaluation, _ = _tfds_load(name, eval_split, config.data_dir, encoded)
+    channels = int(info.features["image"].shape[-1] or 3)
+    cifar = name.split(":")[0] in _CIFAR_NAMES
+    mean = preprocessing.CIFAR_MEAN if cifar else preprocessing.IMAGENET_MEAN
+    std = preprocessing.CIFAR_STD if cifar else preprocessing.IMAGENET_STD
+    if channels != 3:
+        mean, std = (0.5,) * channels, (0.25,) * channels
+    return Source(
+        name=f"tfds:{name}", train=train, eval=evaluation,
+        num_train=_count(train, info, config.train_split),
+        num_eval=_count(evaluation, info, eval_split),
+        num_classes=int(info.features["label"].num_classes),
+        channels=channels, encoded=encoded, mean=mean, std=std,
+    )
+
+
+def _readable(path):
+    """True if the file starts like a JPEG or a PNG."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+    except OSError:
+        return False
+    return head.startswith(_JPEG_MAGIC) or head.startswith(_PNG_MAGIC)
+
+
+def _decodes(path):
+    try:
+        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+        return False
+    return True
+
+
+def list_image_folder(directory, field, strict=False, classes=None):
+    """Files and labels of a folder with one sub-directory per class.
+
+    Args:
+        directory: the folder.
+        field: the config field that named it, for messages.
+        strict: decode every file now and fail on the first bad one;
+            otherwise skip files that do not start like a JPEG or PNG.
+        classes: class names to use (those of the training folder, for an
+            evaluation folder); None takes the sub-directories.
+
+    Returns:
+        `(files, labels, classes, skipped)`.
+
+    Raises:
+        ValueError: if the folder is missing or holds no images, or (strict)
+            a file does not decode.
+    """
+    root = pathlib.Path(directory) if directory else None
+    if root is None or not root.is_dir():
+        raise ValueError(
+            f"`{field}` must be a directory with one sub-directory of "
+            f"images per class. Received: {field}={directory!r}"
+        )
+    if classes is None:
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files, labels, skipped = [], [], []
+    for label, name in enumerate(classes):
+        folder = root / name
+        paths = sorted(
+            p for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        ) if folder.is_dir() else []
+        for path in paths:
+            ok = _decodes(str(path)) if strict else _readable(path)
+            if not ok and strict:
+                raise ValueError(
+                    f"unreadable image {str(path)!r} in {field}={directory!r}"
+                    " (strict mode; set dataset.strict=False to skip it)"
+                )
+            if ok:
+                files.append(str(path))
+                labels.append(label)
+            else:
+                skipped.append(str(path))
+    if not files:
+        raise ValueError(
+            f"`{field}` holds no JPEG or PNG images in class sub-directories."
+            f" Received: {field}={directory!r}"
+        )
+    if skipped:
+        logging.warning("skipped %d unreadable image(s) in %s: %s",
+                        len(skipped), directory, ", ".join(skipped[:10]))
+    return files, labels, classes, skipped
+
+
+def _folder_source(config, seed):
+    files, labels, classes, skipped = list_image_folder(
+        config.train_dir, "dataset.train_dir", config.strict)
+    if config.eval_dir:
+        eval_files, eval_labels, _, eval_skipped = list_image_folder(
+            config.eval_dir, "dataset.eval_dir", config.strict, classes)
+        skipped = skipped + eval_skipped
+    else:
+        order = np.random.default_rng(seed).permutation(len(files))
+        n_val = int(round(config.validation_fraction * len(files)))
+        files, labels = np.array(files), np.array(labels)
+        eval_files, eval_labels = files[order[:n_val]], labels[order[:n_val]]
+        files, labels = files[order[n_val:]], labels[order[n_val:]]
+        if not len(files) or not len(eval_files):
+            raise ValueError(
+                "`dataset.validation_fraction` leaves no training or no "
+                "evaluation images. Received: dataset.validation_fraction="
+                f"{config.validation_fraction!r}"
+            )
+
+    def read(paths, targets):
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (list(paths), np.asarray(targets, "int32")))
+        return dataset.map(lambda path, y: (tf.io.read_file(path), y))
+
+    return Source(
+        name=f"folder:{config.train_dir}", train=read(files, labels),
+        eval=read(eval_files, eval_labels), num_train=len(files),
+        num_eval=len(eval_files), num_classes=len(classes),
+        channels=config.channels, encoded=True,
+        mean=preprocessing.IMAGENET_MEAN, std=preprocessing.IMAGENET_STD,
+        skipped=tuple(sorted(set(skipped))),
+    )
+
+
+def check_dataset_config(config):
+    """Raises `ValueError` naming the first bad `dataset.*` field."""
+    _validation.one_of("dataset.name", config.name, SOURCES)
+    _validation.one_of("dataset.augment", config.augment, AUGMENTATIONS)
+    _validation.positive_integer("dataset.image_size", config.image_size)
+    _validation.positive_integer("dataset.channels", config.channels)
+    fraction = config.validation_fraction
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(
+            "`dataset.validation_fraction` must be in (0, 1). Received: "
+            f"dataset.validation_fraction={fraction!r}"
+        )
+    _validation.non_negative_number("dataset.shuffle_buffer",
+                                    config.shuffle_buffer)
+    if config.name == "tfds" and not config.tfds_name:
+        raise ValueError(
+            '`dataset.tfds_name` is required by dataset.name="tfds". '
+            "Received: dataset.tfds_name=''"
+        )
+
+
+def make_source(config, seed):
+    """The `Source` that `config.dataset` describes (checks it first)."""
+    check_dataset_config(config)
+    builder = {
+        "digits": _digits_source,
+        "synthetic": _synthetic_source,
+        "tfds": _tfds_source,
+        "folder": _folder_source,
+    }[config.name]
+    return builder(config, seed)
+
+
+class InputPipeline:
+    """Distributed training and evaluation datasets for one run.
+
+    Args:
+        source: a `Source`.
+        config: the `dataset` config (augmentation, image size, ...).
+        global_batch_size: `B`, over all replicas.
+        seed: base seed of shuffling and augmentation.
+        image_dtype: dtype of the images fed to the model (bfloat16 under
+            the `mixed_bfloat16` policy: the cast is the last op).
+        deterministic: keep tf.data's element order deterministic.
+    """
+
+    def __init__(self, source, config, global_batch_size, seed,
+                 image_dtype="float32", deterministic=True):
+        self.source = source
+        self.config = config
+        self.global_batch_size = global_batch_size
+        self.seed = seed
+        self.image_dtype = tf.as_dtype(image_dtype)
+        self.deterministic = deterministic
+        self.steps_per_epoch = source.num_train // global_batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"`batch_size` must be at most the {source.num_train} "
+                f"training examples. Received: batch_size={global_batch_size}"
+            )
+        self.eval_steps = None  # Known once the eval dataset is made.
+        self.image_shape = (config.image_size, config.image_size,
+                            source.channels)
+
+    # --- Per-example preprocessing. -----------------------------------------
+
+    def _decode(self, image):
+        if self.source.encoded:
+            image = tf.io.decode_image(image, channels=self.source.channels,
+                                       expand_animations=False)
+        return image
+
+    def _finish(self, image):
+        image = preprocessing.normalize(image, self.source.mean,
+                                        self.source.std)
+        image = tf.ensure_shape(image, self.image_shape)
+        return tf.cast(image, self.image_dtype)
+
+    def preprocess_train(self, image, seed):
+        """One training example: augmentation, normalization, cast."""
+        size, augment = self.config.image_size, self.config.augment
+        crop_seed, flip_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, 2))
+        if augment == "imagenet":
+            if self.source.encoded:
+                image = preprocessing.decode_and_random_resized_crop(
+                    image, size, crop_seed, channels=self.source.channels)
+            else:
+                image = preprocessing.random_resized_crop(image, size,
+                                                          crop_seed)
+        else:
+            image = preprocessing.resize(self._decode(image), size)
+            if augment == "cifar":
+                image = preprocessing.pad_and_random_crop(image, crop_seed)
+        if augment != "none" and self.config.flip:
+            image = preprocessing.random_flip(image, flip_seed)
+        return self._finish(image)
+
+    def preprocess_eval(self, image):
+        """One evaluation example: central crop or resize, normalization."""
+        size = self.config.image_size
+        if self.config.augment == "imagenet":
+            if self.source.encoded:
+                image = preprocessing.decode_and_center_crop(
+                    image, size, channels=self.source.channels)
+            else:
+                image = preprocessing.center_crop(image, size)
+        else:
+            image = preprocessing.resize(self._decode(image), size)
+        return self._finish(image)
+
+    # --- Datasets. ---------------------------------------------------------
+
+    def _options(self):
+        options = tf.data.Options()
+        options.deterministic = self.deterministic
+        options.experimental_optimization.map_parallelization = True
+        return options
+
+    def _epoch_seed(self, epoch, pipeline_id):
+        return self.seed * 1_000_003 + epoch * 1_009 + pipeline_id
+
+    def train_dataset(self, context, epoch, skip_steps=0):
+        """The training batches of one epoch for one input pipeline.
+
+        Args:
+            context: a `tf.distribute.InputContext`.
+            epoch: the epoch (seeds the shuffle and the augmentation).
+            skip_steps: batches of this epoch already trained (resume).
+
+        Returns:
+            A dataset of `steps_per_epoch - skip_steps` batches of
+            `(images, labels)` of the per-replica batch size.
+        """
+        batch = context.get_per_replica_batch_size(self.global_batch_size)
+        # One step takes a per-replica batch for each replica this input
+        # pipeline feeds (all of them under MirroredStrategy).
+        replicas = max(1, context.num_replicas_in_sync
+                       // context.num_input_pipelines)
+        dataset = self.source.train
+        if context.num_input_pipelines > 1:
+            dataset = dataset.shard(context.num_input_pipelines,
+                                    context.input_pipeline_id)
+        epoch_seed = self._epoch_seed(epoch, context.input_pipeline_id)
+        buffer = int(self.config.shuffle_buffer) or self.source.num_train
+        dataset = dataset.shuffle(min(buffer, self.source.num_train),
+                                  seed=epoch_seed,
+                                  reshuffle_each_iteration=False)
+        # Never run out: an epoch is counted in steps, not passes.
+        dataset = dataset.repeat().enumerate()
+        dataset = dataset.skip(skip_steps * replicas * batch)
+
+        def preprocess(index, example):
+            image, label = example
+            seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
+            return self.preprocess_train(image, seed), label
+
+        dataset = dataset.map(preprocess,
+                              num_parallel_calls=tf.data.AUTOTUNE)
+        if self.source.encoded and not self.config.strict:
+            # A file damaged past its header: skip it rather than crash.
+            dataset = dataset.ignore_errors(log_warning=True)
+        dataset = dataset.batch(batch, drop_remainder=True)
+        dataset = dataset.take((self.steps_per_epoch - skip_steps) * replicas)
+        return dataset.prefetch(tf.data.AUTOTUNE).with_options(
+            self._options())
+
+    def eval_dataset(self, context):
+        """All evaluation examples once, for one input pipeline.
+
+        Batches are `(images, labels, weights)`; the padding that fills the
+        last batch has weight 0. Every input pipeline yields `eval_steps`
+        batches, as multi-worker collectives require.
+        """
+        batch = context.get_per_replica_batch_size(self.global_batch_size)
+        pipelines = context.num_input_pipelines
+        dataset = self.source.eval
+        if pipelines > 1:
+            dataset = dataset.shard(pipelines, context.input_pipeline_id)
+        largest_shard = math.ceil(self.source.num_eval / pipelines)
+        per_pipeline_batch = batch * max(
+            1, context.num_replicas_in_sync // pipelines)
+        self.eval_steps = math.ceil(largest_shard / per_pipeline_batch)
+        dataset = dataset.take(self.source.num_eval)
+        dataset = dataset.map(
+            lambda image, label: (self.preprocess_eval(image), label, 1.0),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        if self.source.encoded and not self.config.strict:
+            dataset = dataset.ignore_errors(log_warning=True)
+        padding = tf.data.Dataset.from_tensors((
+            tf.zeros(self.image_shape, self.image_dtype),
+            tf.constant(0, tf.int32), 0.0)).repeat()
+        dataset = dataset.map(
+            lambda image, label, weight: (image, tf.cast(label, tf.int32),
+                                          weight))
+        dataset = dataset.concatenate(padding)
+        dataset = dataset.take(self.eval_steps * per_pipeline_batch)
+        dataset = dataset.batch(batch, drop_remainder=True)
+        return dataset.prefetch(tf.data.AUTOTUNE).with_options(
+            self._options())
+
+    def distributed_train(self, strategy, epoch, skip_steps=0):
+        """`train_dataset` for every input pipeline of `strategy`."""
+        return strategy.distribute_datasets_from_function(
+            lambda context: self.train_dataset(context, epoch, skip_steps))
+
+    def distributed_eval(self, strategy):
+        """`eval_dataset` for every input pipeline of `strategy`."""
+        return strategy.distribute_datasets_from_function(self.eval_dataset)
+
+
+def describe(source):
+    """One line about a source, for logs."""
+    return (f"{source.name}: {source.num_train} train / {source.num_eval} "
+            f"eval examples, {source.num_classes} classes"
+            + (f", {len(source.skipped)} unreadable skipped"
+               if source.skipped else ""))
+

@@ -1,0 +1,484 @@
+"""The training loop: Keras models and optimizers in a `tf.distribute` loop.
+
+Why a custom loop rather than `model.fit` (see DESIGN.md): Keras 3.15's
+`fit` fails under `MultiWorkerMirroredStrategy` (keras issue 20585) and with
+`steps_per_execution > 1` under `MirroredStrategy` (keras issue 19246). Here
+`strategy.run` runs inside a `tf.function` that loops `tf.range(n)` over
+`n = steps_per_loop` steps per host call (what TPUs need), with the loss
+averaged over the *global* batch (`tf.nn.compute_average_loss`) because
+Keras optimizers sum the replicas' gradients.
+
+The learning rate is `eta = B * eta0` with warmup and decay
+(`LinearScalingOptimizer`, Goyal et al. 2017), `B` being the actual global
+batch. Each epoch trains `num_train // B` steps, evaluates, appends rows to
+`metrics.csv` (with the learning rate and the temperature `eta / B`), writes
+TensorBoard scalars and saves a checkpoint; rerunning on the same workdir
+restores the latest checkpoint and goes on from its step, with the same data
+order (see `input_pipeline`). A non-finite loss stops the run at that step,
+before anything is saved, with `DivergedError`.
+"""
+
+import hashlib
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_temperature import (
+    _validation,
+    distribute,
+    input_pipeline,
+    models,
+)
+from tf_temperature import workdir as workdir_lib
+from tf_temperature.optimizers import LinearScalingOptimizer
+
+# "linear" is multinomial logistic regression: BN-free and convex, the
+# baseline where replicas must agree with one device to rounding.
+FAMILIES = ("cifar", "imagenet", "linear")
+# Each replica returns these sums per step; summed over replicas and steps.
+_LOSS, _CORRECT, _CORRECT5, _COUNT = range(4)
+_SUM = tf.distribute.ReduceOp.SUM
+
+
+class DivergedError(Exception):
+    """The loss became NaN or infinite: the run was too hot."""
+
+
+def check_config(config):
+    """Raises `ValueError` naming the first bad field of a training config.
+
+    Only checks that need no data; the data source, the model and the
+    schedule check the rest as they are built (before anything is written).
+    """
+    _validation.one_of("strategy", config.strategy, distribute.STRATEGIES)
+    _validation.one_of("precision", config.precision, distribute.PRECISIONS)
+    _validation.positive_integer("batch_size", config.batch_size)
+    _validation.positive_integer("num_epochs", config.num_epochs)
+    _validation.positive_integer("steps_per_loop", config.steps_per_loop)
+    _validation.positive_integer("keep_checkpoints", config.keep_checkpoints)
+    every = config.checkpoint_every_steps
+    if every != 0:
+        _validation.positive_integer("checkpoint_every_steps", every)
+    _validation.one_of("model.family", config.model.family, FAMILIES)
+    _validation.positive_number("optimizer.eta0", config.optimizer.eta0)
+    momentum = config.optimizer.momentum
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(
+            "`optimizer.momentum` must be in [0, 1). Received: "
+            f"optimizer.momentum={momentum!r}"
+        )
+    input_pipeline.check_dataset_config(config.dataset)
+
+
+def linear_model(input_shape, num_classes, weight_decay=1e-4):
+    """Softmax regression on the flattened image (logits out)."""
+    regularizer = (keras.regularizers.L2(weight_decay / 2.0)
+                   if weight_decay else None)
+    inputs = keras.Input(tuple(input_shape), name="images")
+    x = keras.layers.Flatten()(inputs)
+    logits = keras.layers.Dense(num_classes, dtype="float32",
+                                kernel_regularizer=regularizer,
+                                name="logits")(x)
+    return keras.Model(inputs, logits, name="linear")
+
+
+def build_model(model_config, input_shape, num_classes):
+    """The ResNet, plain net or linear model that `config.model` describes."""
+    if model_config.family == "linear":
+        return linear_model(input_shape, num_classes,
+                            model_config.weight_decay)
+    builder = (models.cifar_resnet if model_config.family == "cifar"
+               else models.imagenet_resnet)
+    return builder(
+        model_config.depth,
+        residual=model_config.residual,
+        num_classes=num_classes,
+        input_shape=tuple(input_shape),
+        width=model_config.width,
+        shortcut=model_config.shortcut,
+        weight_decay=model_config.weight_decay,
+        zero_init_residual=model_config.zero_init_residual,
+    )
+
+
+def build_optimizer(optimizer_config, global_batch_size, steps_per_epoch,
+                    num_epochs):
+    """SGD with momentum driven by `LinearScalingOptimizer`."""
+    return LinearScalingOptimizer(
+        keras.optimizers.SGD(momentum=optimizer_config.momentum,
+                             nesterov=optimizer_config.nesterov),
+        eta0=optimizer_config.eta0,
+        global_batch_size=global_batch_size,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=optimizer_config.warmup_epochs,
+        warmup=optimizer_config.warmup,
+        rule=optimizer_config.rule,
+        boundaries_epochs=tuple(optimizer_config.boundaries_epochs),
+        decay_rate=optimizer_config.decay_rate,
+        decay=optimizer_config.decay,
+        total_epochs=num_epochs,
+        reference_batch_size=optimizer_config.reference_batch_size,
+    )
+
+
+def weights_fingerprint(weights):
+    """A short hash of `weights`: equal iff they are bit-equal."""
+    digest = hashlib.sha256()
+    for weight in weights:
+        digest.update(np.ascontiguousarray(
+            keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _run_directory(workdir, strategy):
+    """The chief writes in `workdir`; other workers in a directory of their
+    own inside it (multi-worker checkpointing needs every worker to save)."""
+    if distribute.is_chief(strategy):
+        return workdir
+    task_type, task_id = distribute.task_info()
+    return os.path.join(workdir, "workers", f"{task_type}{task_id}")
+
+
+def prepare(config, workdir, print_fn=print):
+    """Checks the input and builds everything; writes nothing yet.
+
+    Sets Keras' global dtype policy to `config.precision`.
+
+    Args:
+        config: an `ml_collections.ConfigDict` like `configs/digits_resnet.py`.
+        workdir: the run directory (created by `run()` if needed).
+        print_fn: called with one line per epoch; `config.quiet` or None
+            silences it.
+
+    Returns:
+        An object whose `run()` trains, evaluates and returns the summary.
+
+    Raises:
+        ValueError: for bad input: a config field, the data, the workdir.
+    """
+    check_config(config)
+    workdir_lib.check_workdir(workdir)
+    if config.quiet:
+        print_fn = None
+    strategy = distribute.make_strategy(config.strategy, config.tpu)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(
+            f"`batch_size` must be divisible by the {replicas} replicas. "
+            f"Received: batch_size={config.batch_size}"
+        )
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    image_dtype = distribute.set_precision(config.precision)
+    return _Run(config, workdir, strategy, image_dtype, print_fn)
+
+
+def train_and_evaluate(config, workdir, print_fn=print):
+    """Trains and evaluates as `config` says, in (or resuming) `workdir`.
+
+    Args:
+        config: an `ml_collections.ConfigDict` like `configs/digits_resnet.py`.
+        workdir: the run directory (created if needed).
+        print_fn: called with one line per epoch; `config.quiet` or None
+            silences it.
+
+    Returns:
+        The summary dict also written to `workdir/summary.json`.
+
+    Raises:
+        ValueError: for bad input (a config field, the data, the workdir),
+            before anything is written; `workdir.WorkdirInUseError` if another
+            run holds the workdir.
+        DivergedError: when the loss becomes NaN or infinite.
+    """
+    previous_policy = keras.config.dtype_policy()
+    try:
+        return prepare(config, workdir, print_fn).run()
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+class _Run:
+    """One call of `train_and_evaluate`: everything built, then the loop."""
+
+    def __init__(self, config, workdir, strategy, image_dtype, print_fn):
+        self.config = config
+        self.workdir = workdir
+        self.strategy = strategy
+        self.print_fn = print_fn
+        self.chief = distribute.is_chief(strategy)
+        self.batch = config.batch_size
+        source = input_pipeline.make_source(config.dataset, config.seed)
+        self.data = input_pipeline.InputPipeline(
+            source, config.dataset, self.batch, config.seed,
+            image_dtype=image_dtype, deterministic=config.deterministic)
+        self.num_classes = source.num_classes
+        self.steps_per_epoch = self.data.steps_per_epoch
+        keras.utils.set_random_seed(config.seed)
+        with strategy.scope():
+            self.model = build_model(config.model, self.data.image_shape,
+                                     source.num_classes)
+            self.scaling = build_optimizer(
+                config.optimizer, self.batch, self.steps_per_epoch,
+                config.num_epochs)
+            self.optimizer = self.scaling
+            if config.precision == "mixed_float16":
+                self.optimizer = keras.optimizers.LossScaleOptimizer(
+                    self.scaling)
+            self.optimizer.build(self.model.trainable_variables)
+        self.train_loop = self._make_train_loop()
+        self.eval_loop = self._make_eval_loop()
+        self.description = (
+            f"{input_pipeline.describe(source)}; {self.model.name}, "
+            f"B={self.batch} on {strategy.num_replicas_in_sync} replica(s), "
+            f"{self.steps_per_epoch} steps per epoch, "
+            f"eta0={self.scaling.eta0:.4g}, "
+            f"eta={self.scaling.schedule.target_learning_rate:.4g}")
+
+    # --- The compiled loops. -----------------------------------------------
+
+    def _sums(self, labels, logits, per_example_loss, weights):
+        labels = tf.cast(labels, tf.int32)
+        logits = tf.cast(logits, tf.float32)
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels),
+                          tf.float32)
+        if self.num_classes > 10:
+            correct5 = tf.cast(tf.math.in_top_k(labels, logits, 5),
+                               tf.float32)
+        else:
+            correct5 = tf.zeros_like(correct)
+        return tf.stack([
+            tf.reduce_sum(per_example_loss * weights),
+            tf.reduce_sum(correct * weights),
+            tf.reduce_sum(correct5 * weights),
+            tf.reduce_sum(weights),
+        ])
+
+    def _make_train_loop(self):
+        model, optimizer, batch = self.model, self.optimizer, self.batch
+
+        def step_fn(images, labels):
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                per_example = keras.losses.sparse_categorical_crossentropy(
+                    labels, logits, from_logits=True)
+                loss = tf.nn.compute_average_loss(per_example,
+                                                  global_batch_size=batch)
+                if model.losses:  # Weight decay, once over the replicas.
+                    loss += tf.nn.scale_regularization_loss(
+                        tf.add_n(model.losses))
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            return self._sums(labels, logits, per_example,
+                              tf.ones_like(per_example))
+
+        if self.config.jit_compile:
+            step_fn = tf.function(step_fn, jit_compile=True)
+
+        @tf.function
+        def train_loop(iterator, num_steps):
+            totals = tf.zeros([4], tf.float32)
+            for _ in tf.range(num_steps):
+                per_replica = self.strategy.run(step_fn,
+                                                args=next(iterator))
+                totals += self.strategy.reduce(_SUM, per_replica, axis=None)
+                if not tf.math.is_finite(totals[_LOSS]):
+                    break  # The first non-finite loss: stop right here.
+            return totals
+
+        return train_loop
+
+    def _make_eval_loop(self):
+        model = self.model
+
+        def step_fn(images, labels, weights):
+            logits = model(images, training=False)
+            per_example = keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True)
+            return self._sums(labels, logits, per_example, weights)
+
+        @tf.function
+        def eval_loop(iterator, num_steps):
+            totals = tf.zeros([4], tf.float32)
+            for _ in tf.range(num_steps):
+                per_replica = self.strategy.run(step_fn,
+                                                args=next(iterator))
+                totals += self.strategy.reduce(_SUM, per_replica, axis=None)
+            return totals
+
+        return eval_loop
+
+    # --- Files. ------------------------------------------------------------
+
+    def _open_checkpoints(self, run_dir):
+        checkpoint = tf.train.Checkpoint(model=self.model,
+                                         optimizer=self.optimizer)
+        manager = tf.train.CheckpointManager(
+            checkpoint, os.path.join(run_dir, "checkpoints"),
+            max_to_keep=self.config.keep_checkpoints)
+        # Every worker restores the chief's checkpoint (a shared directory).
+        latest = tf.train.latest_checkpoint(
+            os.path.join(self.workdir, "checkpoints"))
+        if latest:
+            checkpoint.restore(latest).expect_partial()
+            logging.info("restored %s", latest)
+        return checkpoint, manager
+
+    def _preemption_handler(self, manager):
+        """Saves on a preemption signal under multi-worker and TPU runs."""
+        if not isinstance(self.strategy,
+                          (tf.distribute.MultiWorkerMirroredStrategy,
+                           tf.distribute.TPUStrategy)):
+            return None
+        return tf.distribute.experimental.PreemptionCheckpointHandler(
+            self.strategy.cluster_resolver, manager)
+
+    def _row(self, epoch, step, split, totals, wall_time):
+        count = max(float(totals[_COUNT]), 1.0)
+        rate = float(self.scaling.schedule(max(step - 1, 0)))
+        return {
+            "epoch": epoch, "step": step,
+            "examples_seen": step * self.batch, "split": split,
+            "loss": float(totals[_LOSS]) / count,
+            "error": 1.0 - float(totals[_CORRECT]) / count,
+            "top5_error": (1.0 - float(totals[_CORRECT5]) / count
+                           if self.num_classes > 10 else ""),
+            "learning_rate": rate, "temperature": rate / self.batch,
+            "wall_time": round(wall_time, 3),
+        }
+
+    def _write_summaries(self, writers, rows):
+        for row in rows:
+            with writers[row["split"]].as_default(step=row["step"]):
+                for key in ("loss", "error", "learning_rate", "temperature"):
+                    tf.summary.scalar(key, row[key])
+            writers[row["split"]].flush()
+
+    # --- The loop. ---------------------------------------------------------
+
+    def run(self):
+        run_dir = _run_directory(self.workdir, self.strategy)
+        with workdir_lib.RunLock(run_dir):
+            return self._run_locked(run_dir)
+
+    def _run_locked(self, run_dir):
+        config = self.config
+        checkpoint, manager = self._open_checkpoints(run_dir)
+        handler = self._preemption_handler(manager)
+        metrics = workdir_lib.MetricsLog(os.path.join(run_dir, "metrics.csv"))
+        start_step = int(self.scaling.iterations.numpy())
+        writers = {}
+        if self.chief:
+            # Rows of work after the restored checkpoint are redone.
+            metrics.keep_until(start_step)
+            workdir_lib.write_json(os.path.join(run_dir, "config.json"),
+                                   config.to_dict())
+            writers = {
+                split: tf.summary.create_file_writer(
+                    os.path.join(run_dir, "tensorboard", split))
+                for split in ("train", "eval")
+            }
+        previous = metrics.read()
+        wall_offset = float(previous[-1]["wall_time"]) if previous else 0.0
+        if self.print_fn:
+            self.print_fn(self.description)
+        spe = self.steps_per_epoch
+        every = config.checkpoint_every_steps
+        started = time.perf_counter()
+        epoch, skip = divmod(start_step, spe)
+        images_per_sec = None
+        rows = []
+        while epoch < config.num_epochs:
+            iterator = iter(self.data.distributed_train(self.strategy, epoch,
+                                                        skip))
+            totals = np.zeros(4)
+            step = epoch * spe + skip
+            epoch_start = time.perf_counter()
+            while step < (epoch + 1) * spe:
+                chunk = min(config.steps_per_loop, (epoch + 1) * spe - step)
+                if every:
+                    chunk = min(chunk, every - step % every)
+                totals += self.train_loop(iterator, tf.constant(chunk))
+                step = int(self.scaling.iterations.numpy())
+                if not math.isfinite(totals[_LOSS]):
+                    self._diverged(run_dir, step, epoch)
+                if handler is not None:
+                    handler.save_checkpoint_if_preempted()
+                if every and step % every == 0 and step % spe:
+                    manager.save(checkpoint_number=step)
+            seconds = time.perf_counter() - epoch_start
+            images_per_sec = (step - epoch * spe - skip) * self.batch / seconds
+            eval_iterator = iter(self.data.distributed_eval(self.strategy))
+            eval_totals = self.eval_loop(
+                eval_iterator, tf.constant(self.data.eval_steps)).numpy()
+            wall = wall_offset + time.perf_counter() - started
+            rows = [self._row(epoch + 1, step, "train", totals, wall),
+                    self._row(epoch + 1, step, "eval", eval_totals, wall)]
+            if self.chief:
+                for row in rows:
+                    metrics.append(row)
+                self._write_summaries(writers, rows)
+            manager.save(checkpoint_number=step)
+            if self.print_fn:
+                self.print_fn(self._progress_line(rows, images_per_sec))
+            epoch, skip = epoch + 1, 0
+        return self._finish(run_dir, metrics, images_per_sec,
+                            diverged=False)
+
+    def _progress_line(self, rows, images_per_sec):
+        train, evaluation = rows
+        return (
+            f"epoch {train['epoch']:3d}/{self.config.num_epochs} "
+            f"step {train['step']:6d}  train loss {train['loss']:.4f} "
+            f"err {train['error']:.4f}  eval loss {evaluation['loss']:.4f} "
+            f"err {evaluation['error']:.4f}  eta {train['learning_rate']:.3g} "
+            f"T {train['temperature']:.3g}  {images_per_sec:,.0f} img/s"
+        )
+
+    def _finish(self, run_dir, metrics, images_per_sec, diverged):
+        rows = metrics.read()
+        evals = [r for r in rows if r["split"] == "eval"]
+        trains = [r for r in rows if r["split"] == "train"]
+        summary = {
+            "diverged": diverged,
+            "step": int(self.scaling.iterations.numpy()),
+            "epochs": int(self.config.num_epochs),
+            "global_batch_size": self.batch,
+            "eta0": self.scaling.eta0,
+            "images_per_sec": images_per_sec,
+            "replicas": self.strategy.num_replicas_in_sync,
+            # Trainable weights (synchronized across replicas and workers),
+            # and every weight (batch-norm statistics are per replica).
+            "weights": weights_fingerprint(self.model.trainable_weights),
+            "all_weights": weights_fingerprint(self.model.weights),
+        }
+        if evals:
+            best = min(evals, key=lambda r: float(r["error"]))
+            summary.update(
+                final_eval_error=float(evals[-1]["error"]),
+                final_eval_loss=float(evals[-1]["loss"]),
+                final_train_error=float(trains[-1]["error"]),
+                final_train_loss=float(trains[-1]["loss"]),
+                best_eval_error=float(best["error"]),
+                best_eval_epoch=int(best["epoch"]),
+            )
+        workdir_lib.write_json(os.path.join(run_dir, "summary.json"), summary)
+        return summary
+
+    def _diverged(self, run_dir, step, epoch):
+        rate = float(self.scaling.schedule(max(step - 1, 0)))
+        metrics = workdir_lib.MetricsLog(os.path.join(run_dir, "metrics.csv"))
+        self._finish(run_dir, metrics, None, diverged=True)
+        raise DivergedError(
+            f"training diverged at step {step} (epoch {epoch + 1}): the loss "
+            f"is not finite with eta0={self.scaling.eta0:.4g}, "
+            f"eta={rate:.4g}, B={self.batch}, T=eta/B={rate / self.batch:.4g}"
+            "; lower optimizer.eta0 (nothing was saved after the last "
+            "good checkpoint)"
+        )

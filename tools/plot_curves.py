@@ -1,0 +1,101 @@
+r"""Draws the ResNet-paper figure from runs' `metrics.csv`.
+
+Training error thin, validation error thick, one colour per run, the epochs
+where the learning rate drops marked with dotted lines (He et al. 2016,
+Figures 4 and 6; the lecture's "learning rate as temperature" plot).
+
+    python tools/plot_curves.py WORKDIR [WORKDIR ...] --output=curves.png
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+_OUTPUT = flags.DEFINE_string("output", "curves.png", "PNG file to write.")
+_YMAX = flags.DEFINE_float("ymax", 20.0, "Top of the error axis, in %; "
+                           "0 fits everything.")
+
+
+def read_runs(workdirs):
+    """{label: DataFrame of metrics.csv} for each workdir.
+
+    Raises:
+        ValueError: if a workdir has no readable `metrics.csv`.
+    """
+    import pandas as pd
+
+    runs = {}
+    for workdir in workdirs:
+        path = os.path.join(workdir, "metrics.csv")
+        try:
+            frame = pd.read_csv(path, on_bad_lines="skip")
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            raise ValueError(
+                f"no readable metrics.csv in workdir {workdir!r}") from None
+        if frame.empty or not {"epoch", "split", "error"} <= set(frame):
+            raise ValueError(f"no metrics rows in workdir {workdir!r}")
+        runs[os.path.basename(os.path.normpath(workdir))] = frame
+    return runs
+
+
+def rate_drops(frame):
+    """Epochs after which the learning rate fell."""
+    train = frame[frame["split"] == "train"].sort_values("epoch")
+    rates = train["learning_rate"].to_numpy()
+    epochs = train["epoch"].to_numpy()
+    return [float(epochs[i - 1]) for i in range(1, len(rates))
+            if rates[i] < rates[i - 1] * 0.999]
+
+
+def plot(runs, output, ymax=20.0):
+    """Writes the figure to `output` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, frame) in enumerate(runs.items()):
+        colour = colours[i % len(colours)]
+        for split, width, suffix in (("train", 0.9, "train"),
+                                     ("eval", 2.4, "validation")):
+            rows = frame[frame["split"] == split].sort_values("epoch")
+            ax.plot(rows["epoch"], 100 * rows["error"], color=colour,
+                    linewidth=width, label=f"{label} {suffix}")
+        for epoch in rate_drops(frame):
+            ax.axvline(epoch, color=colour, linestyle=":", linewidth=1)
+    if ymax:
+        ax.set_ylim(0, ymax)
+    ax.set_xlabel("epoch (dotted: learning-rate drops)")
+    ax.set_ylabel("error (%)")
+    ax.set_title("training (thin) and validation (thick) error")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(output, dpi=80)
+    plt.close(fig)
+
+
+def main(argv):
+    workdirs = argv[1:]
+    if not workdirs:
+        print("error: give at least one WORKDIR", file=sys.stderr)
+        return 2
+    try:
+        runs = read_runs(workdirs)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    plot(runs, _OUTPUT.value, _YMAX.value)
+    for label, frame in runs.items():
+        final = frame[frame["split"] == "eval"].sort_values("epoch").iloc[-1]
+        print(f"{label}: final validation error {final['error']:.4f} "
+              f"(epoch {int(final['epoch'])})")
+    print(f"wrote {_OUTPUT.value}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
