@@ -57,7 +57,9 @@ def tiny_config(**changes):
 
 @pytest.fixture
 def two_cpu_strategy():
-    """A MirroredStrategy over the two virtual CPUs."""
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    assert len(devices) >= NUM_VIRTUAL_CPUS, devices
-    return tf.distribute.MirroredStrategy(devices[:NUM_VIRTUAL_CPUS])
+    """A MirroredStrategy over the two virtual CPUs, as the trainer makes it."""
+    from tf_temperature import distribute
+
+    strategy = distribute.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == NUM_VIRTUAL_CPUS
+    return strategy

@@ -200,3 +200,40 @@ def test_bad_input(args, message):
 def test_schedule_errors_pass_through():
     with pytest.raises(ValueError, match=r"Received: eta0=0"):
         LinearScalingOptimizer(keras.optimizers.SGD(), **{**ARGS, "eta0": 0})
+
+
+def test_tf_train_checkpoint_round_trip(tmp_path):
+    x, y = data(16)
+
+    def step(model, optimizer):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                y, model(x), from_logits=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+
+    model = make_model()
+    optimizer = LinearScalingOptimizer(keras.optimizers.SGD(momentum=0.9),
+                                       **ARGS)
+    step(model, optimizer)
+    path = tf.train.Checkpoint(model=model, optimizer=optimizer).save(
+        str(tmp_path / "ckpt"))
+    other = make_model(seed=9)
+    restored = LinearScalingOptimizer(keras.optimizers.SGD(momentum=0.9),
+                                      **ARGS)
+    restored.build(other.trainable_variables)
+    tf.train.Checkpoint(model=other, optimizer=restored).restore(
+        path).assert_consumed()
+    assert int(restored.iterations) == 1
+    step(model, optimizer)
+    step(other, restored)  # Same momentum, same rate: the same step.
+    for a, b in zip(model.get_weights(), other.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_an_optimizer_already_used_is_refused():
+    sgd = keras.optimizers.SGD()
+    sgd.build([keras.Variable(np.zeros(2, "float32"))])
+    with pytest.raises(ValueError, match=r"`optimizer` must not have been "
+                       r"used \(built\) yet"):
+        LinearScalingOptimizer(sgd, **ARGS)

@@ -62,9 +62,15 @@ def make_strategy(name, tpu=""):
         return tf.distribute.OneDeviceStrategy(
             gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
-        devices = [d.name for d in (gpus or
-                                    tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices)
+        if gpus:
+            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        # CPUs: sum on one device rather than with collective ops. Two
+        # collective MirroredStrategy objects in one process (a tuner's
+        # trials, a test suite) reuse collective instance keys and abort with
+        # "Shape mismatch in the collective instance" (TF 2.21).
+        return tf.distribute.MirroredStrategy(
+            [d.name for d in tf.config.list_logical_devices("CPU")],
+            cross_device_ops=tf.distribute.ReductionToOneDevice())
     if not tpu:
         raise ValueError(
             'strategy="tpu" needs a TPU name or address (e.g. "local" on '

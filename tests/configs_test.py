@@ -1,0 +1,75 @@
+"""Every config loads, says how to run it, and runs (tiny) end to end."""
+
+import importlib
+import pathlib
+
+import pytest
+import tensorflow_datasets as tfds
+from conftest import tiny_config
+
+from tf_temperature import trainer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TRAINING_CONFIGS = ["digits_resnet", "cifar10_resnet", "imagenet_resnet50",
+                    "imagenet_resnet50_tpu", "imagenette_resnet18"]
+
+
+@pytest.mark.parametrize("name", TRAINING_CONFIGS + ["quickstart"])
+def test_config_docstring_gives_the_command(name):
+    module = importlib.import_module(f"configs.{name}")
+    pipeline = "quickstart" if name == "quickstart" else "train"
+    assert f"python -m pipelines.{pipeline}" in module.__doc__
+    config = module.get_config()
+    if pipeline == "train":
+        trainer.check_config(config)
+
+
+def test_paper_settings():
+    from configs import cifar10_resnet, imagenet_resnet50
+
+    cifar = cifar10_resnet.get_config()
+    # He et al.: eta = 0.1 at B = 128, /10 at 32k and 48k, stop at 64k.
+    assert cifar.batch_size * cifar.optimizer.eta0 == pytest.approx(0.1)
+    steps = 50_000 // cifar.batch_size
+    assert [b * steps for b in cifar.optimizer.boundaries_epochs] == [
+        pytest.approx(32_000), pytest.approx(48_000)]
+    assert abs(cifar.num_epochs * steps - 64_000) < steps
+    imagenet = imagenet_resnet50.get_config()
+    # Goyal et al.: eta = 0.1 * B / 256, 5 warmup epochs, /10 at 30/60/80.
+    assert imagenet.optimizer.eta0 * 256 == pytest.approx(0.1)
+    assert imagenet.optimizer.warmup_epochs == 5
+    assert tuple(imagenet.optimizer.boundaries_epochs) == (30, 60, 80)
+    assert imagenet.num_epochs == 90
+
+
+@pytest.mark.parametrize(
+    "name, changes",
+    [
+        ("cifar10_resnet", {"model.depth": 8, "model.width": 4,
+                            "dataset.image_size": 16}),
+        ("imagenette_resnet18", {"model.width": 4, "dataset.image_size": 32,
+                                 "precision": "float32",
+                                 "strategy": "cpu"}),
+    ],
+)
+def test_tfds_configs_run_on_mock_data(tmp_path, name, changes):
+    module = importlib.import_module(f"configs.{name}")
+    config = module.get_config()
+    base = tiny_config()
+    config.num_epochs = 1
+    config.quiet = True
+    config.batch_size = 8
+    config.steps_per_loop = 2
+    config.optimizer.boundaries_epochs = ()
+    config.optimizer.warmup_epochs = 0.0
+    config.dataset.shuffle_buffer = base.dataset.shuffle_buffer
+    for key, value in changes.items():
+        holder = config
+        *path, field = key.split(".")
+        for part in path:
+            holder = holder[part]
+        holder[field] = value
+    with tfds.testing.mock_data(num_examples=24):
+        summary = trainer.train_and_evaluate(config, str(tmp_path))
+    assert summary["step"] == 3
+    assert summary["final_eval_error"] <= 1.0
