@@ -207,17 +207,20 @@ def _check_common(residual, input_shape, shortcut, head, num_classes,
     return shape
 
 
-def _head(x, num_classes, head, temperature, regularizer):
+def _finish(inputs, x, build, depth, num_classes, head, temperature, name):
+    """Pooling, the head, and the model named after its family."""
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     # float32 logits under mixed precision (the Keras mixed-precision guide:
     # the model's last layer computes in float32). Weight decay on the
     # kernel only, not the bias.
-    logits = keras.layers.Dense(num_classes, dtype="float32",
-                                kernel_regularizer=regularizer,
-                                name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, dtype="float32",
+                                 kernel_regularizer=build.regularizer,
+                                 name="logits")(x)
     if head == "softmax":
-        return TemperatureSoftmax(temperature, name="probabilities")(logits)
-    return logits
+        outputs = TemperatureSoftmax(temperature,
+                                     name="probabilities")(outputs)
+    family = "resnet" if build.residual else "plain"
+    return keras.Model(inputs, outputs, name=name or f"{family}{depth}")
 
 
 def cifar_resnet(
@@ -284,12 +287,8 @@ def cifar_resnet(
             strides = 2 if stage > 0 and block == 0 else 1
             x = build.basic_block(x, filters, strides,
                                   f"stage{stage + 1}_block{block + 1}")
-    outputs = _head(x, num_classes, head, temperature, build.regularizer)
-    model = keras.Model(
-        inputs, outputs,
-        name=name or f"{'resnet' if residual else 'plain'}{depth}",
-    )
-    return model
+    return _finish(inputs, x, build, depth, num_classes, head, temperature,
+                   name)
 
 
 def imagenet_resnet(
@@ -357,9 +356,5 @@ def imagenet_resnet(
             strides = 2 if stage > 0 and block == 0 else 1
             x = block_fn(x, filters, strides,
                          f"stage{stage + 1}_block{block + 1}")
-    outputs = _head(x, num_classes, head, temperature, build.regularizer)
-    model = keras.Model(
-        inputs, outputs,
-        name=name or f"{'resnet' if residual else 'plain'}{depth}",
-    )
-    return model
+    return _finish(inputs, x, build, depth, num_classes, head, temperature,
+                   name)

@@ -280,19 +280,7 @@ class _Run:
 
         if self.config.jit_compile:
             step_fn = tf.function(step_fn, jit_compile=True)
-
-        @tf.function
-        def train_loop(iterator, num_steps):
-            totals = tf.zeros([4], tf.float32)
-            for _ in tf.range(num_steps):
-                per_replica = self.strategy.run(step_fn,
-                                                args=next(iterator))
-                totals += self.strategy.reduce(_SUM, per_replica, axis=None)
-                if not tf.math.is_finite(totals[_LOSS]):
-                    break  # The first non-finite loss: stop right here.
-            return totals
-
-        return train_loop
+        return self._loop(step_fn, stop_if_not_finite=True)
 
     def _make_eval_loop(self):
         model = self.model
@@ -303,16 +291,24 @@ class _Run:
                 labels, logits, from_logits=True)
             return self._sums(labels, logits, per_example, weights)
 
+        return self._loop(step_fn, stop_if_not_finite=False)
+
+    def _loop(self, step_fn, stop_if_not_finite):
+        """`num_steps` steps in one `tf.function` call; summed step sums."""
+
         @tf.function
-        def eval_loop(iterator, num_steps):
+        def loop(iterator, num_steps):
             totals = tf.zeros([4], tf.float32)
             for _ in tf.range(num_steps):
                 per_replica = self.strategy.run(step_fn,
                                                 args=next(iterator))
                 totals += self.strategy.reduce(_SUM, per_replica, axis=None)
+                if stop_if_not_finite and not tf.math.is_finite(
+                        totals[_LOSS]):
+                    break  # The first non-finite loss: stop right here.
             return totals
 
-        return eval_loop
+        return loop
 
     # --- Files. ------------------------------------------------------------
 
