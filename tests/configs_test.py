@@ -7,21 +7,34 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import tiny_config
 
-from tf_temperature import trainer
+from tf_temperature import trainer, tuning
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAINING_CONFIGS = ["digits_resnet", "cifar10_resnet", "imagenet_resnet50",
                     "imagenet_resnet50_tpu", "imagenette_resnet18"]
 
 
-@pytest.mark.parametrize("name", TRAINING_CONFIGS + ["quickstart"])
+TUNING_CONFIGS = ["tune_digits", "tune_cifar10", "tune_imagenet_tpu"]
+
+
+@pytest.mark.parametrize("name",
+                         TRAINING_CONFIGS + TUNING_CONFIGS + ["quickstart"])
 def test_config_docstring_gives_the_command(name):
     module = importlib.import_module(f"configs.{name}")
-    pipeline = "quickstart" if name == "quickstart" else "train"
+    pipeline = ("quickstart" if name == "quickstart"
+                else "tune" if name.startswith("tune") else "train")
     assert f"python -m pipelines.{pipeline}" in module.__doc__
     config = module.get_config()
-    if pipeline == "train":
+    if pipeline != "quickstart":
         trainer.check_config(config)
+    if pipeline == "tune":
+        tuning.check_tune_config(config)
+        # Every trial's schedule is valid at the budget.
+        trial = tuning.trial_config(config, config.tune.batch_sizes[-1],
+                                    tuning.eta0_grid(config.tune)[0], 0,
+                                    config.tune.epochs)
+        trainer.build_optimizer(trial.optimizer, trial.batch_size, 10,
+                                trial.num_epochs)
 
 
 def test_paper_settings():

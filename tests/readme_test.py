@@ -12,10 +12,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 def test_readme_opens_with_the_two_commands():
     first_block = re.search(r"```bash\n(.*?)```", README, re.S).group(1)
     assert first_block.splitlines() == [
-        "pip install -e . && python -m pipelines.train --workdir=runs/resnet"
-        " && python -m pipelines.train --workdir=runs/plain"
-        " --config.model.residual=False && python tools/plot_curves.py"
-        " runs/resnet runs/plain --output=runs/curves.png",
+        "pip install -e . && python -m pipelines.tune"
+        " --workdir=runs/tune_digits",
         "pip install -e '.[test]' && python -m pytest",
     ]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")

@@ -144,7 +144,7 @@ def _run_directory(workdir, strategy):
     return os.path.join(workdir, "workers", f"{task_type}{task_id}")
 
 
-def prepare(config, workdir, print_fn=print):
+def prepare(config, workdir, print_fn=print, strategy=None):
     """Checks the input and builds everything; writes nothing yet.
 
     Sets Keras' global dtype policy to `config.precision`.
@@ -154,6 +154,9 @@ def prepare(config, workdir, print_fn=print):
         workdir: the run directory (created by `run()` if needed).
         print_fn: called with one line per epoch; `config.quiet` or None
             silences it.
+        strategy: a `tf.distribute` strategy to use instead of making the
+            one `config.strategy` names (a tuner makes it once for all its
+            trials: a TPU system or a worker cluster starts once).
 
     Returns:
         An object whose `run()` trains, evaluates and returns the summary.
@@ -165,7 +168,8 @@ def prepare(config, workdir, print_fn=print):
     workdir_lib.check_workdir(workdir)
     if config.quiet:
         print_fn = None
-    strategy = distribute.make_strategy(config.strategy, config.tpu)
+    if strategy is None:
+        strategy = distribute.make_strategy(config.strategy, config.tpu)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ValueError(
@@ -178,7 +182,7 @@ def prepare(config, workdir, print_fn=print):
     return _Run(config, workdir, strategy, image_dtype, print_fn)
 
 
-def train_and_evaluate(config, workdir, print_fn=print):
+def train_and_evaluate(config, workdir, print_fn=print, strategy=None):
     """Trains and evaluates as `config` says, in (or resuming) `workdir`.
 
     Args:
@@ -186,6 +190,7 @@ def train_and_evaluate(config, workdir, print_fn=print):
         workdir: the run directory (created if needed).
         print_fn: called with one line per epoch; `config.quiet` or None
             silences it.
+        strategy: optional strategy to use (see `prepare`).
 
     Returns:
         The summary dict also written to `workdir/summary.json`.
@@ -198,7 +203,7 @@ def train_and_evaluate(config, workdir, print_fn=print):
     """
     previous_policy = keras.config.dtype_policy()
     try:
-        return prepare(config, workdir, print_fn).run()
+        return prepare(config, workdir, print_fn, strategy).run()
     finally:
         keras.config.set_dtype_policy(previous_policy)
 

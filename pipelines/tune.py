@@ -1,0 +1,34 @@
+r"""Searches eta0 across batch sizes: `python -m pipelines.tune`.
+
+    python -m pipelines.tune --config=configs/tune_digits.py \
+        --workdir=runs/tune_digits [--config.tune.mode=transfer ...]
+
+Rerunning the same command resumes the search. This file is kept short on
+purpose: the work is in `tf_temperature.tuning`.
+"""
+
+from absl import app, flags
+
+from pipelines import _cli
+from tf_temperature import tuning
+
+_CONFIG = _cli.define_config_file(
+    "config", "configs/tune_digits.py", "Configuration file."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Study directory.")
+
+
+def main(argv):
+    del argv  # Checked by the flags parser.
+    _cli.quiet_info_logs()
+    try:
+        # Bad input is found here, before anything is written.
+        search = tuning.Search(_CONFIG.value, _WORKDIR.value or "", print)
+    except ValueError as error:
+        _cli.fail(error)
+    search.run()
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_cli.make_flags_parser(_CONFIG))
