@@ -129,6 +129,31 @@ def trial_config(base, batch_size, eta0, seed, epochs):
     return config
 
 
+class _GridOracle(keras_tuner.Oracle):
+    """Every combination once, in order, and resumable.
+
+    keras-tuner 1.4.8's `GridSearchOracle` keeps its place in the grid only
+    in memory: reloaded after an interruption, it fails with a `KeyError`
+    on the retried trial's id. This oracle derives its place from the
+    tried values, which the base `Oracle` saves.
+    """
+
+    def __init__(self, objective, hyperparameters, combinations):
+        super().__init__(objective=objective,
+                         max_trials=len(combinations),
+                         hyperparameters=hyperparameters)
+        self.combinations = combinations
+
+    def populate_space(self, trial_id):
+        del trial_id
+        for values in self.combinations:
+            if not self._duplicate(values):
+                return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING,
+                        "values": dict(values)}
+        return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED,
+                "values": None}
+
+
 class _EtaTuner(keras_tuner.Tuner):
     """A keras-tuner `Tuner` whose trials are training-pipeline runs."""
 
@@ -263,9 +288,12 @@ class Search:
         return hp
 
     def _grid(self, mode, project, batch_sizes, eta0s):
-        oracle = keras_tuner.oracles.GridSearchOracle(
-            objective=self._objective(), max_trials=None,
-            hyperparameters=self._hyperparameters(batch_sizes, eta0s))
+        combinations = [
+            {"batch_size": int(b), "eta0": float(e), "seed": int(s)}
+            for b in batch_sizes for e in eta0s for s in self.tune.seeds]
+        oracle = _GridOracle(
+            self._objective(),
+            self._hyperparameters(batch_sizes, eta0s), combinations)
         _EtaTuner(self, mode, project, oracle).search(verbose=0)
 
     def _per_batch(self, mode):
