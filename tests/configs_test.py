@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 import tensorflow_datasets as tfds
-from conftest import tiny_config
+from conftest import override, tiny_config
 
 from tf_temperature import trainer, tuning
 
@@ -76,12 +76,7 @@ def test_tfds_configs_run_on_mock_data(tmp_path, name, changes):
     config.optimizer.boundaries_epochs = ()
     config.optimizer.warmup_epochs = 0.0
     config.dataset.shuffle_buffer = base.dataset.shuffle_buffer
-    for key, value in changes.items():
-        holder = config
-        *path, field = key.split(".")
-        for part in path:
-            holder = holder[part]
-        holder[field] = value
+    override(config, changes)
     with tfds.testing.mock_data(num_examples=24):
         summary = trainer.train_and_evaluate(config, str(tmp_path))
     assert summary["step"] == 3

@@ -29,6 +29,18 @@ def mixed_precision():
     keras.config.set_dtype_policy(previous)
 
 
+def override(config, changes):
+    """Sets `config` fields named by dotted keys ("model.depth": 8)."""
+    with config.unlocked():
+        for key, value in changes.items():
+            holder = config
+            *path, name = key.split(".")
+            for part in path:
+                holder = holder[part]
+            holder[name] = value
+    return config
+
+
 def tiny_config(**changes):
     """configs/digits_resnet.py shrunk to seconds: ResNet-8 of width 4.
 
@@ -42,13 +54,8 @@ def tiny_config(**changes):
     config.model.depth = 8
     config.model.width = 4
     config.optimizer.boundaries_epochs = (1.0,)
+    override(config, changes)
     with config.unlocked():
-        for key, value in changes.items():
-            holder = config
-            *path, name = key.split(".")
-            for part in path:
-                holder = holder[part]
-            holder[name] = value
         if ("optimizer.boundaries_epochs" not in changes
                 and config.num_epochs <= 1):
             config.optimizer.boundaries_epochs = ()

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import override, tiny_config
 
 from tf_temperature import scaling_report, tuning
 
@@ -99,14 +99,7 @@ def study_config(**changes):
     config.tune.epochs = 1
     config.tune.seeds = (0,)
     config.tune.bootstrap_samples = 50
-    with config.unlocked():
-        for key, value in changes.items():
-            holder = config
-            *path, name = key.split(".")
-            for part in path:
-                holder = holder[part]
-            holder[name] = value
-    return config
+    return override(config, changes)
 
 
 def test_grid_search_marks_divergence_and_writes_the_report(tmp_path):
