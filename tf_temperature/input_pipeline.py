@@ -486,16 +486,14 @@ class InputPipeline:
         self.eval_steps = math.ceil(largest_shard / per_pipeline_batch)
         dataset = dataset.take(self.source.num_eval)
         dataset = dataset.map(
-            lambda image, label: (self.preprocess_eval(image), label, 1.0),
+            lambda image, label: (self.preprocess_eval(image),
+                                  tf.cast(label, tf.int32), 1.0),
             num_parallel_calls=tf.data.AUTOTUNE)
         if self.source.encoded and not self.config.strict:
             dataset = dataset.ignore_errors(log_warning=True)
         padding = tf.data.Dataset.from_tensors((
             tf.zeros(self.image_shape, self.image_dtype),
             tf.constant(0, tf.int32), 0.0)).repeat()
-        dataset = dataset.map(
-            lambda image, label, weight: (image, tf.cast(label, tf.int32),
-                                          weight))
         dataset = dataset.concatenate(padding)
         dataset = dataset.take(self.eval_steps * per_pipeline_batch)
         dataset = dataset.batch(batch, drop_remainder=True)
