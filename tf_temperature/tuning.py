@@ -29,7 +29,6 @@ parallel, each worker training on its own devices.
 
 import glob
 import json
-import logging
 import math
 import os
 import time
@@ -40,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from tf_temperature import (
+    _tracing,
     _validation,
     distribute,
     input_pipeline,
@@ -54,15 +54,8 @@ OBJECTIVES = {"eval_loss": "final_eval_loss",
 _SCORE = "score"
 
 
-class _EachTrialTracesAnew(logging.Filter):
-    """Drops TensorFlow's retracing warning: every trial builds its own
-    model and loop functions, which it counts as "retracing"."""
-
-    def filter(self, record):
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-logging.getLogger("tensorflow").addFilter(_EachTrialTracesAnew())
+# Every trial builds its own model and loops.
+_tracing.expect_new_functions()
 
 
 def eta0_grid(tune):
