@@ -1,0 +1,343 @@
+"""SGD on linear regression: the equilibrium whose temperature is known.
+
+The system (McAllester, "The Learning Rate as Temperature"; DESIGN.md):
+`y = x . w* + noise` with `x ~ N(0, I_d)` and noise variance `sigma^2`,
+the per-example loss `(x . w - y)^2 / 2`, trained by plain SGD with batch
+`B` and rate `eta` on fresh examples every step. With `delta = w - w*` the
+population loss is `|delta|^2 / 2 + sigma^2 / 2`: the *excess loss* is
+`|delta|^2 / 2`, the Hessian is `I`.
+
+Exact stationary excess loss (derived here; Gaussian inputs). The
+per-example gradient is `g = x (x . delta) - x eps`, with mean `delta`. By
+Isserlis' theorem `E[x x^T A x x^T] = A + A^T + tr(A) I`, so its
+covariance is `Sigma = delta delta^T + (|delta|^2 + sigma^2) I`:
+
+    tr(Sigma) = (d + 1) |delta|^2 + d sigma^2     |G|^2 = |delta|^2.
+
+The `|delta|^2` terms are the *multiplicative* noise (it grows with the
+distance from the optimum), `d sigma^2` the additive noise. One step
+`delta' = delta - eta * mean_B(g)` gives, for `m = E|delta|^2`,
+
+    m' = (1 - eta)^2 m + eta^2 ((d + 1) m + d sigma^2) / B,
+
+a linear recursion with fixed point and relaxation rate
+
+    m* = eta d sigma^2 / (2B - eta (B + d + 1))
+    r  = 2 eta - eta^2 (B + d + 1) / B     (m - m* shrinks by 1 - r a step)
+
+so the stationary excess loss is exactly
+
+    L_ex = eta d sigma^2 / (2 (2B - eta (B + d + 1))),
+
+finite only for `eta < 2B / (B + d + 1)` (beyond it the multiplicative
+noise makes SGD diverge). For `eta (B + d + 1) << 2B` this is the
+small-eta (equipartition) law `L_ex = eta sigma^2 d / (4B)`: each of the
+`d` directions holds `T/2` with `T = eta sigma^2 / (2B)`. With
+`eta = B * eta0`, `T = eta0 sigma^2 / 2` does not depend on `B` (Goyal et
+al. 2017's linear scaling rule); the exact law keeps a residual
+`eta (B + d + 1) / 2B` correction, which the grid in `equipartition_table`
+measures.
+
+`measure_excess_loss` runs the system with a Keras model and a Keras SGD
+optimizer (many independent chains at once, every chain its own `w`) and
+time-averages `|delta|^2 / 2` after a burn-in, with a batch-means standard
+error. `noise_variance_from_excess_loss` inverts the law: from a measured
+equilibrium loss, `eta`, `B` and `d` it recovers `sigma^2`, as the gas law
+`pV = N k T` gives Boltzmann's constant from a measured pressure.
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from tf_temperature import _tracing, _validation
+
+# The measurement: burn-in and batch length in units of the relaxation time
+# 1 / r. After 8 relaxation times the start (delta = 0) is e^-8 = 0.03% away.
+_BURN_IN_TIMES = 8.0
+_BATCH_TIMES = 5.0
+# Where the small-eta law is called accurate: within 5% of the exact one.
+SMALL_ETA_TOLERANCE = 0.05
+
+TABLE_COLUMNS = (
+    "eta", "batch_size", "eta_over_b", "temperature", "stable",
+    "theory_exact", "theory_small_eta", "small_eta_holds", "measured",
+    "stderr", "relative_error", "agrees", "noise_variance_estimate",
+    "noise_variance_stderr", "steps",
+)
+
+
+def _check(eta, batch_size, dim, noise_variance):
+    _validation.positive_number("eta", eta)
+    _validation.positive_integer("batch_size", batch_size)
+    _validation.positive_integer("dim", dim)
+    _validation.non_negative_number("noise_variance", noise_variance)
+
+
+def temperature(eta, batch_size, noise_variance=1.0):
+    """The SGD temperature `T = eta sigma^2 / (2B)` of this system."""
+    return eta * noise_variance / (2.0 * batch_size)
+
+
+def stability_limit(batch_size, dim):
+    """The largest stable rate: SGD diverges for `eta >= 2B / (B + d + 1)`."""
+    return 2.0 * batch_size / (batch_size + dim + 1)
+
+
+def relaxation_rate(eta, batch_size, dim):
+    """`r` with `E|delta|^2 - m*` shrinking by `1 - r` per step (< 0:
+    diverging)."""
+    return 2.0 * eta - eta**2 * (batch_size + dim + 1) / batch_size
+
+
+def stationary_excess_loss(eta, batch_size, dim, noise_variance=1.0):
+    """The exact stationary `E|w - w*|^2 / 2` of SGD (see the module doc).
+
+    Args:
+        eta: the learning rate.
+        batch_size: examples per step, `B`.
+        dim: the input dimension `d`.
+        noise_variance: the label noise variance `sigma^2`.
+
+    Returns:
+        `eta d sigma^2 / (2 (2B - eta (B + d + 1)))`, or `inf` where SGD
+        diverges (`eta >= stability_limit(B, d)`).
+
+    Raises:
+        ValueError: naming a bad argument.
+    """
+    _check(eta, batch_size, dim, noise_variance)
+    denominator = 2.0 * batch_size - eta * (batch_size + dim + 1)
+    if denominator <= 0:
+        return math.inf
+    return eta * dim * noise_variance / (2.0 * denominator)
+
+
+def small_eta_excess_loss(eta, batch_size, dim, noise_variance=1.0):
+    """The small-eta (equipartition) law `eta sigma^2 d / (4B) = d T / 2`."""
+    _check(eta, batch_size, dim, noise_variance)
+    return eta * noise_variance * dim / (4.0 * batch_size)
+
+
+def noise_variance_from_excess_loss(excess_loss, eta, batch_size, dim):
+    """`sigma^2` from a measured stationary excess loss (the exact law
+    solved for `sigma^2`): a thermometer read backwards."""
+    _check(eta, batch_size, dim, 0.0)
+    return (excess_loss * 2.0 * (2.0 * batch_size - eta * (batch_size + dim
+                                                           + 1))
+            / (eta * dim))
+
+
+def gradient_moments(delta_sq, dim, noise_variance=1.0):
+    """`(|G|^2, tr(Sigma))` of the per-example gradient at `|delta|^2`.
+
+    `G = delta` and `tr(Sigma) = (d + 1) |delta|^2 + d sigma^2` (module
+    doc): the exact values that the gradient noise scale estimators
+    (`tf_temperature.noise_scale`) must find on this system.
+    """
+    return delta_sq, (dim + 1) * delta_sq + dim * noise_variance
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """A time-averaged stationary excess loss.
+
+    Attributes:
+        mean: the mean of `|w - w*|^2 / 2` over chains and steps after the
+            burn-in (`inf` if the run diverged).
+        stderr: its batch-means standard error.
+        burn_in: steps discarded.
+        steps: steps averaged.
+        chains: independent chains run side by side.
+        diverged: True if the loss became non-finite.
+    """
+
+    mean: float
+    stderr: float
+    burn_in: int
+    steps: int
+    chains: int
+    diverged: bool
+
+
+def make_model(dim, chains):
+    """`chains` independent linear regressions `y_c = x_c . w_c`, as one
+    Keras model on inputs of shape `[B, chains, dim]` (weights zero)."""
+    inputs = keras.Input((chains, dim), name="x")
+    outputs = keras.layers.EinsumDense(
+        "bcd,cd->bc", output_shape=(chains,), kernel_initializer="zeros",
+        name="w")(inputs)
+    return keras.Model(inputs, outputs, name="linear_regression")
+
+
+def _steps_for(eta, batch_size, dim, num_batches):
+    rate = relaxation_rate(eta, batch_size, dim)
+    if rate <= 0:  # Unstable: a few hundred steps show the divergence.
+        return 0, 1000
+    burn_in = math.ceil(_BURN_IN_TIMES / rate)
+    batch_length = math.ceil(_BATCH_TIMES / rate)
+    return burn_in, num_batches * batch_length
+
+
+def measure_excess_loss(eta, batch_size, dim=8, noise_variance=1.0,
+                        chains=64, num_batches=20, burn_in=None, steps=None,
+                        seed=0):
+    """Runs SGD on the system and measures its stationary excess loss.
+
+    A Keras model (`make_model`) with `chains` independent weight vectors,
+    each started at its own `w*` (excess 0, so the loss heats up to the
+    equilibrium), is trained by `keras.optimizers.SGD(eta)` on fresh
+    Gaussian batches of `batch_size` examples per chain, inside one
+    `tf.function`. The chains' mean excess loss is averaged over `steps`
+    steps after `burn_in`; the standard error comes from `num_batches`
+    batch means (each batch five relaxation times long by default).
+
+    Args:
+        eta: the learning rate.
+        batch_size: examples per step and chain.
+        dim: input dimension `d`.
+        noise_variance: label noise variance `sigma^2`.
+        chains: independent chains (they share nothing, only the loop).
+        num_batches: batches for the batch-means standard error (>= 2).
+        burn_in: steps discarded; default 8 relaxation times `8 / r`.
+        steps: steps averaged; default `num_batches` x 5 relaxation times.
+        seed: seeds `w*` and the data.
+
+    Returns:
+        A `Measurement`.
+
+    Raises:
+        ValueError: naming a bad argument.
+    """
+    _check(eta, batch_size, dim, noise_variance)
+    _validation.positive_integer("chains", chains)
+    if _validation.positive_integer("num_batches", num_batches) < 2:
+        raise ValueError("`num_batches` must be an integer >= 2. Received: "
+                         f"num_batches={num_batches!r}")
+    default_burn_in, default_steps = _steps_for(eta, batch_size, dim,
+                                                num_batches)
+    burn_in = default_burn_in if burn_in is None else burn_in
+    steps = default_steps if steps is None else steps
+    if burn_in != 0:
+        _validation.positive_integer("burn_in", burn_in)
+    _validation.positive_integer("steps", steps)
+    if steps < num_batches:
+        raise ValueError(f"`steps` must be >= num_batches={num_batches}. "
+                         f"Received: steps={steps!r}")
+
+    _tracing.expect_new_functions()  # One loop function per call.
+    model = make_model(dim, chains)
+    kernel = model.get_layer("w").kernel
+    optimizer = keras.optimizers.SGD(learning_rate=eta)
+    optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(seed)
+    w_star = tf.constant(rng.normal(size=(chains, dim)), tf.float32)
+    kernel.assign(w_star)
+    generator = tf.random.Generator.from_seed(seed)
+    noise_std = math.sqrt(noise_variance)
+
+    @tf.function
+    def run(num_steps):
+        excess = tf.TensorArray(tf.float32, size=num_steps)
+        for i in tf.range(num_steps):
+            x = generator.normal([batch_size, chains, dim])
+            y = (tf.einsum("bcd,cd->bc", x, w_star)
+                 + noise_std * generator.normal([batch_size, chains]))
+            with tf.GradientTape() as tape:
+                residual = model(x, training=True) - y
+                # Summed over chains: each chain's gradient is its own.
+                loss = 0.5 * tf.reduce_sum(
+                    tf.reduce_mean(tf.square(residual), axis=0))
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(gradients, model.trainable_variables)
+            value = 0.5 * tf.reduce_mean(
+                tf.reduce_sum(tf.square(kernel - w_star), axis=-1))
+            excess = excess.write(i, value)
+            if not tf.math.is_finite(value):
+                break
+        return excess.stack()
+
+    series = run(tf.constant(burn_in + steps)).numpy().astype(np.float64)
+    if len(series) < burn_in + steps or not np.all(np.isfinite(series)):
+        return Measurement(math.inf, math.inf, burn_in, len(series), chains,
+                           diverged=True)
+    kept = series[burn_in:]
+    usable = len(kept) - len(kept) % num_batches
+    batch_means = kept[:usable].reshape(num_batches, -1).mean(axis=1)
+    stderr = float(batch_means.std(ddof=1) / math.sqrt(num_batches))
+    return Measurement(float(kept.mean()), stderr, burn_in, steps, chains,
+                       diverged=False)
+
+
+def equipartition_table(etas, batch_sizes, dim=8, noise_variance=1.0,
+                        chains=64, seed=0, tolerance=0.05, num_sigmas=3.0):
+    """Measured vs theoretical excess loss over a grid of `eta` and `B`.
+
+    Args:
+        etas: learning rates.
+        batch_sizes: batch sizes; with `etas = B * eta0` for the same
+            `batch_sizes` the diagonal is the linear scaling rule.
+        dim, noise_variance, chains, seed: as in `measure_excess_loss`.
+        tolerance: relative agreement asked of measurement and exact law.
+        num_sigmas: or agreement within this many standard errors.
+
+    Returns:
+        A DataFrame with `TABLE_COLUMNS`, one row per (eta, B): `stable`
+        (eta below the stability limit), `agrees` (measured within
+        `tolerance` or `num_sigmas` standard errors of the exact law;
+        for an unstable point: the run diverged as the law says),
+        `small_eta_holds` (the small-eta law within 5% of the exact one),
+        and the noise variance recovered from the measurement.
+    """
+    rows = []
+    for batch_size in batch_sizes:
+        for eta in etas:
+            exact = stationary_excess_loss(eta, batch_size, dim,
+                                           noise_variance)
+            small = small_eta_excess_loss(eta, batch_size, dim,
+                                          noise_variance)
+            stable = math.isfinite(exact)
+            found = measure_excess_loss(eta, batch_size, dim, noise_variance,
+                                        chains=chains, seed=seed)
+            if stable and not found.diverged:
+                error = found.mean / exact - 1.0
+                agrees = (abs(error) <= tolerance
+                          or abs(found.mean - exact)
+                          <= num_sigmas * found.stderr)
+                sigma2 = noise_variance_from_excess_loss(
+                    found.mean, eta, batch_size, dim)
+                sigma2_err = sigma2 * found.stderr / found.mean
+            else:
+                error, sigma2, sigma2_err = math.nan, math.nan, math.nan
+                agrees = found.diverged and not stable
+            rows.append({
+                "eta": eta, "batch_size": batch_size,
+                "eta_over_b": eta / batch_size,
+                "temperature": temperature(eta, batch_size, noise_variance),
+                "stable": stable, "theory_exact": exact,
+                "theory_small_eta": small,
+                "small_eta_holds": bool(
+                    stable and abs(small / exact - 1.0)
+                    <= SMALL_ETA_TOLERANCE),
+                "measured": found.mean, "stderr": found.stderr,
+                "relative_error": error, "agrees": bool(agrees),
+                "noise_variance_estimate": sigma2,
+                "noise_variance_stderr": sigma2_err,
+                "steps": found.burn_in + found.steps,
+            })
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def pooled_noise_variance(table):
+    """Inverse-variance weighted `sigma^2` over a table's stable rows:
+    `(estimate, standard error)`."""
+    rows = table[table["stable"] & np.isfinite(table["noise_variance_stderr"])
+                 & (table["noise_variance_stderr"] > 0)]
+    weights = 1.0 / rows["noise_variance_stderr"] ** 2
+    estimate = float((weights * rows["noise_variance_estimate"]).sum()
+                     / weights.sum())
+    return estimate, float(1.0 / math.sqrt(weights.sum()))
