@@ -1,0 +1,144 @@
+"""Gradient noise scale: estimators, the fit callback, the trainer option."""
+
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_config
+
+from tf_temperature import linear_regression, noise_scale, trainer
+
+
+def test_estimators_invert_the_expected_norms():
+    # E|G_b|^2 = |G|^2 + tr(Sigma) / b.
+    norm_sq, trace = 3.0, 120.0
+    small, big = norm_sq + trace / 8, norm_sq + trace / 64
+    found = noise_scale.summarize(small, big, 8, 64)
+    assert found["grad_norm_sq"] == pytest.approx(norm_sq)
+    assert found["grad_variance"] == pytest.approx(trace)
+    assert found["noise_scale"] == pytest.approx(40.0)
+    assert noise_scale.simple_noise_scale(-1.0, 5.0) == float("inf")
+    with pytest.raises(ValueError, match=r"Received: big_batch=8"):
+        noise_scale.estimate(1.0, 1.0, 8, 8)
+
+
+def regression_problem(delta_sq, dim=8, noise_variance=1.0, n=200_000):
+    """Data of the linear-regression system and a model at |w - w*|^2 =
+    delta_sq, compiled with its loss (x.w - y)^2 / 2."""
+    rng = np.random.default_rng(1)
+    w_star = rng.normal(size=dim)
+    delta = rng.normal(size=dim)
+    delta *= np.sqrt(delta_sq) / np.linalg.norm(delta)
+    x = rng.normal(size=(n, dim)).astype("float32")
+    y = (x @ w_star + np.sqrt(noise_variance) * rng.normal(size=n))
+    model = keras.Sequential([keras.Input((dim,)),
+                              keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].kernel.assign((w_star + delta)[:, None])
+    model.compile(optimizer=keras.optimizers.SGD(0.0),
+                  loss=lambda t, p: 0.5 * keras.ops.mean(
+                      keras.ops.square(t - p), axis=-1))
+    return model, x, y.astype("float32")[:, None]
+
+
+def test_callback_finds_the_analytic_values_of_linear_regression():
+    # |G|^2 = |delta|^2 = 4 and tr(Sigma) = (d + 1) |delta|^2 + d sigma^2
+    # = 44, so B_simple = 11 (linear_regression's module doc).
+    model, x, y = regression_problem(delta_sq=4.0)
+    callback = noise_scale.GradientNoiseScale(
+        (x, y), batch_size=64, small_batch_size=8, num_batches=400)
+    callback.set_model(model)
+    found = callback.measure()
+    norm_sq, trace = linear_regression.gradient_moments(4.0, 8, 1.0)
+    assert found["grad_norm_sq"] == pytest.approx(norm_sq, rel=0.10)
+    assert found["grad_variance"] == pytest.approx(trace, rel=0.10)
+    assert found["noise_scale"] == pytest.approx(trace / norm_sq, rel=0.10)
+
+
+def test_callback_in_fit_logs_and_leaves_batch_norm_alone():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 4)).astype("float32")
+    y = (x.sum(axis=1) > 0).astype("int32")
+    model = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(8),
+        keras.layers.BatchNormalization(), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss=keras.losses.
+                  SparseCategoricalCrossentropy(from_logits=True))
+    callback = noise_scale.GradientNoiseScale((x, y), 64, 16, num_batches=3)
+    history = model.fit(x, y, batch_size=64, epochs=2, verbose=0,
+                        callbacks=[callback])
+    for key in noise_scale.LOG_KEYS:
+        assert len(history.history[key]) == 2
+        assert np.all(np.isfinite(history.history[key]))
+    before = [v.numpy() for v in model.non_trainable_variables]
+    callback.measure()
+    for value, variable in zip(before, model.non_trainable_variables,
+                               strict=True):
+        np.testing.assert_array_equal(value, variable.numpy())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 64, "small_batch_size": 24},
+     r"`small_batch_size` must divide batch_size=64 and be smaller. "
+     r"Received: small_batch_size=24"),
+    ({"batch_size": 0, "small_batch_size": 1}, r"Received: batch_size=0"),
+])
+def test_callback_bad_arguments(kwargs, message):
+    data = (np.zeros((8, 2), "float32"), np.zeros(8, "int32"))
+    with pytest.raises(ValueError, match=message):
+        noise_scale.GradientNoiseScale(data, **kwargs)
+
+
+def exact_moments(run):
+    """|G|^2 and tr(Sigma) over the training set at the current weights,
+    from per-example gradients (softmax regression: cheap)."""
+    data = run.data
+    dataset = data.source.train.map(
+        lambda image, label: (data.preprocess_eval(image), label))
+    images, labels = next(iter(dataset.batch(10_000)))
+    model = run.model
+    with tf.GradientTape(persistent=True) as tape:
+        per_example = keras.losses.sparse_categorical_crossentropy(
+            labels, model(images, training=False), from_logits=True)
+        regularization = tf.add_n(model.losses)
+    jacobians = tape.jacobian(per_example, model.trainable_variables)
+    regularization_grads = tape.gradient(regularization,
+                                         model.trainable_variables)
+    flat = np.concatenate(
+        [(j.numpy() + (0.0 if r is None else r.numpy()[None])).reshape(
+            len(labels), -1)
+         for j, r in zip(jacobians, regularization_grads, strict=True)],
+        axis=1)
+    mean = flat.mean(axis=0)
+    return float(mean @ mean), float(((flat - mean) ** 2).sum(1).mean()), \
+        len(labels)
+
+
+@pytest.mark.parametrize("strategy", ["cpu", "mirrored"])
+def test_trainer_noise_scale_matches_per_example_gradients(tmp_path,
+                                                           strategy):
+    # eta0 ~ 0: the weights stay put, so 5 epochs of steps all measure the
+    # same |G|^2 and tr(Sigma). One replica pairs successive batches (64
+    # and 128), two replicas compare per-replica (32) and global (64)
+    # gradients.
+    config = tiny_config(**{
+        "noise_scale": True, "num_epochs": 5, "strategy": strategy,
+        "model.family": "linear", "optimizer.eta0": 1e-9,
+        "optimizer.momentum": 0.0, "optimizer.boundaries_epochs": ()})
+    run = trainer.prepare(config, str(tmp_path))
+    norm_sq, trace, n = exact_moments(run)
+    summary = run.run()
+    with open(os.path.join(tmp_path, "metrics.csv"), newline="") as file:
+        rows = [r for r in csv.DictReader(file) if r["split"] == "train"]
+    found = {key: np.mean([float(r[key]) for r in rows])
+             for key in ("grad_norm_sq", "grad_variance")}
+    # Batches drawn without replacement from n examples: the estimators
+    # target |G|^2 - tr(Sigma) / (n - 1) and tr(Sigma) n / (n - 1).
+    assert found["grad_norm_sq"] == pytest.approx(norm_sq - trace / (n - 1),
+                                                  rel=0.10)
+    assert found["grad_variance"] == pytest.approx(trace * n / (n - 1),
+                                                   rel=0.10)
+    assert summary["critical_batch_size"] == pytest.approx(
+        float(rows[-1]["noise_scale"]))
