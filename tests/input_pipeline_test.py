@@ -233,6 +233,9 @@ def test_folder_missing_or_empty(tmp_path):
         ({"dataset.validation_fraction": 1.0},
          r"Received: dataset.validation_fraction=1.0"),
         ({"dataset.name": "tfds"}, r"`dataset.tfds_name` is required"),
+        ({"dataset.label_noise": 1.0},
+         r"`dataset.label_noise` must be a number in \[0, 1\). Received: "
+         r"dataset.label_noise=1.0"),
     ],
 )
 def test_bad_dataset_config(changes, message):
@@ -244,3 +247,33 @@ def test_batch_larger_than_the_training_set():
     with pytest.raises(ValueError, match=r"`batch_size` must be at most the "
                        r"1438 training examples. Received: batch_size=2048"):
         make(batch=2048)
+
+
+def test_label_noise_is_fresh_each_epoch_and_repeatable():
+    clean = make(batch=1438)
+    noisy = make(tiny_config(**{"dataset.label_noise": 0.5}), batch=1438)
+
+    def labels(pipeline, epoch):
+        (_, y), = batches(pipeline.train_dataset(single_context(), epoch))
+        return y
+
+    truth = labels(clean, 0)
+    first, again, other = (labels(noisy, 0), labels(noisy, 0),
+                           labels(noisy, 1))
+    np.testing.assert_array_equal(first, again)  # Resume draws the same.
+    assert not np.array_equal(first, other)  # Every epoch draws afresh.
+    # Half the labels redrawn uniformly: 0.5 * 9/10 = 45% end up wrong.
+    wrong = np.mean(first != truth)
+    assert 0.40 < wrong < 0.50, wrong
+    # The eval split keeps its true labels.
+    (_, eval_labels, _), *_ = batches(noisy.eval_dataset(single_context()))
+    (_, clean_eval, _), *_ = batches(clean.eval_dataset(single_context()))
+    np.testing.assert_array_equal(eval_labels, clean_eval)
+
+
+def test_label_noise_entropy():
+    # 20% redrawn: the true label has 0.82, each other 0.02.
+    expected = -0.82 * np.log(0.82) - 9 * 0.02 * np.log(0.02)
+    assert input_pipeline.label_noise_entropy(0.2, 10) == pytest.approx(
+        expected, rel=1e-12)
+    assert input_pipeline.label_noise_entropy(0.0, 10) == 0.0

@@ -315,6 +315,13 @@ def check_dataset_config(config):
         )
     _validation.non_negative_number("dataset.shuffle_buffer",
                                     config.shuffle_buffer)
+    noise = config.label_noise
+    if (not isinstance(noise, (int, float)) or isinstance(noise, bool)
+            or not 0.0 <= noise < 1.0):
+        raise ValueError(
+            "`dataset.label_noise` must be a number in [0, 1). Received: "
+            f"dataset.label_noise={noise!r}"
+        )
     if config.name == "tfds" and not config.tfds_name:
         raise ValueError(
             '`dataset.tfds_name` is required by dataset.name="tfds". '
@@ -332,6 +339,38 @@ def make_source(config, seed):
         "folder": _folder_source,
     }[config.name]
     return builder(config, seed)
+
+
+def noisy_label(label, fraction, num_classes, seed):
+    """`label`, or with probability `fraction` a uniformly random label.
+
+    The random label may equal the true one (symmetric noise; the share
+    of wrong labels is `fraction * (1 - 1 / num_classes)`). `seed` is a
+    stateless seed (shape [2]): the trainer keys it by epoch and example,
+    so every epoch draws afresh (noise that no network can memorize, unlike
+    the fixed random labels of Zhang et al. 2017) and a resumed run draws
+    the same. It is the label-noise variance `sigma^2` of the linear
+    regression system (`tf_temperature.linear_regression`) for a
+    classifier: the loss cannot go below the entropy of the noisy labels
+    (`label_noise_entropy`), and SGD equilibrates above that floor.
+    """
+    draw_seed, label_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+    flip = tf.random.stateless_uniform([], draw_seed) < fraction
+    random_label = tf.random.stateless_uniform(
+        [], label_seed, maxval=num_classes, dtype=tf.int32)
+    return tf.where(flip, tf.cast(random_label, label.dtype), label)
+
+
+def label_noise_entropy(fraction, num_classes):
+    """The lowest expected cross-entropy under `noisy_label`: the entropy
+    of `(1 - f) onehot + f / num_classes` (nats)."""
+    q_true = 1.0 - fraction + fraction / num_classes
+    q_other = fraction / num_classes
+    entropy = -q_true * math.log(q_true)
+    if q_other > 0:
+        entropy -= (num_classes - 1) * q_other * math.log(q_other)
+    return entropy
 
 
 class InputPipeline:
@@ -453,9 +492,15 @@ class InputPipeline:
         dataset = dataset.repeat().enumerate()
         dataset = dataset.skip(skip_steps * replicas * batch)
 
+        noise = self.config.label_noise
+
         def preprocess(index, example):
             image, label = example
             seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
+            if noise:
+                label = noisy_label(
+                    label, noise, self.source.num_classes,
+                    tf.random.experimental.stateless_fold_in(seed, 1))
             return self.preprocess_train(image, seed), label
 
         dataset = dataset.map(preprocess,
