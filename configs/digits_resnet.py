@@ -36,6 +36,12 @@ def get_config():
     config.checkpoint_every_steps = 0  # 0: at the end of every epoch only.
     config.keep_checkpoints = 3
     config.quiet = False
+    # Log the gradient noise scale B_simple (McCandlish et al. 2018) per
+    # epoch: one extra gradient all-reduce per step on several replicas.
+    config.noise_scale = False
+    # After training, fit a calibration temperature on the evaluation split
+    # (Guo et al. 2017): summary.json and reliability.png.
+    config.calibrate = False
 
     config.dataset = ml_collections.ConfigDict()
     # "digits" (bundled), "synthetic", "tfds" or "folder".
@@ -58,13 +64,19 @@ def get_config():
     config.dataset.augment = "none"
     config.dataset.flip = False
     config.dataset.shuffle_buffer = 0  # 0: the whole training set.
+    # Share of training examples given a random label, drawn afresh each
+    # epoch: a loss floor, like the noise of a regression (equilibrium runs).
+    config.dataset.label_noise = 0.0
 
     config.model = ml_collections.ConfigDict()
-    # "cifar" or "imagenet" (He et al. 2016), or "linear" (softmax regression).
+    # "cifar" or "imagenet" (He et al. 2016), "mlp" (BN-free) or "linear"
+    # (softmax regression).
     config.model.family = "cifar"
-    config.model.depth = 20  # 6n+2 (cifar) or 18/34/50/101/152 (imagenet).
+    # 6n+2 (cifar), 18/34/50/101/152 (imagenet), hidden layers (mlp).
+    config.model.depth = 20
     config.model.residual = True  # False: the plain net, same layers.
-    config.model.width = 8  # First-stage filters (16 CIFAR, 64 ImageNet).
+    # First-stage filters (16 CIFAR, 64 ImageNet); units per layer (mlp).
+    config.model.width = 8
     config.model.shortcut = "A"  # "A" zero-padded identity, "B" projection.
     config.model.weight_decay = 1e-4
     # Zero-init the last BN gamma of residual blocks; None: if residual.

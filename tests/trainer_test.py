@@ -178,8 +178,11 @@ def test_a_second_run_on_a_held_workdir_is_refused(tmp_path):
         ({"precision": "float16"}, r"Received: precision='float16'"),
         ({"num_epochs": 0}, r"Received: num_epochs=0"),
         ({"model.family": "vgg"},
-         r"`model.family` must be one of 'cifar', 'imagenet', 'linear'. "
-         r"Received: model.family='vgg'"),
+         r"`model.family` must be one of 'cifar', 'imagenet', 'linear', "
+         r"'mlp'. Received: model.family='vgg'"),
+        ({"model.family": "mlp", "model.width": 0},
+         r"`model.width` must be an integer >= 1. Received: "
+         r"model.width=0"),
         ({"model.depth": 21}, r"`depth` must be of the form 6n\+2"),
         ({"optimizer.eta0": 0.0}, r"Received: optimizer.eta0=0.0"),
         ({"optimizer.momentum": 1.0}, r"Received: optimizer.momentum=1.0"),
@@ -202,3 +205,13 @@ def test_workdir_that_is_a_file(tmp_path):
         trainer.prepare(tiny_config(), str(path))
     with pytest.raises(ValueError, match=r"`workdir` is not writable"):
         trainer.prepare(tiny_config(), str(path / "sub"))
+
+
+def test_mlp_family_is_batch_norm_free():
+    config = tiny_config(**{"model.family": "mlp", "model.depth": 2,
+                            "model.width": 128})
+    model = trainer.build_model(config.model, (8, 8, 1), 10)
+    # 64*128+128 + 128*128+128 + 128*10+10.
+    assert model.count_params() == 26_122
+    assert model.name == "mlp2x128"
+    assert not model.non_trainable_weights  # No batch-norm statistics.

@@ -30,18 +30,26 @@ from absl import logging
 
 from tf_temperature import (
     _validation,
+    calibration,
     distribute,
     input_pipeline,
     models,
+    noise_scale,
 )
 from tf_temperature import workdir as workdir_lib
 from tf_temperature.optimizers import LinearScalingOptimizer
 
 # "linear" is multinomial logistic regression: BN-free and convex, the
-# baseline where replicas must agree with one device to rounding.
-FAMILIES = ("cifar", "imagenet", "linear")
+# baseline where replicas must agree with one device to rounding. "mlp" is
+# a BN-free network: its training loss is a function of the weights alone
+# (with batch norm it also depends on the batch, hence on B), which the
+# equilibrium experiments need (`tf_temperature.equilibrium`).
+FAMILIES = ("cifar", "imagenet", "linear", "mlp")
 # Each replica returns these sums per step; summed over replicas and steps.
-_LOSS, _CORRECT, _CORRECT5, _COUNT = range(4)
+# The last three feed the gradient noise scale (`config.noise_scale`): mean
+# squared norms of the small and big batch gradients, and how many pairs.
+_LOSS, _CORRECT, _CORRECT5, _COUNT, _SMALL_SQ, _BIG_SQ, _PAIRS = range(7)
+_NUM_SUMS = 7
 _SUM = tf.distribute.ReduceOp.SUM
 
 
@@ -87,11 +95,33 @@ def linear_model(input_shape, num_classes, weight_decay=1e-4):
     return keras.Model(inputs, logits, name="linear")
 
 
+def mlp_model(input_shape, num_classes, depth=2, width=128,
+              weight_decay=0.0):
+    """A multilayer perceptron: `depth` ReLU layers of `width` units."""
+    _validation.positive_integer("model.depth", depth)
+    _validation.positive_integer("model.width", width)
+    regularizer = (keras.regularizers.L2(weight_decay / 2.0)
+                   if weight_decay else None)
+    inputs = keras.Input(tuple(input_shape), name="images")
+    x = keras.layers.Flatten()(inputs)
+    for i in range(depth):
+        x = keras.layers.Dense(width, activation="relu",
+                               kernel_regularizer=regularizer,
+                               name=f"hidden{i + 1}")(x)
+    logits = keras.layers.Dense(num_classes, dtype="float32",
+                                kernel_regularizer=regularizer,
+                                name="logits")(x)
+    return keras.Model(inputs, logits, name=f"mlp{depth}x{width}")
+
+
 def build_model(model_config, input_shape, num_classes):
-    """The ResNet, plain net or linear model that `config.model` describes."""
+    """The ResNet, plain net, MLP or linear model of `config.model`."""
     if model_config.family == "linear":
         return linear_model(input_shape, num_classes,
                             model_config.weight_decay)
+    if model_config.family == "mlp":
+        return mlp_model(input_shape, num_classes, model_config.depth,
+                         model_config.width, model_config.weight_decay)
     builder = (models.cifar_resnet if model_config.family == "cifar"
                else models.imagenet_resnet)
     return builder(
@@ -236,6 +266,7 @@ class _Run:
                 self.optimizer = keras.optimizers.LossScaleOptimizer(
                     self.scaling)
             self.optimizer.build(self.model.trainable_variables)
+            self.noise_state = self._make_noise_state()
         self.train_loop = self._make_train_loop()
         self.eval_loop = self._make_eval_loop()
         self.description = (
@@ -262,6 +293,7 @@ class _Run:
             tf.reduce_sum(correct * weights),
             tf.reduce_sum(correct5 * weights),
             tf.reduce_sum(weights),
+            0.0, 0.0, 0.0,
         ])
 
     def _make_train_loop(self):
@@ -279,13 +311,70 @@ class _Run:
                         tf.add_n(model.losses))
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply(grads, model.trainable_variables)
-            return self._sums(labels, logits, per_example,
+            sums = self._sums(labels, logits, per_example,
                               tf.ones_like(per_example))
+            if self.config.noise_scale:
+                # Unscaled gradients (a LossScaleOptimizer scales the loss).
+                unscale = 1.0 / optimizer.scale_loss(tf.constant(1.0))
+                sums += self._noise_sums([g * unscale for g in grads])
+            optimizer.apply(grads, model.trainable_variables)
+            return sums
 
         if self.config.jit_compile:
             step_fn = tf.function(step_fn, jit_compile=True)
         return self._loop(step_fn, stop_if_not_finite=True)
+
+    def _make_noise_state(self):
+        """One replica: the previous step's gradient and its squared norm,
+        to pair successive batches (McCandlish et al. 2018, App. A.1)."""
+        if (not self.config.noise_scale
+                or self.strategy.num_replicas_in_sync > 1):
+            return None
+        return {
+            "gradient": [tf.Variable(tf.zeros(v.shape, tf.float32),
+                                     trainable=False)
+                         for v in self.model.trainable_variables],
+            "norm_sq": tf.Variable(0.0, trainable=False),
+            "ready": tf.Variable(False, trainable=False),
+        }
+
+    def _noise_sums(self, grads):
+        """This replica's share of (small, big, pairs) for the noise scale.
+
+        Several replicas: small = this replica's own mean gradient
+        (`replicas * grads`, the loss being averaged over the global batch),
+        big = the global gradient (one extra all-reduce). One replica: small
+        = this step's and the previous step's gradients, big = their mean.
+        """
+        zeros = tf.zeros([4])
+        grads = [tf.cast(g, tf.float32) for g in grads]
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas > 1:
+            context = tf.distribute.get_replica_context()
+            total = context.all_reduce(_SUM, grads)
+            small = noise_scale.squared_norm([g * replicas for g in grads])
+            big = noise_scale.squared_norm(total)
+            return tf.concat([zeros, tf.stack([small, big, 1.0])
+                              / replicas], 0)
+        state = self.noise_state
+        norm_sq = noise_scale.squared_norm(grads)
+        big = noise_scale.squared_norm(
+            [(g + p) / 2.0 for g, p in zip(grads, state["gradient"],
+                                           strict=True)])
+        ready = tf.cast(state["ready"], tf.float32)
+        sums = tf.stack([(norm_sq + state["norm_sq"]) / 2.0, big, 1.0])
+        for previous, gradient in zip(state["gradient"], grads, strict=True):
+            previous.assign(gradient)
+        state["norm_sq"].assign(norm_sq)
+        state["ready"].assign(True)
+        return tf.concat([zeros, sums * ready], 0)
+
+    def _noise_batches(self):
+        """(small, big) batch sizes of the noise scale's two norms."""
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas > 1:
+            return self.batch // replicas, self.batch
+        return self.batch, 2 * self.batch
 
     def _make_eval_loop(self):
         model = self.model
@@ -303,7 +392,7 @@ class _Run:
 
         @tf.function
         def loop(iterator, num_steps):
-            totals = tf.zeros([4], tf.float32)
+            totals = tf.zeros([_NUM_SUMS], tf.float32)
             for _ in tf.range(num_steps):
                 per_replica = self.strategy.run(step_fn,
                                                 args=next(iterator))
@@ -352,13 +441,24 @@ class _Run:
                            if self.num_classes > 10 else ""),
             "learning_rate": rate, "temperature": rate / self.batch,
             "wall_time": round(wall_time, 3),
+            **self._noise_columns(split, totals),
         }
+
+    def _noise_columns(self, split, totals):
+        if split != "train" or not totals[_PAIRS]:
+            return {}
+        pairs = float(totals[_PAIRS])
+        return noise_scale.summarize(
+            float(totals[_SMALL_SQ]) / pairs, float(totals[_BIG_SQ]) / pairs,
+            *self._noise_batches())
 
     def _write_summaries(self, writers, rows):
         for row in rows:
             with writers[row["split"]].as_default(step=row["step"]):
-                for key in ("loss", "error", "learning_rate", "temperature"):
-                    tf.summary.scalar(key, row[key])
+                for key in ("loss", "error", "learning_rate", "temperature",
+                            *noise_scale.LOG_KEYS):
+                    if key in row:
+                        tf.summary.scalar(key, row[key])
             writers[row["split"]].flush()
 
     # --- The loop. ---------------------------------------------------------
@@ -398,7 +498,7 @@ class _Run:
         while epoch < config.num_epochs:
             iterator = iter(self.data.distributed_train(self.strategy, epoch,
                                                         skip))
-            totals = np.zeros(4)
+            totals = np.zeros(_NUM_SUMS)
             step = epoch * spe + skip
             epoch_start = time.perf_counter()
             while step < (epoch + 1) * spe:
@@ -429,20 +529,58 @@ class _Run:
             if self.print_fn:
                 self.print_fn(self._progress_line(rows, images_per_sec))
             epoch, skip = epoch + 1, 0
+        summary = {}
+        if config.calibrate and self.chief:
+            summary = self._calibrate(run_dir)
         return self._finish(run_dir, metrics, images_per_sec,
-                            diverged=False)
+                            diverged=False, extra=summary)
+
+    def _calibrate(self, run_dir):
+        """Temperature scaling on the evaluation split (Guo et al. 2017):
+        `calibration_temperature` and the NLL and ECE before and after, plus
+        `reliability.png`."""
+        logits, labels = [], []
+        predict = tf.function(lambda images: self.model(images,
+                                                        training=False))
+        dataset = self.data.eval_dataset(tf.distribute.InputContext())
+        for images, batch_labels, weights in dataset:
+            keep = weights.numpy() > 0
+            logits.append(predict(images).numpy().astype(np.float64)[keep])
+            labels.append(batch_labels.numpy()[keep])
+        logits, labels = np.concatenate(logits), np.concatenate(labels)
+        try:
+            found = calibration.calibrate(logits, labels)
+        except ValueError as error:
+            logging.warning("calibration skipped: %s", error)
+            return {"calibration_skipped": str(error)}
+        calibration.plot_reliability(
+            logits, labels, os.path.join(run_dir, "reliability.png"),
+            temperature=found["temperature"],
+            title=f"{self.model.name}, {found['examples']} eval examples")
+        if self.print_fn:
+            self.print_fn(
+                f"calibration: T={found['temperature']:.3f}, ECE "
+                f"{found['ece_before']:.4f} -> {found['ece_after']:.4f}, NLL "
+                f"{found['nll_before']:.4f} -> {found['nll_after']:.4f}")
+        return {"calibration_temperature": found["temperature"],
+                **{f"calibration_{key}": value for key, value in found.items()
+                   if key != "temperature"}}
 
     def _progress_line(self, rows, images_per_sec):
         train, evaluation = rows
+        noise = (f"B_simple {train['noise_scale']:.3g}  "
+                 if "noise_scale" in train else "")
         return (
             f"epoch {train['epoch']:3d}/{self.config.num_epochs} "
             f"step {train['step']:6d}  train loss {train['loss']:.4f} "
             f"err {train['error']:.4f}  eval loss {evaluation['loss']:.4f} "
             f"err {evaluation['error']:.4f}  eta {train['learning_rate']:.3g} "
-            f"T {train['temperature']:.3g}  {images_per_sec:,.0f} img/s"
+            f"T {train['temperature']:.3g}  {noise}"
+            f"{images_per_sec:,.0f} img/s"
         )
 
-    def _finish(self, run_dir, metrics, images_per_sec, diverged):
+    def _finish(self, run_dir, metrics, images_per_sec, diverged,
+                extra=None):
         rows = metrics.read()
         evals = [r for r in rows if r["split"] == "eval"]
         trains = [r for r in rows if r["split"] == "train"]
@@ -469,6 +607,12 @@ class _Run:
                 best_eval_error=float(best["error"]),
                 best_eval_epoch=int(best["epoch"]),
             )
+            if trains[-1].get("noise_scale"):
+                # McCandlish et al. 2018: B_crit ~ B_simple, where the linear
+                # scaling rule stops paying.
+                summary["critical_batch_size"] = float(
+                    trains[-1]["noise_scale"])
+        summary.update(extra or {})
         workdir_lib.write_json(os.path.join(run_dir, "summary.json"), summary)
         return summary
 

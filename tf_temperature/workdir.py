@@ -15,7 +15,8 @@ import socket
 
 METRICS_COLUMNS = (
     "epoch", "step", "examples_seen", "split", "loss", "error", "top5_error",
-    "learning_rate", "temperature", "wall_time",
+    "learning_rate", "temperature", "wall_time", "grad_norm_sq",
+    "grad_variance", "noise_scale",
 )
 
 
