@@ -13,12 +13,21 @@ Modules:
     optimizers: `LinearScalingOptimizer`, exposing the temperature.
     callbacks: `TemperatureLogger`.
     models: `cifar_resnet`, `imagenet_resnet` (He et al. 2016).
+    linear_regression: SGD's exact equilibrium on linear regression.
+    noise_scale: `GradientNoiseScale` (McCandlish et al. 2018).
+    calibration: temperature scaling and ECE (Guo et al. 2017).
+
+Not imported with the package (import them by name): `trainer`, `tuning`,
+`equilibrium`, `input_pipeline`, `distribute`, `scaling_report`.
 """
 
 from tf_temperature import (
+    calibration,
     callbacks,
     layers,
+    linear_regression,
     models,
+    noise_scale,
     optimizers,
     sampling,
     schedules,
@@ -26,6 +35,7 @@ from tf_temperature import (
 )
 from tf_temperature.callbacks import TemperatureLogger
 from tf_temperature.layers import GumbelSoftmax, TemperatureSoftmax
+from tf_temperature.noise_scale import GradientNoiseScale
 from tf_temperature.optimizers import LinearScalingOptimizer
 from tf_temperature.sampling import sample_with_temperature
 from tf_temperature.schedules import LinearScalingSchedule
@@ -40,19 +50,23 @@ from tf_temperature.thermo import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "GradientNoiseScale",
     "GumbelSoftmax",
     "LinearScalingOptimizer",
     "LinearScalingSchedule",
     "TemperatureLogger",
     "TemperatureSoftmax",
+    "calibration",
     "callbacks",
     "entropy",
     "free_energy",
     "gibbs_distribution",
     "layers",
+    "linear_regression",
     "log_partition",
     "mean_energy",
     "models",
+    "noise_scale",
     "optimizers",
     "sample_with_temperature",
     "sampling",
