@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tf_temperature import linear_regression as lr
@@ -102,3 +103,25 @@ def test_noise_variance_recovered_from_equilibrium(grid):
 def test_gradient_moments():
     norm_sq, trace = lr.gradient_moments(2.0, 8, 0.5)
     assert (norm_sq, trace) == (2.0, 9 * 2.0 + 8 * 0.5)
+
+
+def test_markdown_table_marks_unstable_and_off_law_rows():
+    rows = []
+    for eta, batch in ((0.005, 64), (0.08, 1), (0.32, 1)):
+        exact = lr.stationary_excess_loss(eta, batch, 8)
+        small = lr.small_eta_excess_loss(eta, batch, 8)
+        stable = exact != math.inf
+        rows.append({"eta": eta, "batch_size": batch,
+                     "eta_over_b": eta / batch, "stable": stable,
+                     "theory_exact": exact, "theory_small_eta": small,
+                     "small_eta_holds": stable and abs(small / exact - 1)
+                     <= 0.05,
+                     "measured": exact if stable else math.inf,
+                     "stderr": 0.0, "relative_error": 0.0,
+                     "noise_variance_estimate": 1.0})
+    lines = lr.markdown_table(pd.DataFrame(rows)).splitlines()
+    assert len(lines) == 5
+    assert "| holds |" in lines[2]
+    # Exact 0.2667 vs small-eta 0.16: the small-eta law is 40% low.
+    assert "off by -40%" in lines[3]
+    assert "diverged" in lines[4] and "unstable" in lines[4]

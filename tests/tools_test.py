@@ -32,30 +32,3 @@ def test_plot_schedule_draws_overlapping_temperatures(tmp_path):
     tool.plot(linear, "linear", str(output))
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-
-def test_equipartition_markdown_marks_unstable_and_off_law_rows():
-    import pandas as pd
-
-    from tf_temperature import linear_regression as lr
-
-    tool = load_tool("equipartition")
-    rows = []
-    for eta, batch in ((0.005, 64), (0.08, 1), (0.32, 1)):
-        exact = lr.stationary_excess_loss(eta, batch, 8)
-        small = lr.small_eta_excess_loss(eta, batch, 8)
-        stable = exact != float("inf")
-        rows.append({"eta": eta, "batch_size": batch,
-                     "eta_over_b": eta / batch, "stable": stable,
-                     "theory_exact": exact, "theory_small_eta": small,
-                     "small_eta_holds": stable and abs(small / exact - 1)
-                     <= 0.05,
-                     "measured": exact if stable else float("inf"),
-                     "stderr": 0.0, "relative_error": 0.0,
-                     "noise_variance_estimate": 1.0})
-    text = tool.markdown(pd.DataFrame(rows))
-    lines = text.splitlines()
-    assert len(lines) == 5
-    assert "| holds |" in lines[2]
-    # Exact 0.2667 vs small-eta 0.16: the small-eta law is 40% low.
-    assert "off by -40%" in lines[3]
-    assert "diverged" in lines[4] and "unstable" in lines[4]

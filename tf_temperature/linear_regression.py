@@ -341,3 +341,30 @@ def pooled_noise_variance(table):
     estimate = float((weights * rows["noise_variance_estimate"]).sum()
                      / weights.sum())
     return estimate, float(1.0 / math.sqrt(weights.sum()))
+
+
+def markdown_table(table):
+    """An `equipartition_table` as Markdown (what README.md shows): where
+    the run was unstable, and where the small-eta law is off."""
+    lines = ["| eta | B | eta/B | exact | small-eta | measured | error | "
+             "small-eta law | sigma^2 from it |",
+             "|---:|---:|---:|---:|---:|---:|---:|:---|---:|"]
+    for _, row in table.iterrows():
+        if not row["stable"]:
+            measured = "diverged" if row["measured"] == float("inf") else (
+                f"{row['measured']:.4g}")
+            lines.append(
+                f"| {row['eta']:g} | {row['batch_size']} | "
+                f"{row['eta_over_b']:.4g} | inf | "
+                f"{row['theory_small_eta']:.4g} | {measured} | | unstable "
+                "(eta > 2B/(B+d+1)) | |")
+            continue
+        off = 100 * (row["theory_small_eta"] / row["theory_exact"] - 1)
+        law = "holds" if row["small_eta_holds"] else f"off by {off:+.0f}%"
+        lines.append(
+            f"| {row['eta']:g} | {row['batch_size']} | "
+            f"{row['eta_over_b']:.4g} | {row['theory_exact']:.4g} | "
+            f"{row['theory_small_eta']:.4g} | {row['measured']:.4g} "
+            f"+- {row['stderr']:.2g} | {100 * row['relative_error']:+.1f}% |"
+            f" {law} | {row['noise_variance_estimate']:.3f} |")
+    return "\n".join(lines)

@@ -31,32 +31,6 @@ _NOISE = flags.DEFINE_float("noise_variance", 1.0, "Label noise sigma^2.")
 _CHAINS = flags.DEFINE_integer("chains", 64, "Independent chains.")
 
 
-def markdown(table):
-    """The table as Markdown rows (what README.md shows)."""
-    lines = ["| eta | B | eta/B | exact | small-eta | measured | error | "
-             "small-eta law | sigma^2 from it |",
-             "|---:|---:|---:|---:|---:|---:|---:|:---|---:|"]
-    for _, row in table.iterrows():
-        if not row["stable"]:
-            measured = "diverged" if row["measured"] == float("inf") else (
-                f"{row['measured']:.4g}")
-            lines.append(
-                f"| {row['eta']:g} | {row['batch_size']} | "
-                f"{row['eta_over_b']:.4g} | inf | "
-                f"{row['theory_small_eta']:.4g} | {measured} | | unstable "
-                "(eta > 2B/(B+d+1)) | |")
-            continue
-        off = 100 * (row["theory_small_eta"] / row["theory_exact"] - 1)
-        law = "holds" if row["small_eta_holds"] else f"off by {off:+.0f}%"
-        lines.append(
-            f"| {row['eta']:g} | {row['batch_size']} | "
-            f"{row['eta_over_b']:.4g} | {row['theory_exact']:.4g} | "
-            f"{row['theory_small_eta']:.4g} | {row['measured']:.4g} "
-            f"+- {row['stderr']:.2g} | {100 * row['relative_error']:+.1f}% |"
-            f" {law} | {row['noise_variance_estimate']:.3f} |")
-    return "\n".join(lines)
-
-
 def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments: {' '.join(argv[1:])}",
@@ -65,9 +39,16 @@ def main(argv):
     from tf_temperature import linear_regression
 
     try:
-        batches = [int(b) for b in _BATCH_SIZES.value]
-        etas = ([float(e) for e in _ETAS.value] if _ETAS.value
-                else [_ETA0.value * b for b in batches])
+        batches = [int(b) if b.isdigit() else 0 for b in _BATCH_SIZES.value]
+        if not batches or min(batches) < 1:
+            raise ValueError("`--batch_sizes` must be integers >= 1. "
+                             f"Received: {','.join(_BATCH_SIZES.value)}")
+        try:
+            etas = ([float(e) for e in _ETAS.value] if _ETAS.value
+                    else [_ETA0.value * b for b in batches])
+        except ValueError:
+            raise ValueError("`--etas` must be numbers > 0. Received: "
+                             f"{','.join(_ETAS.value)}") from None
         table = linear_regression.equipartition_table(
             etas, batches, dim=_DIM.value, noise_variance=_NOISE.value,
             chains=_CHAINS.value)
@@ -75,7 +56,7 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 2
     table.to_csv(_OUTPUT.value, index=False)
-    print(markdown(table))
+    print(linear_regression.markdown_table(table))
     estimate, stderr = linear_regression.pooled_noise_variance(table)
     stable = table[table["stable"]]
     print(f"\n{int(stable['agrees'].sum())}/{len(stable)} stable points "
