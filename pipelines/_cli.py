@@ -13,6 +13,9 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 USAGE_ERROR = 2
+# After SIGTERM: a checkpoint was saved at a step boundary; rerun the same
+# command to resume (sysexits.h's EX_TEMPFAIL, "try again later").
+PREEMPTED = 75
 
 
 def fail(message):
@@ -44,6 +47,12 @@ def quiet_info_logs():
         logging.set_verbosity(logging.WARNING)
 
 
+def _load_error(name, error):
+    """ml_collections' multi-line load failure, as its last line."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return f"--{name}: {lines[-1].strip()}"
+
+
 def make_flags_parser(*config_holders):
     """Returns a `flags_parser` for `absl.app.run`.
 
@@ -59,13 +68,16 @@ def make_flags_parser(*config_holders):
             fail(f"flags: {error}")
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             fail(f"flags: {error}")
+        except OSError as error:
+            # A config file that does not load, met by a --config.x override.
+            fail(_load_error(config_holders[0].name if config_holders
+                             else "flags", error))
         for holder in config_holders:
             try:
                 # A file that failed to load is reported on first use.
                 holder.value.to_dict()
             except OSError as error:
-                lines = [line for line in str(error).splitlines() if line]
-                fail(f"--{holder.name}: {lines[-1].strip()}")
+                fail(_load_error(holder.name, error))
         if len(rest) > 1:
             fail(f"unexpected arguments: {' '.join(rest[1:])}")
         return rest

@@ -37,6 +37,9 @@ def main(argv):
     except trainer.DivergedError as error:
         print(f"error: {error}", file=sys.stderr)
         return DIVERGED
+    except trainer.Preempted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return _cli.PREEMPTED
     spread = equilibrium.collapse_spread(table)
     print(f"collapse: eta sweep and B sweep differ by at most "
           f"{100 * spread:.1f}% at equal eta / B")

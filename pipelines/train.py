@@ -35,9 +35,14 @@ def main(argv):
         run.run()
     except workdir.WorkdirInUseError as error:
         _cli.fail(error)
+    except trainer.UnreadableCheckpointsError as error:
+        _cli.fail(error)
     except trainer.DivergedError as error:
         print(f"error: {error}", file=sys.stderr)
         return DIVERGED
+    except trainer.Preempted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return _cli.PREEMPTED
     return 0
 
 

@@ -7,10 +7,12 @@ Rerunning the same command resumes the search. This file is kept short on
 purpose: the work is in `tf_temperature.tuning`.
 """
 
+import sys
+
 from absl import app, flags
 
 from pipelines import _cli
-from tf_temperature import tuning
+from tf_temperature import trainer, tuning
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/tune_digits.py", "Configuration file."
@@ -26,7 +28,11 @@ def main(argv):
         search = tuning.Search(_CONFIG.value, _WORKDIR.value or "", print)
     except ValueError as error:
         _cli.fail(error)
-    search.run()
+    try:
+        search.run()
+    except trainer.Preempted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return _cli.PREEMPTED
     return 0
 
 

@@ -15,12 +15,16 @@ batch. Each epoch trains `num_train // B` steps, evaluates, appends rows to
 TensorBoard scalars and saves a checkpoint; rerunning on the same workdir
 restores the latest checkpoint and goes on from its step, with the same data
 order (see `input_pipeline`). A non-finite loss stops the run at that step,
-before anything is saved, with `DivergedError`.
+before anything is saved, with `DivergedError`. SIGTERM saves a checkpoint
+at the end of the current host call and raises `Preempted`; a damaged
+latest checkpoint falls back to the one before (README, "Reliability").
 """
 
 import hashlib
 import math
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -32,6 +36,7 @@ from tf_temperature import (
     _validation,
     calibration,
     distribute,
+    faults,
     input_pipeline,
     models,
     noise_scale,
@@ -55,6 +60,25 @@ _SUM = tf.distribute.ReduceOp.SUM
 
 class DivergedError(Exception):
     """The loss became NaN or infinite: the run was too hot."""
+
+
+class Preempted(BaseException):  # noqa: N818 -- a stop, like SystemExit.
+    """SIGTERM arrived: a checkpoint was saved at `step`; rerun to resume.
+
+    A `BaseException`, like `KeyboardInterrupt`: code that catches
+    `Exception` (keras-tuner marks such trials failed) lets it through.
+    """
+
+    def __init__(self, step):
+        super().__init__(
+            f"preempted (SIGTERM) at step {step}: checkpoint saved; rerun "
+            "the same command to resume from it")
+        self.step = step
+
+
+class UnreadableCheckpointsError(ValueError):
+    """Every checkpoint of the run is unreadable (a fresh start would lose
+    the run silently, so the trainer refuses)."""
 
 
 def check_config(config):
@@ -267,6 +291,11 @@ class _Run:
                     self.scaling)
             self.optimizer.build(self.model.trainable_variables)
             self.noise_state = self._make_noise_state()
+        # The running sums of the epoch so far, saved with every checkpoint:
+        # a run resumed mid-epoch reports the whole epoch's loss, as an
+        # uninterrupted one does. On the host (float64 is not a TPU type).
+        self.epoch_sums = tf.Variable(tf.zeros([_NUM_SUMS], tf.float64),
+                                      trainable=False, name="epoch_sums")
         self.train_loop = self._make_train_loop()
         self.eval_loop = self._make_eval_loop()
         self.description = (
@@ -330,13 +359,13 @@ class _Run:
         if (not self.config.noise_scale
                 or self.strategy.num_replicas_in_sync > 1):
             return None
-        return {
-            "gradient": [tf.Variable(tf.zeros(v.shape, tf.float32),
-                                     trainable=False)
-                         for v in self.model.trainable_variables],
-            "norm_sq": tf.Variable(0.0, trainable=False),
-            "ready": tf.Variable(False, trainable=False),
-        }
+        state = tf.Module(name="noise_scale")  # Saved in checkpoints.
+        state.gradient = [tf.Variable(tf.zeros(v.shape, tf.float32),
+                                      trainable=False)
+                          for v in self.model.trainable_variables]
+        state.norm_sq = tf.Variable(0.0, trainable=False)
+        state.ready = tf.Variable(False, trainable=False)
+        return state
 
     def _noise_sums(self, grads):
         """This replica's share of (small, big, pairs) for the noise scale.
@@ -359,14 +388,14 @@ class _Run:
         state = self.noise_state
         norm_sq = noise_scale.squared_norm(grads)
         big = noise_scale.squared_norm(
-            [(g + p) / 2.0 for g, p in zip(grads, state["gradient"],
+            [(g + p) / 2.0 for g, p in zip(grads, state.gradient,
                                            strict=True)])
-        ready = tf.cast(state["ready"], tf.float32)
-        sums = tf.stack([(norm_sq + state["norm_sq"]) / 2.0, big, 1.0])
-        for previous, gradient in zip(state["gradient"], grads, strict=True):
+        ready = tf.cast(state.ready, tf.float32)
+        sums = tf.stack([(norm_sq + state.norm_sq) / 2.0, big, 1.0])
+        for previous, gradient in zip(state.gradient, grads, strict=True):
             previous.assign(gradient)
-        state["norm_sq"].assign(norm_sq)
-        state["ready"].assign(True)
+        state.norm_sq.assign(norm_sq)
+        state.ready.assign(True)
         return tf.concat([zeros, sums * ready], 0)
 
     def _noise_batches(self):
@@ -407,27 +436,74 @@ class _Run:
     # --- Files. ------------------------------------------------------------
 
     def _open_checkpoints(self, run_dir):
+        extra = {"noise_scale": self.noise_state} if self.noise_state else {}
         checkpoint = tf.train.Checkpoint(model=self.model,
-                                         optimizer=self.optimizer)
+                                         optimizer=self.optimizer,
+                                         epoch_sums=self.epoch_sums, **extra)
         manager = tf.train.CheckpointManager(
             checkpoint, os.path.join(run_dir, "checkpoints"),
             max_to_keep=self.config.keep_checkpoints)
         # Every worker restores the chief's checkpoint (a shared directory).
-        latest = tf.train.latest_checkpoint(
-            os.path.join(self.workdir, "checkpoints"))
-        if latest:
-            checkpoint.restore(latest).expect_partial()
-            logging.info("restored %s", latest)
+        self.restored = self._restore(checkpoint, os.path.join(
+            self.workdir, "checkpoints"))
         return checkpoint, manager
 
+    def _restore(self, checkpoint, directory):
+        """Restores the newest readable checkpoint; returns its path.
+
+        A truncated or empty checkpoint (a disk filled up, a copy cut short)
+        costs one warning and the previous checkpoint, never a silent fresh
+        start: with no readable checkpoint left the run refuses to start.
+        """
+        state = tf.train.get_checkpoint_state(directory)
+        if state is None:
+            return None
+        paths = list(state.all_model_checkpoint_paths)
+        if state.model_checkpoint_path not in paths:
+            paths.append(state.model_checkpoint_path)
+        for path in reversed(paths):
+            if not os.path.isabs(path):
+                path = os.path.join(directory, path)
+            try:
+                checkpoint.restore(path).expect_partial()
+            # TensorFlow reports damage as OpError, IndexError ("Read less
+            # bytes than requested"), ValueError...: any failure to read
+            # this checkpoint sends us to the previous one.
+            except Exception as error:  # noqa: BLE001
+                reason = str(error).strip().splitlines()[0][:200]
+                logging.warning("checkpoint %s is unreadable (%s); trying "
+                                "the one before it", path, reason)
+                continue
+            logging.info("restored %s", path)
+            return path
+        raise UnreadableCheckpointsError(
+            f"no readable checkpoint in {directory!r} (all {len(paths)} are "
+            "damaged); move that directory away to start the run over")
+
     def _preemption_handler(self, manager):
-        """Saves on a preemption signal under multi-worker and TPU runs."""
+        """Saves on a preemption signal under multi-worker and TPU runs
+        (TensorFlow's handler agrees on a step with the other workers)."""
         if not isinstance(self.strategy,
                           (tf.distribute.MultiWorkerMirroredStrategy,
                            tf.distribute.TPUStrategy)):
             return None
         return tf.distribute.experimental.PreemptionCheckpointHandler(
             self.strategy.cluster_resolver, manager)
+
+    def _catch_sigterm(self):
+        """Other strategies: SIGTERM sets a flag that the loop checks after
+        each host call, where it saves and raises `Preempted`. Returns a
+        function that puts the previous handler back."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None  # Only the main thread may set handlers.
+        self.sigterm = False
+
+        def on_sigterm(signum, frame):
+            del signum, frame
+            self.sigterm = True
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        return lambda: signal.signal(signal.SIGTERM, previous)
 
     def _row(self, epoch, step, split, totals, wall_time):
         count = max(float(totals[_COUNT]), 1.0)
@@ -468,10 +544,23 @@ class _Run:
         with workdir_lib.RunLock(run_dir):
             return self._run_locked(run_dir)
 
+    def _save(self, manager, step):
+        manager.save(checkpoint_number=step)
+        faults.point("checkpoint_saved", step)
+
     def _run_locked(self, run_dir):
-        config = self.config
         checkpoint, manager = self._open_checkpoints(run_dir)
         handler = self._preemption_handler(manager)
+        self.sigterm = False
+        restore_sigterm = (self._catch_sigterm() if handler is None
+                           else lambda: None)
+        try:
+            return self._train(run_dir, checkpoint, manager, handler)
+        finally:
+            restore_sigterm()
+
+    def _train(self, run_dir, checkpoint, manager, handler):
+        config = self.config
         metrics = workdir_lib.MetricsLog(os.path.join(run_dir, "metrics.csv"))
         start_step = int(self.scaling.iterations.numpy())
         writers = {}
@@ -488,7 +577,10 @@ class _Run:
         previous = metrics.read()
         wall_offset = float(previous[-1]["wall_time"]) if previous else 0.0
         if self.print_fn:
-            self.print_fn(self.description)
+            resumed = (f"; resumed at step {start_step} from "
+                       f"{os.path.basename(self.restored)}"
+                       if self.restored else "")
+            self.print_fn(self.description + resumed)
         spe = self.steps_per_epoch
         every = config.checkpoint_every_steps
         started = time.perf_counter()
@@ -498,26 +590,34 @@ class _Run:
         while epoch < config.num_epochs:
             iterator = iter(self.data.distributed_train(self.strategy, epoch,
                                                         skip))
-            totals = np.zeros(_NUM_SUMS)
+            totals = (self.epoch_sums.numpy() if skip
+                      else np.zeros(_NUM_SUMS))
             step = epoch * spe + skip
             epoch_start = time.perf_counter()
             while step < (epoch + 1) * spe:
                 chunk = min(config.steps_per_loop, (epoch + 1) * spe - step)
                 if every:
                     chunk = min(chunk, every - step % every)
-                totals += self.train_loop(iterator, tf.constant(chunk))
+                totals += self.train_loop(iterator,
+                                          tf.constant(chunk)).numpy()
+                self.epoch_sums.assign(totals)
                 step = int(self.scaling.iterations.numpy())
                 if not math.isfinite(totals[_LOSS]):
                     self._diverged(run_dir, step, epoch)
+                faults.point("train_step", step)
                 if handler is not None:
                     handler.save_checkpoint_if_preempted()
+                if self.sigterm:
+                    self._save(manager, step)
+                    raise Preempted(step)
                 if every and step % every == 0 and step % spe:
-                    manager.save(checkpoint_number=step)
+                    self._save(manager, step)
             seconds = time.perf_counter() - epoch_start
             images_per_sec = (step - epoch * spe - skip) * self.batch / seconds
             eval_iterator = iter(self.data.distributed_eval(self.strategy))
             eval_totals = self.eval_loop(
                 eval_iterator, tf.constant(self.data.eval_steps)).numpy()
+            faults.point("evaluating", step)
             wall = wall_offset + time.perf_counter() - started
             rows = [self._row(epoch + 1, step, "train", totals, wall),
                     self._row(epoch + 1, step, "eval", eval_totals, wall)]
@@ -525,7 +625,7 @@ class _Run:
                 for row in rows:
                     metrics.append(row)
                 self._write_summaries(writers, rows)
-            manager.save(checkpoint_number=step)
+            self._save(manager, step)
             if self.print_fn:
                 self.print_fn(self._progress_line(rows, images_per_sec))
             epoch, skip = epoch + 1, 0

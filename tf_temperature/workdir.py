@@ -97,15 +97,25 @@ class MetricsLog:
         self.path = path
 
     def read(self):
-        """The rows as dicts; a malformed row is left out."""
+        """The rows as dicts; a malformed row is left out.
+
+        A row cut short by a kill mid-write, or garbage, lacks a field or a
+        number and is dropped (and rewritten away by `keep_until`).
+        """
         if not os.path.exists(self.path):
             return []
         rows = []
-        with open(self.path, newline="", encoding="utf-8") as file:
+        with open(self.path, newline="", encoding="utf-8",
+                  errors="replace") as file:
             for row in csv.DictReader(file):
                 try:
                     int(row["step"])
+                    int(row["epoch"])
+                    float(row["loss"])
+                    float(row["wall_time"])
                 except (KeyError, TypeError, ValueError):
+                    continue
+                if row.get("split") not in ("train", "eval"):
                     continue
                 rows.append(row)
         return rows

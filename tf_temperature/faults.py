@@ -1,0 +1,49 @@
+"""Fault injection: a process kills itself at a named point, for the tests.
+
+The reliability suite (`tests/reliability_test.py`) proves that a run killed
+anywhere resumes to the same result. Killing from outside at a random time
+would test a random point; like Keras' `BackupAndRestore` tests (which raise
+from a callback at a chosen epoch), the trainer instead calls `point(name,
+step)` where it matters, and this module sends the process a real signal
+there when the environment asks for it:
+
+    TF_TEMPERATURE_FAULT=NAME@STEP   at the first NAME reached at step >= STEP
+    TF_TEMPERATURE_FAULT=NAME#N      at the N-th NAME reached in this process
+    TF_TEMPERATURE_FAULT_SIGNAL=KILL (default) or TERM
+
+Points: `train_step` (after a host call of the training loop), `evaluating`
+(evaluation done, nothing of the epoch recorded yet), `checkpoint_saved`
+(right after a checkpoint is written). Without the variable `point` does
+nothing but count.
+"""
+
+import os
+import signal
+
+POINTS = ("train_step", "evaluating", "checkpoint_saved")
+_counts = dict.fromkeys(POINTS, 0)
+
+
+def _spec():
+    spec = os.environ.get("TF_TEMPERATURE_FAULT", "")
+    if not spec:
+        return None
+    for separator in ("@", "#"):
+        name, found, value = spec.partition(separator)
+        if found and name in POINTS and value.isdigit():
+            return name, separator, int(value)
+    raise ValueError(
+        "`TF_TEMPERATURE_FAULT` must be NAME@STEP or NAME#N with NAME one of "
+        f"{', '.join(POINTS)}. Received: TF_TEMPERATURE_FAULT={spec!r}")
+
+
+def point(name, step):
+    """Marks that the run reached `name` at `step`; may kill the process."""
+    _counts[name] += 1
+    spec = _spec()
+    if spec is None or spec[0] != name:
+        return
+    _, separator, value = spec
+    if (step >= value) if separator == "@" else (_counts[name] == value):
+        signame = os.environ.get("TF_TEMPERATURE_FAULT_SIGNAL", "KILL")
+        os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
