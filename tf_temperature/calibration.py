@@ -49,7 +49,8 @@ def _check_inputs(logits, labels):
             or labels.max() >= logits.shape[1]):
         raise ValueError(
             f"`labels` must be integers in [0, {logits.shape[1]}). "
-            f"Received: labels from {labels.min()!r} to {labels.max()!r}")
+            f"Received: labels from {int(labels.min())} to "
+            f"{int(labels.max())}")
     return logits, labels.astype(np.int64)
 
 

@@ -79,6 +79,14 @@ def check_tune_config(config):
                          "tune.batch_sizes=()")
     for batch in tune.batch_sizes:
         _validation.positive_integer("tune.batch_sizes", batch)
+    if not len(tune.eta0_values):
+        _validation.positive_number("tune.eta0_min", tune.eta0_min)
+        _validation.positive_number("tune.eta0_max", tune.eta0_max)
+        if tune.eta0_points > 1 and not tune.eta0_min < tune.eta0_max:
+            raise ValueError(
+                "`tune.eta0_min` must be below tune.eta0_max="
+                f"{tune.eta0_max!r}. Received: tune.eta0_min="
+                f"{tune.eta0_min!r}")
     grid = eta0_grid(tune)
     if not grid:
         raise ValueError(
