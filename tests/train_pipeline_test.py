@@ -7,10 +7,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
-from tf_temperature import workdir
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.num_epochs=1", "--config.model.depth=8",
         "--config.model.width=4", "--config.optimizer.boundaries_epochs=()",
@@ -47,53 +43,6 @@ def test_divergence_exits_3_with_one_line(tmp_path):
     assert len(lines) == 1
     assert "training diverged at step" in lines[0]
     assert "eta0=1e+06, eta=6.4e+07, B=64, T=eta/B=1e+06" in lines[0]
-
-
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--config.model.no_such_field=1"],
-         "error: --config: no field named 'no_such_field'"),
-        (["--config.strategy=gpus"],
-         "error: `strategy` must be one of 'auto', 'cpu', 'one_device', "
-         "'mirrored', 'multi_worker', 'tpu'. Received: strategy='gpus'"),
-        (["--config.dataset.name=tfds", "--config.dataset.tfds_name=cifar10",
-          "--config.dataset.data_dir={tmp}/no_data"],
-         "error: tfds dataset 'cifar10' is not prepared in "
-         "dataset.data_dir="),
-        (["--config.dataset.name=folder",
-          "--config.dataset.train_dir={tmp}/missing"],
-         "error: `dataset.train_dir` must be a directory with one "
-         "sub-directory of images per class."),
-    ],
-    ids=["unknown_key", "unknown_value", "tfds_missing", "folder_missing"],
-)
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, message):
-    target = tmp_path / "run"
-    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
-    result = run(["-m", "pipelines.train", f"--workdir={target}", *TINY,
-                  *flags])
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    ours = [line for line in result.stderr.splitlines()
-             if line.startswith("error:")]
-    assert len(ours) == 1 and ours[0].startswith(message), result.stderr
-    assert not target.exists()
-
-
-def test_missing_workdir_flag():
-    result = run(["-m", "pipelines.train", *TINY])
-    assert result.returncode == 2
-    assert "error: `workdir` is required" in result.stderr
-
-
-def test_held_workdir_is_refused(tmp_path):
-    with workdir.RunLock(str(tmp_path)):
-        result = run(["-m", "pipelines.train", f"--workdir={tmp_path}",
-                      *TINY])
-    assert result.returncode == 2
-    assert "error: `workdir` is in use by another run (pid" in result.stderr
-    assert sorted(os.listdir(tmp_path)) == [".lock"]
 
 
 def free_ports(count):

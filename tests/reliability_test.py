@@ -1,0 +1,309 @@
+"""Fault injection: kills, preemption, corrupt files, divergence, locks.
+
+Runs are killed with real signals at chosen points (`tf_temperature.faults`:
+the process signals itself where `TF_TEMPERATURE_FAULT` says) and rerun with
+the same command; the result must be what an uninterrupted run gives, bit
+for bit (deterministic mode: op determinism, fixed seeds, a data order keyed
+by epoch and step). The bad-input table is in `bad_input_test.py`.
+"""
+
+import csv
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from conftest import tiny_config
+
+from tf_temperature import trainer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# configs/digits_resnet.py as ResNet-8 of width 4, 3 epochs of 22 steps,
+# host calls of 11 steps, the rate halved after epoch 2.
+MODEL = ["--config.model.depth=8", "--config.model.width=4",
+         "--config.steps_per_loop=11"]
+TRAIN = [*MODEL, "--config.num_epochs=3",
+         "--config.optimizer.boundaries_epochs=(2,)"]
+
+
+def cli(pipeline, args, fault=None, signame="KILL", env=None, timeout=300):
+    extra = {}
+    if fault:
+        extra = {"TF_TEMPERATURE_FAULT": fault,
+                 "TF_TEMPERATURE_FAULT_SIGNAL": signame}
+    return subprocess.run(
+        [sys.executable, "-m", f"pipelines.{pipeline}", *args], cwd=ROOT,
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **extra, **(env or {})})
+
+
+def metrics(workdir):
+    """metrics.csv without the wall-clock column."""
+    return pd.read_csv(pathlib.Path(workdir) / "metrics.csv").drop(
+        columns=["wall_time"])
+
+
+def summary(workdir):
+    return json.loads((pathlib.Path(workdir) / "summary.json").read_text())
+
+
+def latest_step(workdir):
+    latest = tf.train.latest_checkpoint(str(pathlib.Path(workdir)
+                                            / "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else None
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run every interrupted one must reproduce."""
+    workdir = tmp_path_factory.mktemp("straight")
+    result = cli("train", [f"--workdir={workdir}", *TRAIN])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def assert_same_run(workdir, reference):
+    ours, theirs = summary(workdir), summary(reference)
+    # Every weight, batch-norm statistics included: 0 ulp.
+    assert ours["all_weights"] == theirs["all_weights"]
+    assert ours["weights"] == theirs["weights"]
+    for key in ("step", "final_eval_loss", "final_eval_error",
+                "final_train_loss", "best_eval_error"):
+        assert ours[key] == theirs[key], key
+    pd.testing.assert_frame_equal(metrics(workdir), metrics(reference),
+                                  check_exact=True)
+
+
+# 1. SIGKILL at three points, rerun the same command.
+@pytest.mark.parametrize("fault, checkpoint_left", [
+    ("train_step@30", 22),  # Mid epoch 2 (at the host call ending at 33).
+    ("checkpoint_saved@44", 44),  # Right after epoch 2's checkpoint.
+    ("evaluating@44", 22),  # Epoch 2 evaluated, nothing recorded yet.
+], ids=["mid_epoch", "after_checkpoint", "during_evaluation"])
+def test_sigkill_and_rerun_is_bit_for_bit(tmp_path, straight, fault,
+                                          checkpoint_left):
+    args = [f"--workdir={tmp_path}", *TRAIN]
+    killed = cli("train", args, fault=fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert latest_step(tmp_path) == checkpoint_left
+    assert not (tmp_path / "summary.json").exists()
+    rerun = cli("train", args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed at step {checkpoint_left} from ckpt-" in rerun.stdout
+    assert_same_run(tmp_path, straight)
+
+
+# 2. SIGTERM: save at a step boundary, exit 75, resume from that step.
+def test_sigterm_saves_at_a_step_boundary_and_exits_75(tmp_path, straight):
+    args = [f"--workdir={tmp_path}", *TRAIN]
+    stopped = cli("train", args, fault="train_step@30", signame="TERM")
+    assert stopped.returncode == 75, stopped.stderr[-2000:]
+    lines = [line for line in stopped.stderr.splitlines()
+             if line.startswith("stopped:")]
+    assert lines == ["stopped: preempted (SIGTERM) at step 33: checkpoint "
+                     "saved; rerun the same command to resume from it"]
+    assert latest_step(tmp_path) == 33  # Mid epoch 2, not an epoch end.
+    rerun = cli("train", args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed at step 33 from ckpt-33" in rerun.stdout
+    assert_same_run(tmp_path, straight)
+
+
+# 3. Two workers, one killed mid-training; both rerun.
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(workdir, fault_for_worker1=None):
+    cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": cluster, "task": {"type": "worker",
+                                          "index": index}})}
+        if index == 1 and fault_for_worker1:
+            env["TF_TEMPERATURE_FAULT"] = fault_for_worker1
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "pipelines.train", f"--workdir={workdir}",
+             *MODEL, "--config.num_epochs=2",
+             "--config.optimizer.boundaries_epochs=(1,)",
+             "--config.strategy=multi_worker"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env))
+    return processes
+
+
+def test_multi_worker_kill_one_then_rerun_both(tmp_path):
+    chief, worker = start_workers(tmp_path, "train_step@30")
+    worker.communicate(timeout=300)
+    assert worker.returncode == -signal.SIGKILL
+    # The chief waits on collectives that never come: stop it as a job
+    # scheduler would.
+    try:
+        chief.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        chief.kill()
+        chief.communicate()
+    assert latest_step(tmp_path) == 22
+    processes = start_workers(tmp_path)
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    assert "resumed at step 22 from ckpt-22" in outputs[0][0]
+    chief_summary = summary(tmp_path)
+    other = summary(tmp_path / "workers" / "worker1")
+    assert chief_summary["step"] == other["step"] == 44
+    assert chief_summary["weights"] == other["weights"]
+    assert list(metrics(tmp_path)["epoch"]) == [1, 1, 2, 2]
+
+
+# 4. A search killed twice during trials.
+TUNE = ["--config.tune.batch_sizes=(32,64)",
+        "--config.tune.eta0_values=(0.001,0.004)", "--config.tune.seeds=(0,)",
+        "--config.tune.epochs=2", "--config.tune.bootstrap_samples=20",
+        "--config.model.family=linear", "--config.steps_per_loop=50"]
+
+
+def test_search_killed_twice_runs_every_trial_once(tmp_path):
+    args = [f"--workdir={tmp_path}", *TUNE]
+    # Trial 2 dies after its first epoch; on the rerun, trial 2 finishes
+    # and trial 3 dies after its first epoch.
+    for fault in ("checkpoint_saved#3", "checkpoint_saved#2"):
+        killed = cli("tune", args, fault=fault)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    done = cli("tune", args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    planned = {(b, e) for b in (32, 64) for e in (0.001, 0.004)}
+    assert len(trials) == 4
+    assert set(zip(trials["batch_size"], trials["eta0"], strict=True)) \
+        == planned
+    assert not trials["diverged"].any()
+
+
+# 5. Corrupt state.
+def train(workdir, epochs, **changes):
+    return trainer.train_and_evaluate(
+        tiny_config(num_epochs=epochs, **changes), str(workdir))
+
+
+@pytest.fixture(scope="module")
+def straight_in_process(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("straight3")
+    return train(workdir, 3)
+
+
+def checkpoint_files(workdir, step):
+    return sorted((pathlib.Path(workdir) / "checkpoints").glob(
+        f"ckpt-{step}.*"))
+
+
+@pytest.mark.parametrize("damage", ["truncated_data", "empty_index"])
+def test_corrupt_latest_checkpoint_falls_back_with_one_warning(
+        tmp_path, straight_in_process, damage, caplog):
+    train(tmp_path, 2)
+    data, index = (checkpoint_files(tmp_path, 44)[0],
+                   checkpoint_files(tmp_path, 44)[1])
+    assert data.name.startswith("ckpt-44.data") and index.suffix == ".index"
+    if damage == "truncated_data":
+        data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    else:
+        index.write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        resumed = train(tmp_path, 3)
+    warnings = [r.getMessage() for r in caplog.records
+                if "unreadable" in r.getMessage()]
+    assert len(warnings) == 1 and "ckpt-44" in warnings[0], warnings
+    assert resumed["weights"] == straight_in_process["weights"]
+    assert resumed["all_weights"] == straight_in_process["all_weights"]
+
+
+def test_no_readable_checkpoint_refuses_a_silent_restart(tmp_path):
+    train(tmp_path, 2)
+    for path in (tmp_path / "checkpoints").glob("ckpt-*.index"):
+        path.write_bytes(b"")
+    with pytest.raises(trainer.UnreadableCheckpointsError,
+                       match=r"no readable checkpoint in .* \(all 2 are "
+                       r"damaged\); move that directory away"):
+        train(tmp_path, 3)
+    assert not (tmp_path / "summary.json").exists() or summary(
+        tmp_path)["step"] == 44
+
+
+def test_corrupt_metrics_row_and_missing_tensorboard_do_not_stop_resume(
+        tmp_path, straight_in_process):
+    train(tmp_path, 2)
+    with open(tmp_path / "metrics.csv", "a", encoding="utf-8") as file:
+        file.write("3,66,4224,tra")  # A row cut short by a kill.
+        file.write("\n\x00\x00garbage,,\n")
+    shutil.rmtree(tmp_path / "tensorboard")
+    resumed = train(tmp_path, 3)
+    assert resumed["weights"] == straight_in_process["weights"]
+    with open(tmp_path / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["epoch"], r["split"]) for r in rows] == [
+        ("1", "train"), ("1", "eval"), ("2", "train"), ("2", "eval"),
+        ("3", "train"), ("3", "eval")]
+    assert (tmp_path / "tensorboard" / "train").is_dir()
+
+
+# 6. Divergence after a good checkpoint.
+def test_divergence_writes_nothing_over_the_last_good_checkpoint(tmp_path):
+    train(tmp_path, 1, **{"model.family": "linear"})
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in (tmp_path / "checkpoints").iterdir()}
+    with pytest.raises(trainer.DivergedError,
+                       match=r"training diverged at step \d+ \(epoch 2\)"):
+        train(tmp_path, 2, **{"model.family": "linear",
+                              "optimizer.eta0": 1e6})
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in (tmp_path / "checkpoints").iterdir()}
+    assert after == before  # Not one byte written.
+    model = trainer.linear_model((8, 8, 1), 10)
+    tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(
+        str(tmp_path / "checkpoints"))).expect_partial()
+    assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)
+    assert summary(tmp_path)["diverged"] is True
+
+
+# 8. Two runs, one workdir; a stale lock.
+def test_second_run_is_refused_and_a_killed_runs_lock_is_not_stale(
+        tmp_path):
+    args = [f"--workdir={tmp_path}", *TRAIN]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.train", f"--workdir={tmp_path}",
+         "--config.model.depth=8", "--config.model.width=4",
+         "--config.num_epochs=60", "--config.steps_per_loop=1"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "metrics.csv").exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        second = cli("train", args)
+        assert second.returncode == 2
+        assert (f"error: `workdir` is in use by another run (pid "
+                f"{first.pid} on") in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    assert (tmp_path / ".lock").exists()  # Left behind by the killed run.
+    rerun = cli("train", args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert summary(tmp_path)["step"] >= 66
