@@ -13,6 +13,8 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 USAGE_ERROR = 2
+# A run stopped by a NaN or infinite loss ("too hot").
+DIVERGED = 3
 # After SIGTERM: a checkpoint was saved at a step boundary; rerun the same
 # command to resume (sysexits.h's EX_TEMPFAIL, "try again later").
 PREEMPTED = 75
@@ -22,6 +24,36 @@ def fail(message):
     """Prints `error: message` on one line and exits with code 2."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
     sys.exit(USAGE_ERROR)
+
+
+def run_job(job, input_errors=(ValueError,)):
+    """Returns `job()`; ends the process the documented way if it fails.
+
+    `input_errors` (bad input, found before anything is written; a workdir
+    in use; no readable checkpoint) become one `error:` line and exit code
+    2; a diverged run one `error:` line and 3; SIGTERM one `stopped:` line
+    and 75 (a checkpoint was saved: rerun to resume).
+    """
+    from tf_temperature import trainer
+
+    try:
+        return job()
+    except input_errors as error:
+        fail(error)
+    except trainer.DivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(DIVERGED)
+    except trainer.Preempted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        sys.exit(PREEMPTED)
+
+
+def run_errors():
+    """The errors `run_job` reports as bad input once a run has started
+    (its other `ValueError`s would be bugs, and keep their traceback)."""
+    from tf_temperature import trainer, workdir
+
+    return (workdir.WorkdirInUseError, trainer.UnreadableCheckpointsError)
 
 
 def define_config_file(name, default, help_string):

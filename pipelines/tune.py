@@ -7,12 +7,10 @@ Rerunning the same command resumes the search. This file is kept short on
 purpose: the work is in `tf_temperature.tuning`.
 """
 
-import sys
-
 from absl import app, flags
 
 from pipelines import _cli
-from tf_temperature import trainer, tuning
+from tf_temperature import tuning
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/tune_digits.py", "Configuration file."
@@ -23,16 +21,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Study directory.")
 def main(argv):
     del argv  # Checked by the flags parser.
     _cli.quiet_info_logs()
-    try:
-        # Bad input is found here, before anything is written.
-        search = tuning.Search(_CONFIG.value, _WORKDIR.value or "", print)
-    except ValueError as error:
-        _cli.fail(error)
-    try:
-        search.run()
-    except trainer.Preempted as stop:
-        print(f"stopped: {stop}", file=sys.stderr)
-        return _cli.PREEMPTED
+    # Bad input is found here, before anything is written.
+    search = _cli.run_job(
+        lambda: tuning.Search(_CONFIG.value, _WORKDIR.value or "", print))
+    _cli.run_job(search.run, _cli.run_errors())
     return 0
 
 

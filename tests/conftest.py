@@ -5,6 +5,8 @@ TensorFlow refuses to change the device configuration once it has
 initialized; `MirroredStrategy` tests then get two replicas on one CPU.
 """
 
+import socket
+
 import keras
 import pytest
 import tensorflow as tf
@@ -70,3 +72,14 @@ def two_cpu_strategy():
     strategy = distribute.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == NUM_VIRTUAL_CPUS
     return strategy
+
+
+def free_ports(count):
+    """`count` TCP ports free on localhost now (for TF_CONFIG clusters)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

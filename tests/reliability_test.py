@@ -14,7 +14,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import free_ports, tiny_config
 
 from tf_temperature import trainer
 
@@ -120,16 +119,6 @@ def test_sigterm_saves_at_a_step_boundary_and_exits_75(tmp_path, straight):
 
 
 # 3. Two workers, one killed mid-training; both rerun.
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_workers(workdir, fault_for_worker1=None):
     cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
     processes = []

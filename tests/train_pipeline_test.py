@@ -1,11 +1,13 @@
-"""`python -m pipelines.train` end to end: a run, bad input, two workers."""
+"""`python -m pipelines.train` end to end: a run, divergence, two workers
+(bad input: `bad_input_test.py`; kills and resumes: `reliability_test.py`)."""
 
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
+
+from conftest import free_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.num_epochs=1", "--config.model.depth=8",
@@ -43,16 +45,6 @@ def test_divergence_exits_3_with_one_line(tmp_path):
     assert len(lines) == 1
     assert "training diverged at step" in lines[0]
     assert "eta0=1e+06, eta=6.4e+07, B=64, T=eta/B=1e+06" in lines[0]
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
