@@ -32,3 +32,28 @@ def test_plot_schedule_draws_overlapping_temperatures(tmp_path):
     tool.plot(linear, "linear", str(output))
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+
+
+def test_benchmark_input_suite_runs_from_one_command(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--suites=input",
+         "--images=8", "--repeats=1", f"--output_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "benchmark.md").read_text()
+    assert "tf_temperature folder pipeline, 1 core" in table
+    assert "keras image_dataset_from_directory" in table
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "benchmark.csv")
+    assert len(rows) == 4 and (rows["images_per_sec"] > 0).all()
+    bad = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--suites=gpu",
+         f"--output_dir={tmp_path / 'x'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert "error: `--suites` must be among" in bad.stderr
+    assert not (tmp_path / "x").exists()

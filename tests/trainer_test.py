@@ -215,3 +215,22 @@ def test_mlp_family_is_batch_norm_free():
     assert model.count_params() == 26_122
     assert model.name == "mlp2x128"
     assert not model.non_trainable_weights  # No batch-norm statistics.
+
+
+def test_hot_loop_traces_once_and_calls_python_once_per_host_call(tmp_path):
+    # Two epochs of 22 steps in host calls of 11 steps: 4 calls of one
+    # traced function, no per-step Python (the loop is `tf.range` inside).
+    run = trainer.prepare(tiny_config(num_epochs=2, steps_per_loop=11),
+                          str(tmp_path))
+    calls = []
+    traced = run.train_loop
+
+    def counting(iterator, num_steps):
+        calls.append(int(num_steps))
+        return traced(iterator, num_steps)
+
+    run.train_loop = counting
+    run.run()
+    assert calls == [11, 11, 11, 11]
+    assert traced.experimental_get_tracing_count() == 1
+    assert run.eval_loop.experimental_get_tracing_count() == 1

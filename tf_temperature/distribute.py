@@ -10,6 +10,7 @@ import os
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from tf_temperature import _validation
 
@@ -96,6 +97,26 @@ def is_chief(strategy):
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return (task_type == "chief" or
             (not has_chief and task_type == "worker" and task_id == 0))
+
+
+def set_threads(intra_op, inter_op):
+    """Sizes TensorFlow's op thread pools; 0 keeps its default (all cores).
+
+    Only possible before TensorFlow runs its first op: later (a test
+    process, a tuner that already ran a trial) the pools stay as they are
+    and a warning says so.
+    """
+    threading = tf.config.threading
+    if (intra_op == threading.get_intra_op_parallelism_threads()
+            and inter_op == threading.get_inter_op_parallelism_threads()):
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(intra_op)
+        threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError:
+        logging.warning(
+            "intra_op_threads=%d, inter_op_threads=%d not applied: "
+            "TensorFlow has already started", intra_op, inter_op)
 
 
 def set_precision(name):

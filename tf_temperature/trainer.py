@@ -93,6 +93,9 @@ def check_config(config):
     _validation.positive_integer("num_epochs", config.num_epochs)
     _validation.positive_integer("steps_per_loop", config.steps_per_loop)
     _validation.positive_integer("keep_checkpoints", config.keep_checkpoints)
+    for name in ("intra_op_threads", "inter_op_threads"):
+        if config[name] != 0:
+            _validation.positive_integer(name, config[name])
     every = config.checkpoint_every_steps
     if every != 0:
         _validation.positive_integer("checkpoint_every_steps", every)
@@ -223,6 +226,8 @@ def prepare(config, workdir, print_fn=print, strategy=None):
     if config.quiet:
         print_fn = None
     if strategy is None:
+        distribute.set_threads(config.intra_op_threads,
+                               config.inter_op_threads)
         strategy = distribute.make_strategy(config.strategy, config.tpu)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:

@@ -1,0 +1,526 @@
+r"""Speed of the trainer against plain Keras; knobs, input, memory.
+
+    python tools/benchmark.py --output_dir=runs/benchmark    # CPU suites
+    python tools/benchmark.py --suites=accelerator --output_dir=DIR  # GPU
+
+Suites (`--suites`, comma-separated):
+
+* `trainer`: the default digits model (ResNet-20 of width 8, 8x8x1, B =
+  64, where host round trips count); the same ResNet-20 (CIFAR-style,
+  32x32x3 synthetic data, B = 128, SGD with momentum) trained by the
+  trainer's compiled loop (with
+  `LinearScalingOptimizer` and its temperature logging, as every run) and by
+  `keras.Model.fit` with a softmax head and `keras.optimizers.SGD`,
+  alternated A B A B in this process after a warm-up; then ResNet-50 at
+  224x224 with a small batch and few steps. Images/sec of each, the ratio,
+  its spread over the repeats.
+* `knobs`: the default digits run (ResNet-20, width 8, B = 64, 8x8) with
+  steps per host call 1, 10, 100, XLA off/on, float32 / mixed_bfloat16;
+  threading in fresh processes (TensorFlow fixes its thread pools at start).
+* `input`: ImageNet-style training preprocessing (JPEG decode + random-
+  resized crop + flip + normalize to 224x224) on a generated folder of real
+  JPEGs of ImageNet-like sizes, on one core and on all, against
+  `keras.utils.image_dataset_from_directory` + Keras preprocessing layers.
+* `memory`: peak resident memory of a short training run per model, each
+  in its own process.
+* `accelerator`: ResNet-50, synthetic ImageNet data, mixed_bfloat16, XLA,
+  B = 256 per GPU; images/sec and model FLOP utilization (4.1 GMAC forward
+  per image, x3 for training, 2 FLOP per MAC). Skips without a GPU.
+
+Writes `benchmark.csv` (one row per measurement) and `benchmark.md` in
+`--output_dir`; prints the Markdown. Numbers are whole-loop wall times after
+warm-up (tracing excluded), medians over `--repeats`.
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+_OUTPUT = flags.DEFINE_string("output_dir", "runs/benchmark", "Where the "
+                              "CSV and the Markdown table go.")
+_SUITES = flags.DEFINE_list("suites", ["trainer", "knobs", "input", "memory"],
+                            "trainer, knobs, input, memory, accelerator.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per variant.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Steps per ResNet-20 repeat.")
+_R50_STEPS = flags.DEFINE_integer("r50_steps", 2, "Steps per ResNet-50 "
+                                  "repeat (CPU).")
+_R50_BATCH = flags.DEFINE_integer("r50_batch", 8, "ResNet-50 batch (CPU).")
+_IMAGES = flags.DEFINE_integer("images", 96, "JPEG files for the input "
+                               "suite.")
+_THREADS = flags.DEFINE_list("threads", ["0", "0"], "TensorFlow intra- and "
+                             "inter-op threads for this process (0: its "
+                             "default).")
+_MODE = flags.DEFINE_string("child", "", "Internal: run one measurement in "
+                            "this process and print JSON.")
+
+# ResNet-50 forward: ~4.1 GMAC per 224x224 image (He et al. 2016, Table 1).
+R50_FLOPS_PER_IMAGE = 4.1e9 * 2 * 3
+
+
+def base_config(model, batch, image_size, steps):
+    """A training config on synthetic data: `model` is "resnet20" or
+    "resnet50"."""
+    from configs import digits_resnet, imagenet_resnet50
+
+    if model == "resnet50":
+        config = imagenet_resnet50.get_config()
+        config.dataset.augment = "none"
+    else:
+        config = digits_resnet.get_config()
+        config.model.depth, config.model.width = 20, 16
+    config.dataset.name = "synthetic"
+    config.dataset.image_size = image_size
+    config.dataset.channels = 3
+    config.dataset.num_classes = 1000 if model == "resnet50" else 10
+    config.dataset.num_train = batch * steps
+    config.dataset.num_eval = batch
+    config.dataset.shuffle_buffer = 256
+    config.batch_size = batch
+    config.precision = "float32"
+    config.strategy = "cpu"
+    config.optimizer.warmup = "none"
+    config.optimizer.decay = "constant"
+    config.optimizer.boundaries_epochs = ()
+    config.num_epochs = 1
+    config.quiet = True
+    return config
+
+
+class TrainerLoop:
+    """The trainer's own compiled loop, timed over `steps` steps."""
+
+    def __init__(self, config):
+        from tf_temperature import trainer
+
+        self.workdir = tempfile.mkdtemp(prefix="bench_trainer_")
+        self.run = trainer.prepare(config, self.workdir, print_fn=None)
+        self.config = config
+        self.epoch = 0
+        self.left = 0
+        self.iterator = None
+
+    def measure(self, steps):
+        import tensorflow as tf
+
+        run = self.run
+        per_call = self.config.steps_per_loop
+        done = 0
+        start = time.perf_counter()
+        while done < steps:
+            if not self.left:  # A new epoch, as the trainer does.
+                self.iterator = iter(run.data.distributed_train(
+                    run.strategy, self.epoch))
+                self.epoch += 1
+                self.left = run.steps_per_epoch
+            chunk = min(per_call, steps - done, self.left)
+            totals = run.train_loop(self.iterator, tf.constant(chunk))
+            done += chunk
+            self.left -= chunk
+        float(totals[0])  # Wait for the last call's result.
+        return steps * self.config.batch_size / (time.perf_counter() - start)
+
+    def traces(self):
+        return self.run.train_loop.experimental_get_tracing_count()
+
+
+class KerasFit:
+    """The same model with a softmax head in `model.fit`."""
+
+    def __init__(self, config, jit_compile):
+        import keras
+        import numpy as np
+        import tensorflow as tf
+
+        from tf_temperature import trainer
+
+        keras.utils.set_random_seed(0)
+        size, channels = config.dataset.image_size, config.dataset.channels
+        logits = trainer.build_model(config.model, (size, size, channels),
+                                     config.dataset.num_classes)
+        probabilities = keras.layers.Activation("softmax", dtype="float32")(
+            logits.output)
+        self.model = keras.Model(logits.input, probabilities)
+        self.model.compile(
+            optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+            loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        rng = np.random.default_rng(0)
+        images = rng.random((64, size, size, channels), dtype=np.float32)
+        labels = (np.arange(64) % config.dataset.num_classes).astype("int32")
+        self.data = (tf.data.Dataset.from_tensor_slices((images, labels))
+                     .repeat().batch(config.batch_size, drop_remainder=True)
+                     .prefetch(tf.data.AUTOTUNE))
+        self.batch = config.batch_size
+
+    def measure(self, steps):
+        start = time.perf_counter()
+        self.model.fit(self.data, epochs=1, steps_per_epoch=steps, verbose=0,
+                       shuffle=False)
+        return steps * self.batch / (time.perf_counter() - start)
+
+
+def alternate(contenders, steps, repeats):
+    """Warm-up, then A B A B ...: {name: [images/sec per repeat]}."""
+    for bench in contenders.values():
+        bench.measure(min(steps, 2))  # Traces and warms the caches.
+    results = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, bench in contenders.items():
+            results[name].append(bench.measure(steps))
+    return results
+
+
+def row(suite, variant, values, **extra):
+    return {"suite": suite, "variant": variant,
+            "images_per_sec": statistics.median(values),
+            "min": min(values), "max": max(values), "repeats": len(values),
+            **extra}
+
+
+def suite_trainer(repeats):
+    rows = []
+    for model, batch, size, steps in (
+            ("digits resnet20 width 8", 64, 8, 100),
+            ("resnet20", 128, 32, _STEPS.value),
+            ("resnet50", _R50_BATCH.value, 224, _R50_STEPS.value)):
+        if model.startswith("digits"):  # Small: host round trips count.
+            config = knob_config()
+        else:
+            config = base_config(model, batch, size, steps)
+        contenders = {
+            "trainer": TrainerLoop(config),
+            "keras_fit": KerasFit(config, jit_compile=False),
+        }
+        results = alternate(contenders, steps, repeats)
+        ratios = [a / b for a, b in zip(results["trainer"],
+                                        results["keras_fit"], strict=True)]
+        for name, values in results.items():
+            rows.append(row("trainer", f"{model} B={batch} {name}", values,
+                            model=model, batch=batch))
+        rows.append({"suite": "trainer", "variant": f"{model} ratio",
+                     "ratio": statistics.median(ratios),
+                     "min": min(ratios), "max": max(ratios),
+                     "repeats": len(ratios), "model": model,
+                     "batch": batch})
+    return rows
+
+
+def knob_config():
+    """The default digits run's model and batch (ResNet-20 of width 8,
+    B = 64, 8x8x1) on synthetic data with long epochs (300 steps), so that
+    100 steps fit in one host call."""
+    from configs import digits_resnet
+
+    config = digits_resnet.get_config()
+    config.quiet, config.strategy = True, "cpu"
+    config.dataset.name = "synthetic"
+    config.dataset.channels = 1
+    config.dataset.num_train = 64 * 300
+    config.dataset.num_eval = 64
+    config.dataset.shuffle_buffer = 256
+    return config
+
+
+def suite_knobs(repeats):
+    import keras
+
+    rows = []
+    for precision in ("float32", "mixed_bfloat16"):
+        for jit in (False, True):
+            for per_call in (1, 10, 100):
+                config = knob_config()
+                config.precision = precision
+                config.jit_compile = jit
+                config.steps_per_loop = per_call
+                config.strategy = "cpu"
+                previous = keras.config.dtype_policy()
+                try:
+                    bench = TrainerLoop(config)
+                    bench.measure(per_call)
+                    values = [bench.measure(100) for _ in range(repeats)]
+                finally:
+                    keras.config.set_dtype_policy(previous)
+                rows.append(row("knobs", f"{precision} xla={jit} "
+                                f"steps_per_loop={per_call}", values,
+                                precision=precision, jit=jit,
+                                steps_per_loop=per_call,
+                                traces=bench.traces()))
+    for threads in ((1, 1), (2, 1), (2, 2), (0, 0)):
+        result = child("threads", {"intra": threads[0],
+                                   "inter": threads[1],
+                                   "repeats": repeats})
+        rows.append(row("knobs", f"threads intra={threads[0]} "
+                        f"inter={threads[1]} (0: TensorFlow's default)",
+                        result["values"]))
+    return rows
+
+
+def child(mode, arguments):
+    """Runs `--child=mode` in a fresh process; returns its JSON and peak
+    resident memory."""
+    command = [sys.executable, os.path.abspath(__file__), f"--child={mode}",
+               f"--output_dir={json.dumps(arguments)}"]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            cwd=ROOT, timeout=1800)
+    lines = [line for line in result.stdout.splitlines()
+             if line.startswith("{")]
+    if result.returncode or not lines:
+        raise RuntimeError(f"benchmark child {mode} failed: "
+                           f"{result.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def run_child(mode, arguments):
+    """In the child process: one measurement, JSON on stdout."""
+    import tensorflow as tf
+
+    if mode == "threads":
+        tf.config.threading.set_intra_op_parallelism_threads(
+            arguments["intra"])
+        tf.config.threading.set_inter_op_parallelism_threads(
+            arguments["inter"])
+        config = knob_config()
+        bench = TrainerLoop(config)
+        bench.measure(11)
+        values = [bench.measure(110) for _ in range(arguments["repeats"])]
+        return {"values": values}
+    if mode == "memory":
+        model, batch, size = (arguments["model"], arguments["batch"],
+                              arguments["size"])
+        config = base_config(model, batch, size, arguments["steps"])
+        from tf_temperature import trainer
+
+        start = time.perf_counter()
+        summary = trainer.train_and_evaluate(
+            config, tempfile.mkdtemp(prefix="bench_memory_"), print_fn=None)
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return {"peak_mb": peak_kb / 1024, "seconds":
+                time.perf_counter() - start, "step": summary["step"]}
+    if mode == "accelerator":
+        return accelerator()
+    raise ValueError(f"unknown child mode {mode!r}")
+
+
+def suite_memory():
+    rows = []
+    for model, batch, size, steps in (("resnet20", 128, 32, 5),
+                                      ("resnet50", _R50_BATCH.value, 224, 2)):
+        result = child("memory", {"model": model, "batch": batch,
+                                  "size": size, "steps": steps})
+        rows.append({"suite": "memory", "variant": f"{model} B={batch}",
+                     "peak_mb": result["peak_mb"], "model": model,
+                     "batch": batch,
+                     "seconds": result["seconds"]})
+    return rows
+
+
+def make_jpeg_folder(directory, count):
+    """`count` JPEGs of ImageNet-like sizes (shorter side 300-500 pixels,
+    quality 90) with smooth random content, in 4 class folders."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        height, width = (int(rng.integers(300, 501)),
+                         int(rng.integers(350, 640)))
+        small = rng.random((height // 16 + 1, width // 16 + 1, 3))
+        image = tf.image.resize(small[None], (height, width))[0]
+        image = tf.cast(tf.clip_by_value(
+            image * 255 + rng.normal(0, 8, (height, width, 3)), 0, 255),
+            tf.uint8)
+        folder = os.path.join(directory, f"class{index % 4}")
+        os.makedirs(folder, exist_ok=True)
+        tf.io.write_file(os.path.join(folder, f"{index:04d}.jpg"),
+                         tf.io.encode_jpeg(image, quality=90))
+
+
+def _time_dataset(dataset, images, repeats):
+    values = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        seen = 0
+        for batch in dataset:
+            seen += int(batch[0].shape[0])
+        values.append(seen / (time.perf_counter() - start))
+    assert seen == images or seen > 0
+    return values
+
+
+def suite_input(repeats):
+    import keras
+    import tensorflow as tf
+
+    from configs import imagenet_resnet50
+    from tf_temperature import input_pipeline
+
+    directory = tempfile.mkdtemp(prefix="bench_jpegs_")
+    make_jpeg_folder(directory, _IMAGES.value)
+    cores = os.cpu_count() or 1
+    rows = []
+    batch = min(32, _IMAGES.value)
+    for threads, label in ((1, "1 core"), (0, f"all {cores} cores")):
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        options.deterministic = False
+        config = imagenet_resnet50.get_config().dataset
+        with config.unlocked():
+            config.name = "folder"
+            config.train_dir = directory
+            config.eval_dir = directory
+        source = input_pipeline.make_source(config, seed=0)
+        pipeline = input_pipeline.InputPipeline(source, config, batch,
+                                                seed=0)
+        ours = pipeline.train_dataset(tf.distribute.InputContext(), epoch=0)
+        ours = ours.with_options(options)
+        values = _time_dataset(ours, _IMAGES.value // batch * batch, repeats)
+        per_core = cores if threads == 0 else 1
+        rows.append(row("input", f"tf_temperature folder pipeline, {label}",
+                        values, per_core=statistics.median(values)
+                        / per_core))
+
+        augment = keras.Sequential([
+            keras.layers.RandomCrop(224, 224),
+            keras.layers.RandomFlip("horizontal"),
+            keras.layers.Normalization(mean=[123.7, 116.3, 103.5],
+                                       variance=[58.4**2, 57.1**2,
+                                                 57.4**2]),
+        ])
+        theirs = keras.utils.image_dataset_from_directory(
+            directory, image_size=(256, 256), batch_size=batch,
+            shuffle=True, seed=0, verbose=False)
+        theirs = theirs.map(
+            lambda x, y, layers=augment: (layers(x, training=True), y),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        theirs = theirs.prefetch(tf.data.AUTOTUNE).with_options(options)
+        values = _time_dataset(theirs, _IMAGES.value, repeats)
+        rows.append(row("input", "keras image_dataset_from_directory + "
+                        f"RandomCrop/RandomFlip/Normalization, {label}",
+                        values, per_core=statistics.median(values)
+                        / per_core))
+    return rows
+
+
+def accelerator():
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return {"skipped": "no GPU visible to TensorFlow"}
+    batch = 256 * len(gpus)
+    config = base_config("resnet50", batch, 224, 30)
+    config.strategy = "auto"
+    config.precision = "mixed_bfloat16"
+    config.jit_compile = len(gpus) == 1
+    config.steps_per_loop = 10
+    bench = TrainerLoop(config)
+    started = time.perf_counter()
+    bench.measure(10)  # Compiles.
+    compile_seconds = time.perf_counter() - started
+    values = [bench.measure(30) for _ in range(3)]
+    best = statistics.median(values)
+    name = tf.config.experimental.get_device_details(gpus[0]).get(
+        "device_name", "GPU")
+    return {"device": name, "gpus": len(gpus), "batch": batch,
+            "images_per_sec": best, "values": values,
+            "compile_seconds": compile_seconds,
+            "tflops": best * R50_FLOPS_PER_IMAGE / 1e12}
+
+
+def markdown(rows):
+    lines = ["| suite | variant | images/sec (median) | min | max | other |",
+             "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        value = r.get("images_per_sec")
+        if value is None and "ratio" in r:
+            lines.append(f"| {r['suite']} | {r['variant']} | ratio "
+                         f"{r['ratio']:.3f} | {r['min']:.3f} | "
+                         f"{r['max']:.3f} | trainer / keras fit |")
+            continue
+        if value is None:
+            lines.append(f"| {r['suite']} | {r['variant']} | | | | peak "
+                         f"RSS {r['peak_mb']:.0f} MB |")
+            continue
+        other = []
+        if "per_core" in r:
+            other.append(f"{r['per_core']:.1f} images/sec per core")
+        if "traces" in r:
+            other.append(f"{r['traces']} trace(s)")
+        lines.append(f"| {r['suite']} | {r['variant']} | {value:,.1f} | "
+                     f"{r['min']:,.1f} | {r['max']:,.1f} | "
+                     f"{'; '.join(other)} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"error: unexpected arguments: {' '.join(argv[1:])}",
+              file=sys.stderr)
+        return 2
+    if _MODE.value:
+        print(json.dumps(run_child(_MODE.value,
+                                   json.loads(_OUTPUT.value))))
+        return 0
+    for flag in (_REPEATS, _STEPS, _R50_STEPS, _R50_BATCH, _IMAGES):
+        if flag.value < 1:
+            print(f"error: `--{flag.name}` must be an integer >= 1. "
+                  f"Received: {flag.value}", file=sys.stderr)
+            return 2
+    known = {"trainer", "knobs", "input", "memory", "accelerator"}
+    unknown = set(_SUITES.value) - known
+    if unknown:
+        print(f"error: `--suites` must be among {', '.join(sorted(known))}."
+              f" Received: {','.join(_SUITES.value)}", file=sys.stderr)
+        return 2
+    import pandas as pd
+    import tensorflow as tf
+
+    intra, inter = (int(t) for t in _THREADS.value)
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    rows = []
+    for suite in _SUITES.value:
+        started = time.perf_counter()
+        if suite == "trainer":
+            rows += suite_trainer(_REPEATS.value)
+        elif suite == "knobs":
+            rows += suite_knobs(_REPEATS.value)
+        elif suite == "input":
+            rows += suite_input(_REPEATS.value)
+        elif suite == "memory":
+            rows += suite_memory()
+        else:
+            result = child("accelerator", {})
+            print(json.dumps(result, indent=1))
+            if "skipped" not in result:
+                rows.append({"suite": "accelerator",
+                             "variant": f"{result['device']} x"
+                             f"{result['gpus']} ResNet-50 bf16 XLA "
+                             f"B={result['batch']}",
+                             "images_per_sec": result["images_per_sec"],
+                             "min": min(result["values"]),
+                             "max": max(result["values"]), "repeats": 3,
+                             "tflops": result["tflops"]})
+        print(f"# {suite}: {time.perf_counter() - started:.0f} s",
+              flush=True)
+    os.makedirs(_OUTPUT.value, exist_ok=True)
+    pd.DataFrame(rows).to_csv(os.path.join(_OUTPUT.value, "benchmark.csv"),
+                              index=False)
+    text = markdown(rows)
+    with open(os.path.join(_OUTPUT.value, "benchmark.md"), "w") as file:
+        file.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
