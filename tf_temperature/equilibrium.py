@@ -216,6 +216,8 @@ def run_experiment(config, workdir, print_fn=print):
     check_config(config)
     workdir_lib.check_workdir(workdir)
     source = input_pipeline.make_source(config.dataset, config.seed)
+    distribute.set_threads(config.intra_op_threads,
+                           config.inter_op_threads)
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     runs = plan(config, source.num_train)
     for name, _, eta, batch, epochs, boundaries in runs:

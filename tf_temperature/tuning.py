@@ -203,6 +203,8 @@ class Search:
         self.tuner_dir = os.path.join(workdir, "keras_tuner")
         self.grid = eta0_grid(self.tune)
         self.batch_sizes = tuple(sorted(int(b) for b in self.tune.batch_sizes))
+        distribute.set_threads(config.intra_op_threads,
+                               config.inter_op_threads)
         self.strategy = distribute.make_strategy(config.strategy, config.tpu)
         replicas = self.strategy.num_replicas_in_sync
         source = input_pipeline.make_source(config.dataset, config.seed)
