@@ -34,7 +34,7 @@ def run_job(job, input_errors=(ValueError,)):
     2; a diverged run one `error:` line and 3; SIGTERM one `stopped:` line
     and 75 (a checkpoint was saved: rerun to resume).
     """
-    from tf_temperature import trainer
+    from tf_temperature.training import trainer
 
     try:
         return job()
@@ -51,9 +51,10 @@ def run_job(job, input_errors=(ValueError,)):
 def run_errors():
     """The errors `run_job` reports as bad input once a run has started
     (its other `ValueError`s would be bugs, and keep their traceback)."""
-    from tf_temperature import trainer, workdir
+    from tf_temperature.training import checkpoints, workdir
 
-    return (workdir.WorkdirInUseError, trainer.UnreadableCheckpointsError)
+    return (workdir.WorkdirInUseError, checkpoints.UnreadableCheckpointsError,
+            checkpoints.ConfigMismatchError)
 
 
 def define_config_file(name, default, help_string):

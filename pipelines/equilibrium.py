@@ -5,13 +5,13 @@ r"""SGD's equilibrium loss against eta, B and eta / B: a thermometer run.
 
 Writes `equilibrium.csv`, `equilibrium.png` and `schedule.png` in the
 workdir, one training run directory per run under `runs/`. Rerunning the
-same command resumes. The work is in `tf_temperature.equilibrium`.
+same command resumes. The work is in `tf_temperature.studies.equilibrium`.
 """
 
 from absl import app, flags
 
 from pipelines import _cli
-from tf_temperature import equilibrium
+from tf_temperature.studies import equilibrium
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/equilibrium_digits.py", "Configuration file."

@@ -3,13 +3,14 @@ r"""Quickstart: train a small CNN on the bundled digits data, print eta and T.
     python -m pipelines.quickstart [--config=configs/quickstart.py] \
         [--config.batch_size=256 ...]
 
-This file is kept short on purpose: the work is in `tf_temperature.quickstart`.
+This file is kept short on purpose: the work is in
+`tf_temperature.training.quickstart`.
 """
 
 from absl import app
 
 from pipelines import _cli
-from tf_temperature import quickstart
+from tf_temperature.training import quickstart
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/quickstart.py", "Configuration file."

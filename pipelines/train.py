@@ -4,13 +4,13 @@ r"""Trains a ResNet or plain net: `python -m pipelines.train`.
         --workdir=/tmp/run [--config.model.residual=False ...]
 
 Rerunning the same command on the same workdir resumes the run. This file is
-kept short on purpose: the work is in `tf_temperature.trainer`.
+kept short on purpose: the work is in `tf_temperature.training.trainer`.
 """
 
 from absl import app, flags
 
 from pipelines import _cli
-from tf_temperature import trainer
+from tf_temperature.training import trainer
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/digits_resnet.py", "Configuration file."

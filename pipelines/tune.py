@@ -4,13 +4,13 @@ r"""Searches eta0 across batch sizes: `python -m pipelines.tune`.
         --workdir=runs/tune_digits [--config.tune.mode=transfer ...]
 
 Rerunning the same command resumes the search. This file is kept short on
-purpose: the work is in `tf_temperature.tuning`.
+purpose: the work is in `tf_temperature.studies.tuning`.
 """
 
 from absl import app, flags
 
 from pipelines import _cli
-from tf_temperature import tuning
+from tf_temperature.studies import tuning
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/tune_digits.py", "Configuration file."

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 import tf_temperature as tt
-from tf_temperature import calibration, linear_regression, models, workdir
+from tf_temperature import calibration, models
+from tf_temperature.studies import linear_regression
+from tf_temperature.training import workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.num_epochs=1", "--config.model.depth=8",

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from tf_temperature import calibration, trainer
+from tf_temperature import calibration
+from tf_temperature.training import trainer
 
 
 def synthetic(temperature, n=20_000, classes=10, seed=0):

@@ -7,7 +7,8 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import override, tiny_config
 
-from tf_temperature import trainer, tuning
+from tf_temperature.studies import tuning
+from tf_temperature.training import experiment, trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAINING_CONFIGS = ["digits_resnet", "cifar10_resnet", "imagenet_resnet50",
@@ -26,14 +27,14 @@ def test_config_docstring_gives_the_command(name):
     assert f"python -m pipelines.{pipeline}" in module.__doc__
     config = module.get_config()
     if pipeline != "quickstart":
-        trainer.check_config(config)
+        experiment.check_config(config)
     if pipeline == "tune":
         tuning.check_tune_config(config)
         # Every trial's schedule is valid at the budget.
         trial = tuning.trial_config(config, config.tune.batch_sizes[-1],
                                     tuning.eta0_grid(config.tune)[0], 0,
                                     config.tune.epochs)
-        trainer.build_optimizer(trial.optimizer, trial.batch_size, 10,
+        experiment.build_optimizer(trial.optimizer, trial.batch_size, 10,
                                 trial.num_epochs)
 
 

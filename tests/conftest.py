@@ -67,7 +67,7 @@ def tiny_config(**changes):
 @pytest.fixture
 def two_cpu_strategy():
     """A MirroredStrategy over the two virtual CPUs, as the trainer makes it."""
-    from tf_temperature import distribute
+    from tf_temperature.training import distribute
 
     strategy = distribute.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == NUM_VIRTUAL_CPUS

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from configs import equilibrium_digits
-from tf_temperature import equilibrium
+from tf_temperature.studies import equilibrium
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -6,12 +6,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from conftest import tiny_config
 
-from tf_temperature import input_pipeline
+from tf_temperature.training import input_pipeline, sources
 
 
 def make(config=None, batch=32, image_dtype="float32"):
     config = config or tiny_config()
-    source = input_pipeline.make_source(config.dataset, config.seed)
+    source = sources.make_source(config.dataset, config.seed)
     return input_pipeline.InputPipeline(source, config.dataset, batch,
                                         seed=0, image_dtype=image_dtype)
 
@@ -25,8 +25,8 @@ def batches(dataset):
 
 
 def test_digits_split_is_fixed_and_disjoint():
-    (x1, y1), (xv1, _) = input_pipeline.load_digits_split(0.2, seed=0)
-    (x2, _), (xv2, _) = input_pipeline.load_digits_split(0.2, seed=0)
+    (x1, y1), (xv1, _) = sources.load_digits_split(0.2, seed=0)
+    (x2, _), (xv2, _) = sources.load_digits_split(0.2, seed=0)
     assert x1.shape == (1438, 8, 8, 1) and xv1.shape == (359, 8, 8, 1)
     np.testing.assert_array_equal(xv1, xv2)
     np.testing.assert_array_equal(x1, x2)
@@ -72,7 +72,7 @@ def test_eval_counts_every_example_once():
     weights = np.concatenate([r[2] for r in rows])
     labels = np.concatenate([r[1] for r in rows])
     assert weights.sum() == 359
-    _, (_, y_val) = input_pipeline.load_digits_split(0.2, seed=0)
+    _, (_, y_val) = sources.load_digits_split(0.2, seed=0)
     np.testing.assert_array_equal(np.sort(labels[weights > 0]),
                                   np.sort(y_val))
 

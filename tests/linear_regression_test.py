@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tf_temperature import linear_regression as lr
+from tf_temperature.studies import linear_regression as lr
 
 ETA0 = 0.005
 BATCHES = (1, 4, 16, 64)

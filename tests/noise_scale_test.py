@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_config
 
-from tf_temperature import linear_regression, noise_scale, trainer
+from tf_temperature import noise_scale
+from tf_temperature.studies import linear_regression
+from tf_temperature.training import trainer
 
 
 def test_estimators_invert_the_expected_norms():

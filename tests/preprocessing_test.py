@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_temperature import preprocessing
+from tf_temperature.training import preprocessing
 
 RNG = np.random.default_rng(0)
 IMAGE = RNG.integers(0, 256, size=(96, 128, 3)).astype("uint8")

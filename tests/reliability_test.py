@@ -1,6 +1,7 @@
 """Fault injection: kills, preemption, corrupt files, divergence, locks.
 
-Runs are killed with real signals at chosen points (`tf_temperature.faults`:
+Runs are killed with real signals at chosen points
+(`tf_temperature.training.faults`:
 the process signals itself where `TF_TEMPERATURE_FAULT` says) and rerun with
 the same command; the result must be what an uninterrupted run gives, bit
 for bit (deterministic mode: op determinism, fixed seeds, a data order keyed
@@ -24,7 +25,8 @@ import pytest
 import tensorflow as tf
 from conftest import free_ports, tiny_config
 
-from tf_temperature import trainer
+from tf_temperature import models
+from tf_temperature.training import trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # configs/digits_resnet.py as ResNet-8 of width 4, 3 epochs of 22 steps,
@@ -264,7 +266,7 @@ def test_divergence_writes_nothing_over_the_last_good_checkpoint(tmp_path):
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
              for p in (tmp_path / "checkpoints").iterdir()}
     assert after == before  # Not one byte written.
-    model = trainer.linear_model((8, 8, 1), 10)
+    model = models.linear_model((8, 8, 1), 10)
     tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(
         str(tmp_path / "checkpoints"))).expect_partial()
     assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)
@@ -296,3 +298,38 @@ def test_second_run_is_refused_and_a_killed_runs_lock_is_not_stale(
     rerun = cli("train", args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert summary(tmp_path)["step"] >= 66
+
+
+# 2b. A stop at an epoch boundary: the epoch's rows must not go missing.
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["TERM", "KILL"])
+@pytest.mark.parametrize("point", [
+    "train_step@44",  # Epoch 2's last step (its host call ends there).
+    "epoch_trained@44",  # Between the last train step and the evaluation.
+    "evaluating@44",  # Right after the evaluation, nothing recorded yet.
+])
+def test_stop_at_an_epoch_boundary_loses_no_row(tmp_path, straight, point,
+                                                signame):
+    args = [f"--workdir={tmp_path}", *TRAIN]
+    stopped = cli("train", args, fault=point, signame=signame)
+    expected = 75 if signame == "TERM" else -signal.SIGKILL
+    assert stopped.returncode == expected, stopped.stderr[-2000:]
+    if signame == "TERM":
+        assert latest_step(tmp_path) == 44
+    rerun = cli("train", args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_same_run(tmp_path, straight)
+
+
+def test_changed_model_is_named_as_a_config_change(tmp_path):
+    args = [f"--workdir={tmp_path}", *MODEL, "--config.num_epochs=1"]
+    assert cli("train", args).returncode == 0
+    changed = cli("train", [*args, "--config.model.width=8",
+                            "--config.num_epochs=2"])
+    assert changed.returncode == 2, changed.stderr[-2000:]
+    error = changed.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: the checkpoint ") and "Traceback" not in (
+        changed.stderr)
+    assert "does not fit the model: " in error and "use a new workdir" in error
+    assert "has shape [4" in error and "and [8" in error
+    assert "damaged" not in error

@@ -74,6 +74,24 @@ def test_top_p_keeps_the_nucleus(top_p, nucleus):
         assert stats.chisquare(counts[nucleus], expected).pvalue > 1e-3
 
 
+@pytest.mark.parametrize("offset", [-3e-6, -1e-7, 0.0, 1e-7, 3e-6])
+def test_top_p_at_a_tie_does_not_depend_on_rounding(offset):
+    # The head's float32 mass lands a few ulps either side of top_p on
+    # different CPUs; within the tolerance it has reached top_p.
+    probs = np.array([0.4 + offset, 0.6 - offset], np.float64)
+    logits = np.log(probs).astype("float32")
+    ids = sample_with_temperature(np.tile(logits, (2000, 1)), 1.0,
+                                  top_p=0.6, seed=3)
+    assert set(np.unique(np.asarray(ids))) == {1}
+
+
+def test_top_p_just_beyond_the_tolerance_takes_the_next_id():
+    logits = np.log(np.array([0.6, 0.4])).astype("float32")
+    ids = sample_with_temperature(np.tile(logits, (4000, 1)), 1.0,
+                                  top_p=0.6 + 1e-3, seed=3)
+    assert set(np.unique(np.asarray(ids))) == {0, 1}
+
+
 def test_top_p_applies_to_the_tempered_distribution():
     # At T = 4 the distribution flattens, so 0.7 of the mass needs 4 ids.
     tempered = np_softmax(LOGITS / 4.0)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import override, tiny_config
 
-from tf_temperature import scaling_report, tuning
+from tf_temperature.studies import scaling_report, tuning
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCHES = (16, 32, 64, 128, 256, 512)

@@ -5,27 +5,32 @@ SGD learning rate `eta` defines an equilibrium distribution over the weights
 whose temperature is `eta / B`; `eta = B * eta0` (Goyal et al. 2017) makes
 it depend on `eta0` alone. See README.md.
 
-Modules:
+The package is in three parts; importing `tf_temperature` loads the first
+only, which is plain Keras 3 (it also runs under `KERAS_BACKEND=jax`):
+
+The Keras library (this package's top level):
     layers: `TemperatureSoftmax`, `GumbelSoftmax`.
     thermo: the Gibbs distribution, log Z, entropy, mean and free energy.
     sampling: `sample_with_temperature` with top-k and top-p.
     schedules: `LinearScalingSchedule` (scaling rule, warmup, decay).
     optimizers: `LinearScalingOptimizer`, exposing the temperature.
     callbacks: `TemperatureLogger`.
-    models: `cifar_resnet`, `imagenet_resnet` (He et al. 2016).
-    linear_regression: SGD's exact equilibrium on linear regression.
-    noise_scale: `GradientNoiseScale` (McCandlish et al. 2018).
     calibration: temperature scaling and ECE (Guo et al. 2017).
+    noise_scale: `GradientNoiseScale` (McCandlish et al. 2018).
+    models: `cifar_resnet`, `imagenet_resnet` (He et al. 2016), dense
+        models and the quickstart CNN.
 
-Not imported with the package (import them by name): `trainer`, `tuning`,
-`equilibrium`, `input_pipeline`, `distribute`, `scaling_report`.
+The training system (`tf_temperature.training`, TensorFlow): the
+`tf.distribute` trainer, its data, checkpoints and files.
+
+The studies (`tf_temperature.studies`, TensorFlow): the eta0-vs-B search,
+the equilibrium experiment, the exact linear-regression check.
 """
 
 from tf_temperature import (
     calibration,
     callbacks,
     layers,
-    linear_regression,
     models,
     noise_scale,
     optimizers,
@@ -62,7 +67,6 @@ __all__ = [
     "free_energy",
     "gibbs_distribution",
     "layers",
-    "linear_regression",
     "log_partition",
     "mean_energy",
     "models",

@@ -190,23 +190,25 @@ def calibrate(logits, labels, num_bins=15):
     }
 
 
-def plot_reliability(logits, labels, output, temperature=None,
-                     num_bins=15, title=None):
-    """Writes a reliability diagram (Guo et al., Figure 1) to `output`.
+def reliability_figure(logits, labels, temperature=None, num_bins=15,
+                       title=None):
+    """A reliability diagram (Guo et al., Figure 1) as a `Figure`.
 
     Accuracy per confidence bin as bars against the diagonal of perfect
     calibration, before (T = 1) and, with `temperature`, after scaling.
-    """
-    import matplotlib
+    Drawn on a `matplotlib.figure.Figure`, so that matplotlib's global
+    backend and pyplot's figure list are left alone (safe in notebooks).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns:
+        The `matplotlib.figure.Figure`.
+    """
+    from matplotlib.figure import Figure
 
     panels = [(1.0, "T = 1")]
     if temperature is not None:
         panels.append((temperature, f"T = {temperature:.3g}"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4),
-                             squeeze=False, sharey=True)
+    fig = Figure(figsize=(3.4 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)
     for ax, (value, label) in zip(axes[0], panels, strict=True):
         table = reliability_table(logits, labels, value, num_bins)
         ece = expected_calibration_error(logits, labels, value, num_bins)
@@ -229,5 +231,12 @@ def plot_reliability(logits, labels, output, temperature=None,
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def plot_reliability(logits, labels, output, temperature=None,
+                     num_bins=15, title=None):
+    """Writes `reliability_figure(...)` as a PNG to `output` (a path or a
+    binary file object)."""
+    reliability_figure(logits, labels, temperature, num_bins,
+                       title).savefig(output, format="png", dpi=100)

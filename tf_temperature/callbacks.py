@@ -7,7 +7,6 @@ as a cooling step.
 """
 
 import keras
-import tensorflow as tf
 
 from tf_temperature.optimizers import LinearScalingOptimizer
 
@@ -106,6 +105,10 @@ class TemperatureLogger(keras.callbacks.Callback):
     def _write(self, prefix, values, step):
         if self.log_dir is None:
             return
+        # TensorBoard files are written with TensorFlow's summary API, as
+        # Keras' own TensorBoard callback does under every backend.
+        import tensorflow as tf
+
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default(step=step):

@@ -37,7 +37,7 @@ or, on one replica, two successive batches (`b_big = 2B`).
 import math
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from tf_temperature import _validation
 
@@ -85,8 +85,10 @@ def summarize(small_norm_sq, big_norm_sq, small_batch, big_batch):
 
 def squared_norm(tensors):
     """`sum |t|^2` over a list of tensors (float32)."""
-    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(t, tf.float32)))
-                     for t in tensors])
+    total = 0.0
+    for t in tensors:
+        total = total + ops.sum(ops.square(ops.cast(t, "float32")))
+    return total
 
 
 class GradientNoiseScale(keras.callbacks.Callback):
@@ -113,12 +115,20 @@ class GradientNoiseScale(keras.callbacks.Callback):
         seed: the shuffling seed.
 
     Raises:
-        ValueError: naming a bad argument.
+        ValueError: naming a bad argument, or under a Keras backend other
+            than TensorFlow (the extra gradient passes use
+            `tf.GradientTape`; the estimators above work anywhere).
     """
 
     def __init__(self, data, batch_size, small_batch_size, num_batches=10,
                  seed=0):
         super().__init__()
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "`GradientNoiseScale` needs the TensorFlow backend. "
+                f"Received: KERAS_BACKEND={keras.backend.backend()!r}")
+        import tensorflow as tf
+
         _validation.positive_integer("batch_size", batch_size)
         _validation.positive_integer("small_batch_size", small_batch_size)
         _validation.positive_integer("num_batches", num_batches)
@@ -138,6 +148,8 @@ class GradientNoiseScale(keras.callbacks.Callback):
         self._norms = None
 
     def _make_norms(self):
+        import tensorflow as tf
+
         model = self.model
         splits = self.batch_size // self.small_batch_size
 

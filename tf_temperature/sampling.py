@@ -15,6 +15,13 @@ from keras import ops
 from tf_temperature import _validation
 from tf_temperature.layers import _finfo, tempered_logits
 
+# The nucleus rule's tolerance: a prefix whose probability mass is within
+# this of `top_p` has reached it. Float32 sums of the same probabilities
+# differ by a few ulps between CPUs (vectorized or not); without it an
+# exact tie (mass 0.4, top_p = 0.4) would keep or drop the next id
+# depending on the machine.
+TOP_P_TOLERANCE = 1e-5
+
 
 def _check_top_p(top_p):
     valid = (
@@ -42,7 +49,10 @@ def sample_with_temperature(
             kept); `None` keeps all. `1 <= top_k <= vocab`.
         top_p: nucleus sampling: keep the smallest set of most likely ids
             whose tempered probability mass reaches `top_p` (always at least
-            one); `None` or `1.0` keeps all. `0 < top_p <= 1`.
+            one); `None` or `1.0` keeps all. `0 < top_p <= 1`. A mass
+            within `TOP_P_TOLERANCE` (1e-5) below `top_p` counts as
+            reaching it, so an exact tie has one answer on every machine:
+            with probabilities (0.4, 0.3, ...), `top_p=0.4` keeps one id.
         seed: `None` (fresh randomness each call), an int (the same draw
             for the same inputs, as stateless TF random ops give), or a
             `keras.random.SeedGenerator` (a reproducible stream).
@@ -79,8 +89,9 @@ def sample_with_temperature(
         probs = ops.softmax(z, axis=-1)
         descending = -ops.sort(-probs, axis=-1)
         mass_before = ops.cumsum(descending, axis=-1) - descending
-        # The nucleus: every id whose predecessors hold less than top_p.
-        in_nucleus = mass_before < top_p
+        # The nucleus: every id whose predecessors hold less than top_p
+        # (less by more than the tolerance: ties do not hang on rounding).
+        in_nucleus = mass_before < top_p - TOP_P_TOLERANCE
         threshold = ops.min(
             ops.where(in_nucleus, descending, 2.0), axis=-1, keepdims=True
         )

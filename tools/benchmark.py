@@ -97,40 +97,22 @@ def base_config(model, batch, image_size, steps):
 
 
 class TrainerLoop:
-    """The trainer's own compiled loop, timed over `steps` steps."""
+    """The trainer's own compiled loop (`Trainer.train_steps`), timed."""
 
     def __init__(self, config):
-        from tf_temperature import trainer
+        from tf_temperature.training import trainer
 
         self.workdir = tempfile.mkdtemp(prefix="bench_trainer_")
-        self.run = trainer.prepare(config, self.workdir, print_fn=None)
+        self.trainer = trainer.prepare(config, self.workdir, print_fn=None)
         self.config = config
-        self.epoch = 0
-        self.left = 0
-        self.iterator = None
 
     def measure(self, steps):
-        import tensorflow as tf
-
-        run = self.run
-        per_call = self.config.steps_per_loop
-        done = 0
         start = time.perf_counter()
-        while done < steps:
-            if not self.left:  # A new epoch, as the trainer does.
-                self.iterator = iter(run.data.distributed_train(
-                    run.strategy, self.epoch))
-                self.epoch += 1
-                self.left = run.steps_per_epoch
-            chunk = min(per_call, steps - done, self.left)
-            totals = run.train_loop(self.iterator, tf.constant(chunk))
-            done += chunk
-            self.left -= chunk
-        float(totals[0])  # Wait for the last call's result.
+        self.trainer.train_steps(steps)  # Returns floats: waits for the end.
         return steps * self.config.batch_size / (time.perf_counter() - start)
 
     def traces(self):
-        return self.run.train_loop.experimental_get_tracing_count()
+        return self.trainer.train_loop.experimental_get_tracing_count()
 
 
 class KerasFit:
@@ -141,11 +123,11 @@ class KerasFit:
         import numpy as np
         import tensorflow as tf
 
-        from tf_temperature import trainer
+        from tf_temperature.models import build_model
 
         keras.utils.set_random_seed(0)
         size, channels = config.dataset.image_size, config.dataset.channels
-        logits = trainer.build_model(config.model, (size, size, channels),
+        logits = build_model(config.model, (size, size, channels),
                                      config.dataset.num_classes)
         probabilities = keras.layers.Activation("softmax", dtype="float32")(
             logits.output)
@@ -297,7 +279,7 @@ def run_child(mode, arguments):
         model, batch, size = (arguments["model"], arguments["batch"],
                               arguments["size"])
         config = base_config(model, batch, size, arguments["steps"])
-        from tf_temperature import trainer
+        from tf_temperature.training import trainer
 
         start = time.perf_counter()
         summary = trainer.train_and_evaluate(
@@ -361,7 +343,7 @@ def suite_input(repeats):
     import tensorflow as tf
 
     from configs import imagenet_resnet50
-    from tf_temperature import input_pipeline
+    from tf_temperature.training import input_pipeline, sources
 
     directory = tempfile.mkdtemp(prefix="bench_jpegs_")
     make_jpeg_folder(directory, _IMAGES.value)
@@ -377,7 +359,7 @@ def suite_input(repeats):
             config.name = "folder"
             config.train_dir = directory
             config.eval_dir = directory
-        source = input_pipeline.make_source(config, seed=0)
+        source = sources.make_source(config, seed=0)
         pipeline = input_pipeline.InputPipeline(source, config, batch,
                                                 seed=0)
         ours = pipeline.train_dataset(tf.distribute.InputContext(), epoch=0)

@@ -1,8 +1,8 @@
 r"""The exact check: measured vs theoretical SGD equilibrium, as a table.
 
-SGD on linear regression (`tf_temperature.linear_regression`) over a grid
-of learning rates and batch sizes; by default eta = B * eta0 for each B of
-the grid (eta0 = 0.005), so its diagonal is the linear scaling rule.
+SGD on linear regression (`tf_temperature.studies.linear_regression`) over
+a grid of learning rates and batch sizes; by default eta = B * eta0 for each
+B of the grid (eta0 = 0.005), so its diagonal is the linear scaling rule.
 Prints a Markdown table (theory, measurement, standard error, where the
 small-eta law holds) and the noise variance recovered from the measured
 equilibria, and writes the table as CSV.
@@ -36,7 +36,7 @@ def main(argv):
         print(f"error: unexpected arguments: {' '.join(argv[1:])}",
               file=sys.stderr)
         return 2
-    from tf_temperature import linear_regression
+    from tf_temperature.studies import linear_regression
 
     try:
         batches = [int(b) if b.isdigit() else 0 for b in _BATCH_SIZES.value]

@@ -11,16 +11,19 @@ there when the environment asks for it:
     TF_TEMPERATURE_FAULT=NAME#N      at the N-th NAME reached in this process
     TF_TEMPERATURE_FAULT_SIGNAL=KILL (default) or TERM
 
-Points: `train_step` (after a host call of the training loop), `evaluating`
-(evaluation done, nothing of the epoch recorded yet), `checkpoint_saved`
-(right after a checkpoint is written). Without the variable `point` does
-nothing but count.
+Points: `train_step` (after a host call of the training loop),
+`epoch_trained` (the epoch's last step done, not evaluated yet),
+`evaluating` (evaluation done, nothing of the epoch recorded yet),
+`recorded` (the epoch's rows written, its checkpoint not yet),
+`checkpoint_saved` (right after a checkpoint is written). Without the
+variable `point` does nothing but count.
 """
 
 import os
 import signal
 
-POINTS = ("train_step", "evaluating", "checkpoint_saved")
+POINTS = ("train_step", "epoch_trained", "evaluating", "recorded",
+          "checkpoint_saved")
 _counts = dict.fromkeys(POINTS, 0)
 
 

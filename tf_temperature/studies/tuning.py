@@ -27,8 +27,6 @@ worker processes (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
 parallel, each worker training on its own devices.
 """
 
-import glob
-import json
 import math
 import os
 import time
@@ -38,15 +36,10 @@ import keras_tuner
 import numpy as np
 import pandas as pd
 
-from tf_temperature import (
-    _tracing,
-    _validation,
-    distribute,
-    input_pipeline,
-    scaling_report,
-    trainer,
-)
-from tf_temperature import workdir as workdir_lib
+from tf_temperature import _validation
+from tf_temperature.studies import _tracing, scaling_report
+from tf_temperature.training import experiment, io, trainer
+from tf_temperature.training import workdir as workdir_lib
 
 MODES = ("grid", "bayesian", "hyperband", "transfer")
 OBJECTIVES = {"eval_loss": "final_eval_loss",
@@ -116,18 +109,16 @@ def trial_config(base, batch_size, eta0, seed, epochs):
     Warmup and decay boundaries, given in epochs of the full budget
     (`tune.epochs`), are scaled to `epochs` (hyperband's shorter rungs).
     """
-    config = base.copy_and_resolve_references()
     scale = epochs / base.tune.epochs
-    with config.unlocked():
-        config.batch_size = int(batch_size)
-        config.optimizer.eta0 = float(eta0)
-        config.seed = int(seed)
-        config.num_epochs = int(epochs)
-        config.quiet = True
-        config.optimizer.warmup_epochs = base.optimizer.warmup_epochs * scale
-        config.optimizer.boundaries_epochs = tuple(
-            b * scale for b in base.optimizer.boundaries_epochs)
-    return config
+    return experiment.variant(base, {
+        "batch_size": int(batch_size),
+        "optimizer.eta0": float(eta0),
+        "seed": int(seed),
+        "num_epochs": int(epochs),
+        "optimizer.warmup_epochs": base.optimizer.warmup_epochs * scale,
+        "optimizer.boundaries_epochs": tuple(
+            b * scale for b in base.optimizer.boundaries_epochs),
+    })
 
 
 class _GridOracle(keras_tuner.Oracle):
@@ -188,7 +179,7 @@ class Search:
     """
 
     def __init__(self, config, workdir, print_fn=print):
-        trainer.check_config(config)
+        self.setup = experiment.Experiment(config)
         check_tune_config(config)
         workdir_lib.check_workdir(workdir)
         self.config = config
@@ -200,25 +191,12 @@ class Search:
                 "a parallel search (KERASTUNER_ORACLE_IP set) runs "
                 "tune.mode='grid' only, whose trials are independent. "
                 f"Received: tune.mode={self.tune.mode!r}")
-        self.tuner_dir = os.path.join(workdir, "keras_tuner")
+        self.tuner_dir = io.join(workdir, "keras_tuner")
         self.grid = eta0_grid(self.tune)
         self.batch_sizes = tuple(sorted(int(b) for b in self.tune.batch_sizes))
-        distribute.set_threads(config.intra_op_threads,
-                               config.inter_op_threads)
-        self.strategy = distribute.make_strategy(config.strategy, config.tpu)
-        replicas = self.strategy.num_replicas_in_sync
-        source = input_pipeline.make_source(config.dataset, config.seed)
-        for batch in self.batch_sizes:
-            if batch % replicas:
-                raise ValueError(
-                    f"`tune.batch_sizes` must be divisible by the {replicas} "
-                    f"replicas. Received: {batch} in tune.batch_sizes="
-                    f"{self.batch_sizes}")
-            if batch > source.num_train:
-                raise ValueError(
-                    "`tune.batch_sizes` must be at most the "
-                    f"{source.num_train} training examples. Received: "
-                    f"{batch} in tune.batch_sizes={self.batch_sizes}")
+        source = self.setup.source()
+        self.setup.check_batch_sizes(self.batch_sizes, "tune.batch_sizes",
+                                     source.num_train)
         self.num_classes = source.num_classes
         # A diverged trial's finite worst score: chance-level loss is
         # log(classes), so ten times that is worse than any trained model.
@@ -232,16 +210,15 @@ class Search:
         batch, eta0 = int(values["batch_size"]), float(values["eta0"])
         seed = int(values.get("seed", self.tune.seeds[0]))
         epochs = int(values.get("tuner/epochs", self.tune.epochs))
-        directory = os.path.join(self.workdir, "trials", project,
-                                 f"trial_{trial_id}")
+        directory = io.join(self.workdir, "trials", project,
+                            f"trial_{trial_id}")
         config = trial_config(self.config, batch, eta0, seed, epochs)
         started = time.perf_counter()
         try:
             summary = trainer.train_and_evaluate(
-                config, directory, print_fn=None, strategy=self.strategy)
+                config, directory, print_fn=None, setup=self.setup)
         except trainer.DivergedError:
-            with open(os.path.join(directory, "summary.json")) as file:
-                summary = json.load(file)
+            summary = io.read_json(io.join(directory, "summary.json"))
         finally:
             keras.backend.clear_session()  # Trials must not pile up.
         value = summary.get(OBJECTIVES[self.tune.objective])
@@ -257,7 +234,7 @@ class Search:
             "diverged": diverged, "epochs": epochs,
             "wall_time": round(time.perf_counter() - started, 2),
         }
-        workdir_lib.write_json(os.path.join(directory, "record.json"), record)
+        io.write_json(io.join(directory, "record.json"), record)
         self.print_fn(
             f"[{record['trial']}] B={batch:<5d} eta0={eta0:<9.3g} "
             f"eta={batch * eta0:<8.3g} seed={seed}: {self.tune.objective} "
@@ -268,11 +245,8 @@ class Search:
 
     def records(self):
         """Every recorded trial in the workdir, as a DataFrame."""
-        rows = []
-        for path in sorted(glob.glob(os.path.join(
-                self.workdir, "trials", "*", "trial_*", "record.json"))):
-            with open(path) as file:
-                rows.append(json.load(file))
+        rows = [io.read_json(path) for path in io.glob(io.join(
+            self.workdir, "trials", "*", "trial_*", "record.json"))]
         return pd.DataFrame(rows, columns=scaling_report.TRIAL_COLUMNS)
 
     # --- Searches. ---------------------------------------------------------
@@ -336,7 +310,17 @@ class Search:
                            neighbours)
 
     def run(self):
-        """Runs (or resumes) the search; returns the report (chief only)."""
+        """Runs (or resumes) the search; returns the report (chief only).
+
+        A search alone holds its workdir (`workdir.RunLock`); the chief and
+        workers of a parallel search share it, one trial directory each.
+        """
+        if _is_worker() or os.environ.get("KERASTUNER_ORACLE_IP"):
+            return self._run()
+        with workdir_lib.RunLock(self.workdir):
+            return self._run()
+
+    def _run(self):
         mode = self.tune.mode
         if mode == "grid":
             self._grid("grid", "grid", self.batch_sizes, self.grid)
@@ -353,11 +337,10 @@ class Search:
     def report(self):
         """Writes the report files and prints the table and the verdict."""
         trials = self.records()
-        trials.to_csv(os.path.join(self.workdir, "trials.csv"), index=False)
+        io.write_csv(io.join(self.workdir, "trials.csv"), trials)
         current = trials[trials["mode"] == self.tune.mode]
         by_batch = scaling_report.eta0_by_batch(current)
-        by_batch.to_csv(os.path.join(self.workdir, "eta0_by_batch.csv"),
-                        index=False)
+        io.write_csv(io.join(self.workdir, "eta0_by_batch.csv"), by_batch)
         result = scaling_report.verdict(
             current, samples=self.tune.bootstrap_samples,
             tolerance=self.tune.neighbour_tolerance)
@@ -365,10 +348,9 @@ class Search:
                    for m in sorted(trials["mode"].unique())}
         result.update(mode=self.tune.mode, objective=self.tune.objective,
                       trial_epochs=compute, trials=int(len(current)))
-        workdir_lib.write_json(os.path.join(self.workdir, "verdict.json"),
-                               result)
-        scaling_report.plot(current, by_batch,
-                            os.path.join(self.workdir, "eta0_vs_batch.png"))
+        io.write_json(io.join(self.workdir, "verdict.json"), result)
+        io.save_figure(scaling_report.figure(current, by_batch),
+                       io.join(self.workdir, "eta0_vs_batch.png"))
         self.print_fn(scaling_report.table(by_batch))
         self.print_fn(result["text"])
         self.print_fn("compute (trial-epochs): " + ", ".join(

@@ -185,14 +185,16 @@ def verdict(trials, samples=1000, tolerance=0.1):
     return result
 
 
-def plot(trials, by_batch, output):
-    """`eta0_vs_batch.png`: objective vs eta0 per B; best eta vs B."""
-    import matplotlib
+def figure(trials, by_batch):
+    """`eta0_vs_batch.png`: objective vs eta0 per B; best eta vs B.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns a `matplotlib.figure.Figure` (pyplot and the backend are left
+    alone).
+    """
+    from matplotlib.figure import Figure
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8), dpi=80)
+    left, right = fig.subplots(1, 2)
     means = _means(trials)
     for batch, group in means.groupby("batch_size"):
         group = group.sort_values("eta0")
@@ -225,8 +227,7 @@ def plot(trials, by_batch, output):
     for ax in (left, right):
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(output, dpi=80)
-    plt.close(fig)
+    return fig
 
 
 def table(by_batch):

@@ -54,7 +54,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tf_temperature import _tracing, _validation
+from tf_temperature import _validation
+from tf_temperature.studies import _tracing
 
 # The measurement: burn-in and batch length in units of the relaxation time
 # 1 / r. After 8 relaxation times the start (delta = 0) is e^-8 = 0.03% away.

@@ -28,26 +28,21 @@ digits with label noise drawn afresh every epoch
 (`input_pipeline.noisy_label`): the noise is a loss floor no network can
 memorize (`label_noise_entropy`), the classifier's analogue of the noise
 `sigma^2` of the exactly solvable linear regression
-(`tf_temperature.linear_regression`). Without it an over-parameterized
+(`tf_temperature.studies.linear_regression`). Without it an over-parameterized
 network interpolates the 1,438 digits and the loss falls towards zero at
 every temperature; with batch norm the training loss would also depend on
 B through the batch statistics.
 """
 
 import math
-import os
 
 import numpy as np
 import pandas as pd
 
-from tf_temperature import (
-    _tracing,
-    _validation,
-    distribute,
-    input_pipeline,
-    trainer,
-)
-from tf_temperature import workdir as workdir_lib
+from tf_temperature import _validation
+from tf_temperature.studies import _tracing
+from tf_temperature.training import experiment, input_pipeline, io, trainer
+from tf_temperature.training import workdir as workdir_lib
 
 COLUMNS = (
     "sweep", "run", "phase", "eta", "batch_size", "eta_over_b", "epochs",
@@ -60,7 +55,7 @@ _tracing.expect_new_functions()  # Every run builds its own model and loops.
 
 def check_config(config):
     """Raises `ValueError` naming the first bad field (nothing written)."""
-    trainer.check_config(config)
+    experiment.check_config(config)
     eq = config.equilibrium
     _validation.positive_integer("equilibrium.batch_size", eq.batch_size)
     _validation.positive_number("equilibrium.eta", eq.eta)
@@ -97,20 +92,17 @@ def epochs_for(eta, steps_per_epoch, sgd_time, min_epochs):
 
 def _run_config(config, eta, batch_size, num_epochs, boundaries=()):
     """A constant-rate (or piecewise, halving) training config."""
-    run = config.copy_and_resolve_references()
-    with run.unlocked():
-        del run["equilibrium"]
-        run.batch_size = batch_size
-        run.num_epochs = num_epochs
-        run.optimizer.eta0 = eta / batch_size
-        run.optimizer.rule = "linear"
-        run.optimizer.warmup = "none"
-        run.optimizer.warmup_epochs = 0.0
-        run.optimizer.decay = "piecewise" if boundaries else "constant"
-        run.optimizer.boundaries_epochs = tuple(boundaries)
-        run.optimizer.decay_rate = 0.5
-        run.quiet = True
-    return run
+    return experiment.variant(config, {
+        "batch_size": batch_size,
+        "num_epochs": num_epochs,
+        "optimizer.eta0": eta / batch_size,
+        "optimizer.rule": "linear",
+        "optimizer.warmup": "none",
+        "optimizer.warmup_epochs": 0.0,
+        "optimizer.decay": "piecewise" if boundaries else "constant",
+        "optimizer.boundaries_epochs": tuple(boundaries),
+        "optimizer.decay_rate": 0.5,
+    })
 
 
 def plan(config, num_train):
@@ -168,7 +160,7 @@ def plateau(train_rows, first_epoch, last_epoch, fraction):
 def _measure(run, run_dir, summary, config, source):
     """The rows of `equilibrium.csv` for one finished run."""
     name, sweeps, eta, batch, epochs, boundaries = run
-    metrics = pd.read_csv(os.path.join(run_dir, "metrics.csv"))
+    metrics = io.read_csv(io.join(run_dir, "metrics.csv"))
     train = metrics[metrics["split"] == "train"]
     fraction = config.equilibrium.measure_fraction
     floor = input_pipeline.label_noise_entropy(config.dataset.label_noise,
@@ -215,30 +207,23 @@ def run_experiment(config, workdir, print_fn=print):
     """
     check_config(config)
     workdir_lib.check_workdir(workdir)
-    source = input_pipeline.make_source(config.dataset, config.seed)
-    distribute.set_threads(config.intra_op_threads,
-                           config.inter_op_threads)
-    strategy = distribute.make_strategy(config.strategy, config.tpu)
+    setup = experiment.Experiment(config)
+    source = setup.source()
     runs = plan(config, source.num_train)
     for name, _, eta, batch, epochs, boundaries in runs:
         # Check every run's config before the first one writes anything.
-        run_config = _run_config(config, eta, batch, epochs, boundaries)
-        trainer.check_config(run_config)
-        if batch % strategy.num_replicas_in_sync:
-            raise ValueError(
-                f"`equilibrium` batch sizes must be divisible by the "
-                f"{strategy.num_replicas_in_sync} replicas. Received: "
-                f"batch_size={batch} (run {name})")
-    os.makedirs(workdir, exist_ok=True)
+        experiment.check_config(_run_config(config, eta, batch, epochs,
+                                            boundaries))
+        setup.check_batch_sizes([batch], f"equilibrium batch size (run "
+                                f"{name})")
     rows = []
     with workdir_lib.RunLock(workdir):
         for run in runs:
             name, _, eta, batch, epochs, boundaries = run
-            run_dir = os.path.join(workdir, "runs", name)
+            run_dir = io.join(workdir, "runs", name)
             run_config = _run_config(config, eta, batch, epochs, boundaries)
             summary = trainer.train_and_evaluate(run_config, run_dir,
-                                                 print_fn=None,
-                                                 strategy=strategy)
+                                                 print_fn=None, setup=setup)
             found = _measure(run, run_dir, summary, config, source)
             rows.extend(found)
             if print_fn:
@@ -250,13 +235,12 @@ def run_experiment(config, workdir, print_fn=print):
                         f"{row['equilibrium_loss']:.4f} +- "
                         f"{row['stderr']:.4f} ({row['steps']} steps)")
         table = pd.DataFrame(rows, columns=list(COLUMNS))
-        csv_tmp = os.path.join(workdir, "equilibrium.csv.tmp")
-        table.to_csv(csv_tmp, index=False)
-        os.replace(csv_tmp, os.path.join(workdir, "equilibrium.csv"))
-        plot(table, os.path.join(workdir, "equilibrium.png"))
+        io.write_csv(io.join(workdir, "equilibrium.csv"), table)
+        io.save_figure(figure(table), io.join(workdir, "equilibrium.png"))
         if config.equilibrium.schedule_cuts:
-            plot_schedule(os.path.join(workdir, "runs", "schedule"), table,
-                          os.path.join(workdir, "schedule.png"))
+            io.save_figure(
+                schedule_figure(io.join(workdir, "runs", "schedule"), table),
+                io.join(workdir, "schedule.png"))
     return table
 
 
@@ -273,16 +257,17 @@ def collapse_spread(table):
     return float(max(spreads)) if spreads else math.nan
 
 
-def plot(table, output):
-    """Three panels: loss vs eta (fixed B), vs B (fixed eta), vs eta/B."""
-    import matplotlib
+def figure(table):
+    """Three panels: loss vs eta (fixed B), vs B (fixed eta), vs eta/B.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns a `matplotlib.figure.Figure`.
+    """
+    from matplotlib.figure import Figure
 
     eta_sweep = table[table["sweep"] == "eta"].sort_values("eta")
     batch_sweep = table[table["sweep"] == "batch"].sort_values("batch_size")
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.3), sharey=True)
+    fig = Figure(figsize=(10.5, 3.3))
+    axes = fig.subplots(1, 3, sharey=True)
     panels = [
         (axes[0], eta_sweep, "eta", "learning rate eta",
          f"B = {int(eta_sweep['batch_size'].iloc[0])}"
@@ -313,21 +298,21 @@ def plot(table, output):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("equilibrium training loss")
     fig.tight_layout()
-    fig.savefig(output, dpi=90)
-    plt.close(fig)
+    return fig
 
 
-def plot_schedule(run_dir, table, output):
+def schedule_figure(run_dir, table):
     """Training loss per epoch of the schedule run, the learning rate on a
-    second axis, each phase's measured plateau as a horizontal segment."""
-    import matplotlib
+    second axis, each phase's measured plateau as a horizontal segment.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns a `matplotlib.figure.Figure`.
+    """
+    from matplotlib.figure import Figure
 
-    metrics = pd.read_csv(os.path.join(run_dir, "metrics.csv"))
+    metrics = io.read_csv(io.join(run_dir, "metrics.csv"))
     train = metrics[metrics["split"] == "train"]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
     ax.plot(train["epoch"], train["loss"], color="C0", linewidth=1,
             label="training loss (epoch mean)")
     phases = table[table["sweep"] == "schedule"]
@@ -354,5 +339,4 @@ def plot_schedule(run_dir, table, output):
     ax.set_title("constant eta to equilibrium, then halved: cooling",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(output, dpi=90)
-    plt.close(fig)
+    return fig

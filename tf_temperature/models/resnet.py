@@ -26,6 +26,9 @@ signal); channels-last; a float32 head under mixed precision, ending in
 logits or in a `TemperatureSoftmax`.
 """
 
+import contextlib
+import sys
+
 import keras
 
 from tf_temperature import _validation
@@ -99,6 +102,7 @@ class _Builder:
     def __init__(self, residual, weight_decay, zero_init_residual, shortcut):
         self.residual = residual
         self.shortcut = shortcut
+        self.blocks = 0  # Counted as they are made (see `_recursion_room`).
         self.zero_init = residual if zero_init_residual is None else bool(
             zero_init_residual
         )
@@ -145,6 +149,7 @@ class _Builder:
 
     def finish_block(self, inputs, x, filters, strides, name):
         """Adds the shortcut (if residual) and the block's final ReLU."""
+        self.blocks += 1
         if self.residual:
             if strides == 1 and inputs.shape[-1] == filters:
                 shortcut = inputs
@@ -207,6 +212,25 @@ def _check_common(residual, input_shape, shortcut, head, num_classes,
     return shape
 
 
+@contextlib.contextmanager
+def _recursion_room(blocks):
+    """Lets Keras map a graph of `blocks` residual blocks.
+
+    Keras 3 walks a functional graph recursively when it builds the model
+    (`keras.src.ops.function._build_map_helper`), about one Python frame per
+    block plus what the caller already uses: ResNet-1202's 600 blocks come
+    within a few frames of Python's default limit of 1,000, and hit it
+    under a test runner or a notebook. The limit is raised for the build
+    only, by what the graph needs, and put back.
+    """
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(previous + 4 * blocks)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
+
+
 def _finish(inputs, x, build, depth, num_classes, head, temperature, name):
     """Pooling, the head, and the model named after its family."""
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -220,7 +244,8 @@ def _finish(inputs, x, build, depth, num_classes, head, temperature, name):
         outputs = TemperatureSoftmax(temperature,
                                      name="probabilities")(outputs)
     family = "resnet" if build.residual else "plain"
-    return keras.Model(inputs, outputs, name=name or f"{family}{depth}")
+    with _recursion_room(build.blocks):
+        return keras.Model(inputs, outputs, name=name or f"{family}{depth}")
 
 
 def cifar_resnet(

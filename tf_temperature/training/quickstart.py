@@ -15,32 +15,10 @@ import tensorflow as tf
 
 from tf_temperature import _validation
 from tf_temperature.callbacks import TemperatureLogger
-from tf_temperature.input_pipeline import load_digits_split
-from tf_temperature.layers import TemperatureSoftmax
+from tf_temperature.models import digits_cnn
 from tf_temperature.optimizers import LinearScalingOptimizer
 from tf_temperature.schedules import RULES
-
-
-def build_model(num_classes=10, width=16, temperature=1.0,
-                learnable_temperature=False):
-    """A small CNN for 8x8x1 images ending in `TemperatureSoftmax`.
-
-    The head returns log-probabilities of `softmax(logits / T)`, to be used
-    with a `from_logits=True` loss.
-    """
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(
-        inputs
-    )
-    x = keras.layers.Conv2D(
-        2 * width, 3, strides=2, padding="same", activation="relu"
-    )(x)
-    x = keras.layers.Flatten()(x)
-    logits = keras.layers.Dense(num_classes)(x)
-    outputs = TemperatureSoftmax(
-        temperature, learnable=learnable_temperature, log_probabilities=True
-    )(logits)
-    return keras.Model(inputs, outputs, name="digits_cnn")
+from tf_temperature.training.sources import load_digits_split
 
 
 def check_config(config):
@@ -146,7 +124,7 @@ def train(config, print_fn=None):
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256)
     steps_per_epoch = len(y_train) // batch
 
-    model = build_model(
+    model = digits_cnn(
         width=config.width,
         temperature=config.temperature,
         learnable_temperature=config.learnable_temperature,

@@ -1,0 +1,71 @@
+"""Model builders: architecture only, no data or optimizer.
+
+* `resnet`: `cifar_resnet`, `imagenet_resnet` and their plain twins
+  (He et al. 2016).
+* `dense`: `linear_model` (softmax regression), `mlp_model`.
+* `digits_cnn`: the quickstart's small CNN with a `TemperatureSoftmax` head.
+
+`build_model(config.model, input_shape, num_classes)` picks one by the
+training config's `model.family`.
+"""
+
+from tf_temperature.models.dense import linear_model, mlp_model
+from tf_temperature.models.digits_cnn import digits_cnn
+from tf_temperature.models.resnet import (
+    HEADS,
+    IMAGENET_BLOCKS,
+    SHORTCUTS,
+    ZeroPadShortcut,
+    cifar_resnet,
+    imagenet_resnet,
+)
+
+# The training config's `model.family` values.
+FAMILIES = ("cifar", "imagenet", "linear", "mlp")
+
+
+def build_model(model_config, input_shape, num_classes):
+    """The model a training config's `model` section describes.
+
+    Args:
+        model_config: `config.model` (`family`, `depth`, `width`,
+            `residual`, `shortcut`, `weight_decay`, `zero_init_residual`).
+        input_shape: the image shape.
+        num_classes: the number of logits.
+
+    Returns:
+        A `keras.Model` from images to float32 logits.
+    """
+    if model_config.family == "linear":
+        return linear_model(input_shape, num_classes,
+                            model_config.weight_decay)
+    if model_config.family == "mlp":
+        return mlp_model(input_shape, num_classes, model_config.depth,
+                         model_config.width, model_config.weight_decay)
+    builder = (cifar_resnet if model_config.family == "cifar"
+               else imagenet_resnet)
+    return builder(
+        model_config.depth,
+        residual=model_config.residual,
+        num_classes=num_classes,
+        input_shape=tuple(input_shape),
+        width=model_config.width,
+        shortcut=model_config.shortcut,
+        weight_decay=model_config.weight_decay,
+        zero_init_residual=model_config.zero_init_residual,
+    )
+
+
+__all__ = [
+    "FAMILIES",
+    "HEADS",
+    "IMAGENET_BLOCKS",
+    "SHORTCUTS",
+    "ZeroPadShortcut",
+    "build_model",
+    "cifar_resnet",
+    "digits_cnn",
+    "imagenet_resnet",
+    "linear_model",
+    "mlp_model",
+]

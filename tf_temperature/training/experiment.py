@@ -1,0 +1,198 @@
+"""One experiment setup: config check, threads, strategy, data, model.
+
+`train`, `tune`, `equilibrium` and the benchmark all start here, so that a
+check or a setting exists once:
+
+* `Experiment(config)` validates the config, sizes the thread pools,
+  makes the `tf.distribute` strategy (or takes one: a search makes it once
+  for all its trials, so a TPU system or a worker cluster starts once) and
+  turns on op determinism if asked.
+* `Experiment.check_batch_sizes` is the one replica and data-size check.
+* `Experiment.build(config)` sets the precision policy and builds the
+  data source and pipeline, the model and the optimizer of one run.
+* `variant(config, changes)` is the one way a study derives a run's
+  config from its own.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tf_temperature import _validation
+from tf_temperature.models import FAMILIES, build_model
+from tf_temperature.optimizers import LinearScalingOptimizer
+from tf_temperature.training import distribute, input_pipeline, sources
+
+# Config sections that belong to a study, not to a training run.
+STUDY_SECTIONS = ("tune", "equilibrium")
+
+
+def check_config(config):
+    """Raises `ValueError` naming the first bad field of a training config.
+
+    Only checks that need no data; the data source, the model and the
+    schedule check the rest as they are built (before anything is written).
+    """
+    _validation.one_of("strategy", config.strategy, distribute.STRATEGIES)
+    _validation.one_of("precision", config.precision, distribute.PRECISIONS)
+    _validation.positive_integer("batch_size", config.batch_size)
+    _validation.positive_integer("num_epochs", config.num_epochs)
+    _validation.positive_integer("steps_per_loop", config.steps_per_loop)
+    _validation.positive_integer("keep_checkpoints", config.keep_checkpoints)
+    for name in ("intra_op_threads", "inter_op_threads"):
+        if config[name] != 0:
+            _validation.positive_integer(name, config[name])
+    every = config.checkpoint_every_steps
+    if every != 0:
+        _validation.positive_integer("checkpoint_every_steps", every)
+    _validation.one_of("model.family", config.model.family, FAMILIES)
+    _validation.positive_number("optimizer.eta0", config.optimizer.eta0)
+    momentum = config.optimizer.momentum
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(
+            "`optimizer.momentum` must be in [0, 1). Received: "
+            f"optimizer.momentum={momentum!r}"
+        )
+    sources.check_dataset_config(config.dataset)
+
+
+def variant(config, changes):
+    """A run's config derived from a study's: `config` with `changes`.
+
+    Args:
+        config: a training config, possibly with study sections.
+        changes: dotted field names to values (`{"optimizer.eta0": 0.1}`).
+
+    Returns:
+        A new config without the study sections, `quiet`, with `changes`.
+    """
+    run = config.copy_and_resolve_references()
+    with run.unlocked():
+        for section in STUDY_SECTIONS:
+            if section in run:
+                del run[section]
+        run.quiet = True
+        for key, value in changes.items():
+            holder = run
+            *path, name = key.split(".")
+            for part in path:
+                holder = holder[part]
+            holder[name] = value
+    return run
+
+
+def build_optimizer(optimizer_config, global_batch_size, steps_per_epoch,
+                    num_epochs):
+    """SGD with momentum driven by `LinearScalingOptimizer`."""
+    return LinearScalingOptimizer(
+        keras.optimizers.SGD(momentum=optimizer_config.momentum,
+                             nesterov=optimizer_config.nesterov),
+        eta0=optimizer_config.eta0,
+        global_batch_size=global_batch_size,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=optimizer_config.warmup_epochs,
+        warmup=optimizer_config.warmup,
+        rule=optimizer_config.rule,
+        boundaries_epochs=tuple(optimizer_config.boundaries_epochs),
+        decay_rate=optimizer_config.decay_rate,
+        decay=optimizer_config.decay,
+        total_epochs=num_epochs,
+        reference_batch_size=optimizer_config.reference_batch_size,
+    )
+
+
+@dataclasses.dataclass
+class Parts:
+    """What one run trains: built by `Experiment.build`."""
+
+    config: object
+    strategy: tf.distribute.Strategy
+    source: sources.Source
+    data: input_pipeline.InputPipeline
+    model: keras.Model
+    scaling: LinearScalingOptimizer
+    # `scaling`, or a `LossScaleOptimizer` around it (mixed_float16).
+    optimizer: keras.optimizers.Optimizer
+
+
+class Experiment:
+    """A validated config and the strategy its runs share.
+
+    Args:
+        config: a training config (`configs/digits_resnet.py`).
+        strategy: a strategy to use instead of making the one
+            `config.strategy` names.
+
+    Raises:
+        ValueError: naming the first bad field.
+    """
+
+    def __init__(self, config, strategy=None):
+        check_config(config)
+        self.config = config
+        if strategy is None:
+            distribute.set_threads(config.intra_op_threads,
+                                   config.inter_op_threads)
+            strategy = distribute.make_strategy(config.strategy, config.tpu)
+        self.strategy = strategy
+        self.replicas = strategy.num_replicas_in_sync
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+
+    def source(self, config=None):
+        """The data source of `config` (default: the experiment's)."""
+        config = config or self.config
+        return sources.make_source(config.dataset, config.seed)
+
+    def check_batch_sizes(self, batch_sizes, field="batch_size",
+                          num_train=None):
+        """Raises `ValueError` unless every batch size divides over the
+        replicas (and fits `num_train` training examples, if given)."""
+        for batch in batch_sizes:
+            _validation.positive_integer(field, batch)
+            shown = (f"{field}={batch}" if len(batch_sizes) == 1 else
+                     f"{batch} in {field}={tuple(batch_sizes)}")
+            if batch % self.replicas:
+                raise ValueError(
+                    f"`{field}` must be divisible by the {self.replicas} "
+                    f"replicas. Received: {shown}")
+            if num_train is not None and batch > num_train:
+                raise ValueError(
+                    f"`{field}` must be at most the {num_train} training "
+                    f"examples. Received: {shown}")
+
+    def build(self, config=None):
+        """Builds one run of `config` (default: the experiment's).
+
+        Sets Keras' global dtype policy to `config.precision` (the caller
+        restores it) and the random seed to `config.seed`.
+
+        Returns:
+            `Parts`.
+
+        Raises:
+            ValueError: for a bad field of `config`.
+        """
+        config = config or self.config
+        if config is not self.config:
+            check_config(config)
+        self.check_batch_sizes([config.batch_size])
+        image_dtype = distribute.set_precision(config.precision)
+        source = self.source(config)
+        data = input_pipeline.InputPipeline(
+            source, config.dataset, config.batch_size, config.seed,
+            image_dtype=image_dtype, deterministic=config.deterministic)
+        keras.utils.set_random_seed(config.seed)
+        with self.strategy.scope():
+            model = build_model(config.model, data.image_shape,
+                                source.num_classes)
+            scaling = build_optimizer(config.optimizer, config.batch_size,
+                                      data.steps_per_epoch,
+                                      config.num_epochs)
+            optimizer = scaling
+            if config.precision == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(scaling)
+            optimizer.build(model.trainable_variables)
+        return Parts(config, self.strategy, source, data, model, scaling,
+                     optimizer)

@@ -1,0 +1,171 @@
+"""Optional measurements that the training loop calls: hooks.
+
+A hook adds named sums to every training step (computed from the step's
+gradients, inside the compiled loop), turns the epoch's sums into columns
+of the training row, keeps state in the checkpoint, and may add entries to
+the summary at the end. Adding a measurement means writing a hook; the loop
+does not change.
+
+* `NoiseScaleHook` (`config.noise_scale`): the gradient noise scale
+  (McCandlish et al. 2018).
+* `CalibrationHook` (`config.calibrate`): temperature scaling on the
+  evaluation split at the end (Guo et al. 2017).
+"""
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_temperature import calibration, noise_scale
+from tf_temperature.training import io
+
+_SUM = tf.distribute.ReduceOp.SUM
+
+
+class Hook:
+    """The interface; every method has a do-nothing default."""
+
+    # Names of the sums `step_sums` returns.
+    sums = ()
+
+    def setup(self, parts):
+        """Called once with the run's `experiment.Parts`, in the
+        strategy's scope (make state variables here)."""
+
+    def trackables(self):
+        """`{name: trackable}` to save in the checkpoint."""
+        return {}
+
+    def step_sums(self, gradients):
+        """`{name: scalar}` for this replica's step (inside the loop)."""
+        del gradients
+        return {}
+
+    def columns(self, totals):
+        """Columns for the epoch's training row from the summed `totals`."""
+        del totals
+        return {}
+
+    def finish(self, parts, run_dir, rows, print_fn):
+        """Summary entries once training is done (chief only)."""
+        del parts, run_dir, rows, print_fn
+        return {}
+
+
+class NoiseScaleHook(Hook):
+    """The gradient noise scale `B_simple = tr(Sigma) / |G|^2` per epoch.
+
+    Several replicas: the small batch is each replica's own batch and the
+    big batch the global one (one extra all-reduce of the gradients). One
+    replica: the gradients of successive steps are paired (McCandlish et
+    al. 2018, App. A.1), the previous one kept in a checkpointed variable.
+    """
+
+    sums = ("small_sq", "big_sq", "pairs")
+
+    def setup(self, parts):
+        self.replicas = parts.strategy.num_replicas_in_sync
+        self.batch = parts.config.batch_size
+        self.state = None
+        if self.replicas > 1:
+            return
+        state = tf.Module(name="noise_scale")
+        state.gradient = [tf.Variable(tf.zeros(v.shape, tf.float32),
+                                      trainable=False)
+                          for v in parts.model.trainable_variables]
+        state.norm_sq = tf.Variable(0.0, trainable=False)
+        state.ready = tf.Variable(False, trainable=False)
+        self.state = state
+
+    def trackables(self):
+        return {"noise_scale": self.state} if self.state else {}
+
+    def step_sums(self, gradients):
+        grads = [tf.cast(g, tf.float32) for g in gradients]
+        if self.replicas > 1:
+            # Each replica's loss is averaged over the global batch: its
+            # own mean gradient is `replicas * grads`.
+            context = tf.distribute.get_replica_context()
+            total = context.all_reduce(_SUM, grads)
+            small = noise_scale.squared_norm([g * self.replicas
+                                              for g in grads])
+            big = noise_scale.squared_norm(total)
+            share = 1.0 / self.replicas
+            return {"small_sq": small * share, "big_sq": big * share,
+                    "pairs": tf.constant(share)}
+        state = self.state
+        norm_sq = noise_scale.squared_norm(grads)
+        big = noise_scale.squared_norm(
+            [(g + p) / 2.0 for g, p in zip(grads, state.gradient,
+                                           strict=True)])
+        ready = tf.cast(state.ready, tf.float32)
+        small = (norm_sq + state.norm_sq) / 2.0
+        for previous, gradient in zip(state.gradient, grads, strict=True):
+            previous.assign(gradient)
+        state.norm_sq.assign(norm_sq)
+        state.ready.assign(True)
+        return {"small_sq": small * ready, "big_sq": big * ready,
+                "pairs": ready}
+
+    def columns(self, totals):
+        pairs = float(totals["pairs"])
+        if not pairs:
+            return {}
+        small_batch, big_batch = ((self.batch // self.replicas, self.batch)
+                                  if self.replicas > 1
+                                  else (self.batch, 2 * self.batch))
+        return noise_scale.summarize(float(totals["small_sq"]) / pairs,
+                                     float(totals["big_sq"]) / pairs,
+                                     small_batch, big_batch)
+
+    def finish(self, parts, run_dir, rows, print_fn):
+        trains = [r for r in rows if r["split"] == "train"]
+        if trains and trains[-1].get("noise_scale"):
+            # McCandlish et al. 2018: B_crit ~ B_simple, where the linear
+            # scaling rule stops paying.
+            return {"critical_batch_size": float(trains[-1]["noise_scale"])}
+        return {}
+
+
+class CalibrationHook(Hook):
+    """Temperature scaling on the evaluation split (Guo et al. 2017):
+    `calibration_temperature`, NLL and ECE before and after, and
+    `reliability.png`."""
+
+    def finish(self, parts, run_dir, rows, print_fn):
+        model = parts.model
+        predict = tf.function(lambda images: model(images, training=False))
+        logits, labels = [], []
+        dataset = parts.data.eval_dataset(tf.distribute.InputContext())
+        for images, batch_labels, weights in dataset:
+            keep = weights.numpy() > 0
+            logits.append(predict(images).numpy().astype(np.float64)[keep])
+            labels.append(batch_labels.numpy()[keep])
+        logits, labels = np.concatenate(logits), np.concatenate(labels)
+        try:
+            found = calibration.calibrate(logits, labels)
+        except ValueError as error:
+            logging.warning("calibration skipped: %s", error)
+            return {"calibration_skipped": str(error)}
+        figure = calibration.reliability_figure(
+            logits, labels, temperature=found["temperature"],
+            title=f"{model.name}, {found['examples']} eval examples")
+        io.save_figure(figure, io.join(run_dir, "reliability.png"), dpi=100)
+        if print_fn:
+            print_fn(
+                f"calibration: T={found['temperature']:.3f}, ECE "
+                f"{found['ece_before']:.4f} -> {found['ece_after']:.4f}, NLL "
+                f"{found['nll_before']:.4f} -> {found['nll_after']:.4f}")
+        return {"calibration_temperature": found["temperature"],
+                **{f"calibration_{key}": value for key, value in found.items()
+                   if key != "temperature"}}
+
+
+def from_config(config):
+    """The hooks a training config asks for."""
+    hooks = []
+    if config.noise_scale:
+        hooks.append(NoiseScaleHook())
+    if config.calibrate:
+        hooks.append(CalibrationHook())
+    return hooks

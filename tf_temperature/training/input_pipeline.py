@@ -1,0 +1,233 @@
+"""Distributed tf.data datasets for training and evaluation.
+
+The global batch `B` is split across replicas with
+`strategy.distribute_datasets_from_function`: each input pipeline reads its
+shard (`InputContext`) and batches `B / replicas` examples, with static
+shapes (`drop_remainder=True`). An epoch is `num_train // B` steps; the
+training data of each epoch is shuffled with a seed derived from the epoch,
+and every random crop and flip draws a stateless seed derived from the
+epoch and the example's position, so a run resumed mid-epoch (`skip_steps`)
+sees exactly the batches it would have seen. Evaluation pads the last batch
+with zero-weight examples, so that every example is counted once. The
+sources are in `sources`.
+"""
+
+import math
+
+import tensorflow as tf
+
+from tf_temperature.training import preprocessing
+
+
+def noisy_label(label, fraction, num_classes, seed):
+    """`label`, or with probability `fraction` a uniformly random label.
+
+    The random label may equal the true one (symmetric noise; the share
+    of wrong labels is `fraction * (1 - 1 / num_classes)`). `seed` is a
+    stateless seed (shape [2]): the trainer keys it by epoch and example,
+    so every epoch draws afresh (noise that no network can memorize, unlike
+    the fixed random labels of Zhang et al. 2017) and a resumed run draws
+    the same. It is the label-noise variance `sigma^2` of the linear
+    regression system (`tf_temperature.studies.linear_regression`) for a
+    classifier: the loss cannot go below the entropy of the noisy labels
+    (`label_noise_entropy`), and SGD equilibrates above that floor.
+    """
+    draw_seed, label_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+    flip = tf.random.stateless_uniform([], draw_seed) < fraction
+    random_label = tf.random.stateless_uniform(
+        [], label_seed, maxval=num_classes, dtype=tf.int32)
+    return tf.where(flip, tf.cast(random_label, label.dtype), label)
+
+
+def label_noise_entropy(fraction, num_classes):
+    """The lowest expected cross-entropy under `noisy_label`: the entropy
+    of `(1 - f) onehot + f / num_classes` (nats)."""
+    q_true = 1.0 - fraction + fraction / num_classes
+    q_other = fraction / num_classes
+    entropy = -q_true * math.log(q_true)
+    if q_other > 0:
+        entropy -= (num_classes - 1) * q_other * math.log(q_other)
+    return entropy
+
+
+class InputPipeline:
+    """Distributed training and evaluation datasets for one run.
+
+    Args:
+        source: a `Source`.
+        config: the `dataset` config (augmentation, image size, ...).
+        global_batch_size: `B`, over all replicas.
+        seed: base seed of shuffling and augmentation.
+        image_dtype: dtype of the images fed to the model (bfloat16 under
+            the `mixed_bfloat16` policy: the cast is the last op).
+        deterministic: keep tf.data's element order deterministic.
+    """
+
+    def __init__(self, source, config, global_batch_size, seed,
+                 image_dtype="float32", deterministic=True):
+        self.source = source
+        self.config = config
+        self.global_batch_size = global_batch_size
+        self.seed = seed
+        self.image_dtype = tf.as_dtype(image_dtype)
+        self.deterministic = deterministic
+        self.steps_per_epoch = source.num_train // global_batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"`batch_size` must be at most the {source.num_train} "
+                f"training examples. Received: batch_size={global_batch_size}"
+            )
+        self.eval_steps = None  # Known once the eval dataset is made.
+        self.image_shape = (config.image_size, config.image_size,
+                            source.channels)
+
+    # --- Per-example preprocessing. -----------------------------------------
+
+    def _decode(self, image):
+        if self.source.encoded:
+            image = tf.io.decode_image(image, channels=self.source.channels,
+                                       expand_animations=False)
+        return image
+
+    def _finish(self, image):
+        image = preprocessing.normalize(image, self.source.mean,
+                                        self.source.std)
+        image = tf.ensure_shape(image, self.image_shape)
+        return tf.cast(image, self.image_dtype)
+
+    def preprocess_train(self, image, seed):
+        """One training example: augmentation, normalization, cast."""
+        size, augment = self.config.image_size, self.config.augment
+        crop_seed, flip_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, 2))
+        if augment == "imagenet":
+            if self.source.encoded:
+                image = preprocessing.decode_and_random_resized_crop(
+                    image, size, crop_seed, channels=self.source.channels)
+            else:
+                image = preprocessing.random_resized_crop(image, size,
+                                                          crop_seed)
+        else:
+            image = preprocessing.resize(self._decode(image), size)
+            if augment == "cifar":
+                image = preprocessing.pad_and_random_crop(image, crop_seed)
+        if augment != "none" and self.config.flip:
+            image = preprocessing.random_flip(image, flip_seed)
+        return self._finish(image)
+
+    def preprocess_eval(self, image):
+        """One evaluation example: central crop or resize, normalization."""
+        size = self.config.image_size
+        if self.config.augment == "imagenet":
+            if self.source.encoded:
+                image = preprocessing.decode_and_center_crop(
+                    image, size, channels=self.source.channels)
+            else:
+                image = preprocessing.center_crop(image, size)
+        else:
+            image = preprocessing.resize(self._decode(image), size)
+        return self._finish(image)
+
+    # --- Datasets. ---------------------------------------------------------
+
+    def _options(self):
+        options = tf.data.Options()
+        options.deterministic = self.deterministic
+        options.experimental_optimization.map_parallelization = True
+        return options
+
+    def _epoch_seed(self, epoch, pipeline_id):
+        return self.seed * 1_000_003 + epoch * 1_009 + pipeline_id
+
+    def train_dataset(self, context, epoch, skip_steps=0):
+        """The training batches of one epoch for one input pipeline.
+
+        Args:
+            context: a `tf.distribute.InputContext`.
+            epoch: the epoch (seeds the shuffle and the augmentation).
+            skip_steps: batches of this epoch already trained (resume).
+
+        Returns:
+            A dataset of `steps_per_epoch - skip_steps` batches of
+            `(images, labels)` of the per-replica batch size.
+        """
+        batch = context.get_per_replica_batch_size(self.global_batch_size)
+        # One step takes a per-replica batch for each replica this input
+        # pipeline feeds (all of them under MirroredStrategy).
+        replicas = max(1, context.num_replicas_in_sync
+                       // context.num_input_pipelines)
+        dataset = self.source.train
+        if context.num_input_pipelines > 1:
+            dataset = dataset.shard(context.num_input_pipelines,
+                                    context.input_pipeline_id)
+        epoch_seed = self._epoch_seed(epoch, context.input_pipeline_id)
+        buffer = int(self.config.shuffle_buffer) or self.source.num_train
+        dataset = dataset.shuffle(min(buffer, self.source.num_train),
+                                  seed=epoch_seed,
+                                  reshuffle_each_iteration=False)
+        # Never run out: an epoch is counted in steps, not passes.
+        dataset = dataset.repeat().enumerate()
+        dataset = dataset.skip(skip_steps * replicas * batch)
+
+        noise = self.config.label_noise
+
+        def preprocess(index, example):
+            image, label = example
+            seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
+            if noise:
+                label = noisy_label(
+                    label, noise, self.source.num_classes,
+                    tf.random.experimental.stateless_fold_in(seed, 1))
+            return self.preprocess_train(image, seed), label
+
+        dataset = dataset.map(preprocess,
+                              num_parallel_calls=tf.data.AUTOTUNE)
+        if self.source.encoded and not self.config.strict:
+            # A file damaged past its header: skip it rather than crash.
+            dataset = dataset.ignore_errors(log_warning=True)
+        dataset = dataset.batch(batch, drop_remainder=True)
+        dataset = dataset.take((self.steps_per_epoch - skip_steps) * replicas)
+        return dataset.prefetch(tf.data.AUTOTUNE).with_options(
+            self._options())
+
+    def eval_dataset(self, context):
+        """All evaluation examples once, for one input pipeline.
+
+        Batches are `(images, labels, weights)`; the padding that fills the
+        last batch has weight 0. Every input pipeline yields `eval_steps`
+        batches, as multi-worker collectives require.
+        """
+        batch = context.get_per_replica_batch_size(self.global_batch_size)
+        pipelines = context.num_input_pipelines
+        dataset = self.source.eval
+        if pipelines > 1:
+            dataset = dataset.shard(pipelines, context.input_pipeline_id)
+        largest_shard = math.ceil(self.source.num_eval / pipelines)
+        per_pipeline_batch = batch * max(
+            1, context.num_replicas_in_sync // pipelines)
+        self.eval_steps = math.ceil(largest_shard / per_pipeline_batch)
+        dataset = dataset.take(self.source.num_eval)
+        dataset = dataset.map(
+            lambda image, label: (self.preprocess_eval(image),
+                                  tf.cast(label, tf.int32), 1.0),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        if self.source.encoded and not self.config.strict:
+            dataset = dataset.ignore_errors(log_warning=True)
+        padding = tf.data.Dataset.from_tensors((
+            tf.zeros(self.image_shape, self.image_dtype),
+            tf.constant(0, tf.int32), 0.0)).repeat()
+        dataset = dataset.concatenate(padding)
+        dataset = dataset.take(self.eval_steps * per_pipeline_batch)
+        dataset = dataset.batch(batch, drop_remainder=True)
+        return dataset.prefetch(tf.data.AUTOTUNE).with_options(
+            self._options())
+
+    def distributed_train(self, strategy, epoch, skip_steps=0):
+        """`train_dataset` for every input pipeline of `strategy`."""
+        return strategy.distribute_datasets_from_function(
+            lambda context: self.train_dataset(context, epoch, skip_steps))
+
+    def distributed_eval(self, strategy):
+        """`eval_dataset` for every input pipeline of `strategy`."""
+        return strategy.distribute_datasets_from_function(self.eval_dataset)

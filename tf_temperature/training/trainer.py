@@ -1,0 +1,393 @@
+"""The training run: `train_and_evaluate(config, workdir)`.
+
+The learning rate is `eta = B * eta0` with warmup and decay
+(`LinearScalingOptimizer`, Goyal et al. 2017), `B` being the actual global
+batch. Each epoch trains `num_train // B` steps in the compiled loop
+(`loops`), evaluates, writes one row per split to `metrics.csv` and
+TensorBoard (`writers`, with the learning rate and the temperature
+`eta / B`) and saves a checkpoint (`checkpoints`). Rerunning on the same
+workdir restores the latest checkpoint and goes on from its step with the
+same data order (`input_pipeline`), so the rerun's weights and
+`metrics.csv` equal an uninterrupted run's. A non-finite loss stops the run
+at that step, before anything is saved, with `DivergedError`. SIGTERM saves
+a checkpoint at the end of the current host call and raises `Preempted`.
+Optional measurements are `hooks`. The workdir may be local or a bucket
+(`io`).
+"""
+
+import hashlib
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_temperature.training import (
+    checkpoints,
+    distribute,
+    experiment,
+    faults,
+    hooks,
+    io,
+    loops,
+    sources,
+    workdir,
+    writers,
+)
+
+
+class DivergedError(Exception):
+    """The loss became NaN or infinite: the run was too hot."""
+
+
+class Preempted(BaseException):  # noqa: N818 -- a stop, like SystemExit.
+    """SIGTERM arrived: a checkpoint was saved at `step`; rerun to resume.
+
+    A `BaseException`, like `KeyboardInterrupt`: code that catches
+    `Exception` (keras-tuner marks such trials failed) lets it through.
+    """
+
+    def __init__(self, step):
+        super().__init__(
+            f"preempted (SIGTERM) at step {step}: checkpoint saved; rerun "
+            "the same command to resume from it")
+        self.step = step
+
+
+def weights_fingerprint(weights):
+    """A short hash of `weights`: equal iff they are bit-equal."""
+    digest = hashlib.sha256()
+    for weight in weights:
+        digest.update(np.ascontiguousarray(
+            keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare(config, workdir_path, print_fn=print, strategy=None,
+            setup=None):
+    """Checks the input and builds everything; writes nothing yet.
+
+    Sets Keras' global dtype policy to `config.precision`.
+
+    Args:
+        config: an `ml_collections.ConfigDict` like `configs/digits_resnet.py`.
+        workdir_path: the run directory, local or `gs://` (created by
+            `run()` if needed).
+        print_fn: called with one line per epoch; `config.quiet` or None
+            silences it.
+        strategy: a `tf.distribute` strategy to use instead of making the
+            one `config.strategy` names.
+        setup: an `experiment.Experiment` whose strategy to share (a study
+            makes one for all its runs); `config` may differ from its own.
+
+    Returns:
+        A `Trainer`; its `run()` trains, evaluates and returns the summary.
+
+    Raises:
+        ValueError: for bad input: a config field, the data, the workdir.
+    """
+    workdir.check_workdir(workdir_path)
+    if setup is None:
+        setup = experiment.Experiment(config, strategy)
+    return Trainer(setup.build(config), workdir_path,
+                   None if config.quiet else print_fn)
+
+
+def train_and_evaluate(config, workdir_path, print_fn=print, strategy=None,
+                       setup=None):
+    """Trains and evaluates as `config` says, in (or resuming) a workdir.
+
+    Args: as `prepare`.
+
+    Returns:
+        The summary dict also written to `workdir/summary.json`.
+
+    Raises:
+        ValueError: for bad input (a config field, the data, the workdir),
+            before anything is written; `workdir.WorkdirInUseError` if
+            another run holds the workdir; `checkpoints.ConfigMismatchError`
+            if its checkpoint was written by another config.
+        DivergedError: when the loss becomes NaN or infinite.
+    """
+    previous_policy = keras.config.dtype_policy()
+    try:
+        return prepare(config, workdir_path, print_fn, strategy,
+                       setup).run()
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _row(parts, hook_list, epoch, step, split, totals, wall_time):
+    """One `metrics.csv` row from an epoch's summed `totals`."""
+    count = max(float(totals["count"]), 1.0)
+    batch = parts.config.batch_size
+    rate = float(parts.scaling.schedule(max(step - 1, 0)))
+    row = {
+        "epoch": epoch, "step": step, "examples_seen": step * batch,
+        "split": split, "loss": float(totals["loss"]) / count,
+        "error": 1.0 - float(totals["correct"]) / count,
+        "top5_error": (1.0 - float(totals["correct5"]) / count
+                       if parts.source.num_classes > 10 else ""),
+        "learning_rate": rate, "temperature": rate / batch,
+        "wall_time": round(wall_time, 3),
+    }
+    if split == "train":
+        for hook in hook_list:
+            row.update(hook.columns(totals))
+    return row
+
+
+def progress_line(rows, num_epochs, images_per_sec):
+    """The line printed after each epoch."""
+    train, evaluation = rows
+    noise = (f"B_simple {train['noise_scale']:.3g}  "
+             if "noise_scale" in train else "")
+    speed = (f"{images_per_sec:,.0f} img/s" if images_per_sec is not None
+             else "evaluated on resume")
+    return (
+        f"epoch {train['epoch']:3d}/{num_epochs} step {train['step']:6d}  "
+        f"train loss {train['loss']:.4f} err {train['error']:.4f}  "
+        f"eval loss {evaluation['loss']:.4f} err {evaluation['error']:.4f}  "
+        f"eta {train['learning_rate']:.3g} T {train['temperature']:.3g}  "
+        f"{noise}{speed}")
+
+
+class Trainer:
+    """One run: the parts built, the files, and the epoch loop.
+
+    Args:
+        parts: `experiment.Parts`.
+        workdir_path: the run directory.
+        print_fn: one line per epoch, or None.
+    """
+
+    def __init__(self, parts, workdir_path, print_fn=None):
+        self.parts = parts
+        self.config = config = parts.config
+        self.workdir = workdir_path
+        self.print_fn = print_fn
+        self.chief = distribute.is_chief(parts.strategy)
+        self.hooks = hooks.from_config(config)
+        with parts.strategy.scope():
+            for hook in self.hooks:
+                hook.setup(parts)
+        top5 = parts.source.num_classes > 10
+        self.sum_names = loops.METRIC_SUMS + tuple(
+            name for hook in self.hooks for name in hook.sums)
+        # The running sums of the epoch so far, saved with every checkpoint:
+        # a run resumed mid-epoch reports the whole epoch's loss, as an
+        # uninterrupted one does. On the host (float64 is not a TPU type).
+        self.epoch_sums = {name: tf.Variable(0.0, dtype=tf.float64,
+                                             trainable=False)
+                           for name in self.sum_names}
+        self.train_loop = loops.make_loop(
+            parts.strategy, loops.make_train_step(
+                parts.model, parts.optimizer, config.batch_size, top5,
+                self.hooks, config.jit_compile),
+            self.sum_names, stop_if_not_finite=True)
+        self.eval_loop = loops.make_loop(
+            parts.strategy, loops.make_eval_step(parts.model, top5),
+            loops.METRIC_SUMS)
+        self.steps_per_epoch = parts.data.steps_per_epoch
+        self.description = (
+            f"{sources.describe(parts.source)}; {parts.model.name}, "
+            f"B={config.batch_size} on {parts.strategy.num_replicas_in_sync}"
+            f" replica(s), {self.steps_per_epoch} steps per epoch, "
+            f"eta0={parts.scaling.eta0:.4g}, "
+            f"eta={parts.scaling.schedule.target_learning_rate:.4g}")
+        self._stream = None
+
+    @property
+    def step(self):
+        """The optimizer's step count."""
+        return int(self.parts.scaling.iterations.numpy())
+
+    def train_steps(self, num_steps):
+        """Trains `num_steps` steps now, epoch after epoch, writing
+        nothing (the benchmark's entry); returns the summed step sums."""
+        totals = dict.fromkeys(self.sum_names, 0.0)
+        while num_steps > 0:
+            if self._stream is None or not self._stream[1]:
+                epoch = self.step // self.steps_per_epoch
+                self._stream = [iter(self.parts.data.distributed_train(
+                    self.parts.strategy, epoch)), self.steps_per_epoch]
+            chunk = min(self.config.steps_per_loop, num_steps,
+                        self._stream[1])
+            found = self.train_loop(self._stream[0], tf.constant(chunk))
+            for name, value in found.items():
+                totals[name] += float(value)
+            self._stream[1] -= chunk
+            num_steps -= chunk
+        return totals
+
+    def run(self):
+        """Trains (or resumes) to the end; returns the summary.
+
+        Raises:
+            DivergedError, Preempted, checkpoints.ConfigMismatchError,
+            checkpoints.UnreadableCheckpointsError,
+            workdir.WorkdirInUseError.
+        """
+        run_dir = self.workdir
+        if not self.chief:  # Multi-worker checkpointing: every worker saves.
+            task_type, task_id = distribute.task_info()
+            run_dir = io.join(self.workdir, "workers",
+                              f"{task_type}{task_id}")
+        with workdir.RunLock(run_dir):
+            saved = {"model": self.parts.model,
+                     "optimizer": self.parts.optimizer,
+                     "epoch_sums": self.epoch_sums}
+            for hook in self.hooks:
+                saved.update(hook.trackables())
+            store = checkpoints.Checkpoints(
+                saved, io.join(run_dir, "checkpoints"),
+                io.join(self.workdir, "checkpoints"),
+                self.config.keep_checkpoints)
+            restored = store.restore()
+            out = writers.MetricWriters(run_dir, enabled=self.chief)
+            with checkpoints.StopSignal(self.parts.strategy, store) as stop:
+                return _Epochs(self, run_dir, store, out, stop).run(restored)
+
+
+class _Epochs:
+    """The epoch loop of one `Trainer.run` call."""
+
+    def __init__(self, trainer, run_dir, store, out, stop):
+        self.t, self.run_dir, self.store = trainer, run_dir, store
+        self.out, self.stop = out, stop
+        self.started = time.perf_counter()
+        self.wall_offset = 0.0
+        self.images_per_sec = None
+
+    def run(self, restored):
+        t, config = self.t, self.t.config
+        start = t.step
+        spe = t.steps_per_epoch
+        if t.chief:
+            # Rows of work after the restored checkpoint are redone.
+            self.out.log.keep_until(start)
+            io.write_json(io.join(self.run_dir, "config.json"),
+                          config.to_dict())
+        previous = self.out.log.read()
+        self.wall_offset = (float(previous[-1]["wall_time"]) if previous
+                            else 0.0)
+        if t.print_fn:
+            t.print_fn(t.description + (
+                f"; resumed at step {start} from {io.basename(restored)}"
+                if restored else ""))
+        epoch, skip = divmod(start, spe)
+        # Every worker decides from the chief's table (they must agree: an
+        # evaluation is a collective step).
+        recorded = writers.MetricsLog(io.join(t.workdir, "metrics.csv"))
+        if epoch and not skip and not any(
+                int(row["step"]) == start for row in recorded.read()):
+            # Stopped after the epoch's last step, before its rows were
+            # written: evaluate and record it now, from the saved sums.
+            epoch, skip = epoch - 1, spe
+        while epoch < config.num_epochs:
+            totals = self._train_epoch(epoch, skip)
+            self._end_epoch(epoch, totals)
+            epoch, skip = epoch + 1, 0
+        return self._finish(diverged=False)
+
+    def _train_epoch(self, epoch, skip):
+        t, config = self.t, self.t.config
+        spe, every = t.steps_per_epoch, config.checkpoint_every_steps
+        totals = ({k: float(v.numpy()) for k, v in t.epoch_sums.items()}
+                  if skip else dict.fromkeys(t.sum_names, 0.0))
+        step = epoch * spe + skip
+        if step == (epoch + 1) * spe:
+            self.images_per_sec = None  # Trained before the stop.
+            return totals
+        iterator = iter(t.parts.data.distributed_train(t.parts.strategy,
+                                                       epoch, skip))
+        began = time.perf_counter()
+        while step < (epoch + 1) * spe:
+            chunk = min(config.steps_per_loop, (epoch + 1) * spe - step)
+            if every:
+                chunk = min(chunk, every - step % every)
+            found = t.train_loop(iterator, tf.constant(chunk))
+            for name, value in found.items():
+                totals[name] += float(value)
+                t.epoch_sums[name].assign(totals[name])
+            step = t.step
+            if not math.isfinite(totals["loss"]):
+                self._diverged(step, epoch)
+            faults.point("train_step", step)
+            self.stop.poll()
+            if self.stop.requested:
+                self.store.save(step)
+                raise Preempted(step)
+            if every and step % every == 0 and step % spe:
+                self.store.save(step)
+        self.images_per_sec = ((spe - skip) * config.batch_size
+                               / (time.perf_counter() - began))
+        faults.point("epoch_trained", step)
+        return totals
+
+    def _end_epoch(self, epoch, totals):
+        t = self.t
+        step = t.step
+        eval_totals = t.eval_loop(
+            iter(t.parts.data.distributed_eval(t.parts.strategy)),
+            tf.constant(t.parts.data.eval_steps))
+        faults.point("evaluating", step)
+        wall = self.wall_offset + time.perf_counter() - self.started
+        rows = [_row(t.parts, t.hooks, epoch + 1, step, split, sums, wall)
+                for split, sums in (("train", totals),
+                                    ("eval", eval_totals))]
+        self.out.write(rows)
+        faults.point("recorded", step)
+        self.store.save(step)
+        if t.print_fn:
+            t.print_fn(progress_line(rows, t.config.num_epochs,
+                                     self.images_per_sec))
+        if self.stop.requested and epoch + 1 < t.config.num_epochs:
+            raise Preempted(step)
+
+    def _finish(self, diverged):
+        t = self.t
+        rows = self.out.log.read()
+        evals = [r for r in rows if r["split"] == "eval"]
+        trains = [r for r in rows if r["split"] == "train"]
+        summary = {
+            "diverged": diverged, "step": t.step,
+            "epochs": int(t.config.num_epochs),
+            "global_batch_size": t.config.batch_size,
+            "eta0": t.parts.scaling.eta0,
+            "images_per_sec": self.images_per_sec,
+            "replicas": t.parts.strategy.num_replicas_in_sync,
+            # Trainable weights (synchronized across replicas and workers),
+            # and every weight (batch-norm statistics are per replica).
+            "weights": weights_fingerprint(t.parts.model.trainable_weights),
+            "all_weights": weights_fingerprint(t.parts.model.weights),
+        }
+        if evals:
+            best = min(evals, key=lambda r: float(r["error"]))
+            summary.update(
+                final_eval_error=float(evals[-1]["error"]),
+                final_eval_loss=float(evals[-1]["loss"]),
+                final_train_error=float(trains[-1]["error"]),
+                final_train_loss=float(trains[-1]["loss"]),
+                best_eval_error=float(best["error"]),
+                best_eval_epoch=int(best["epoch"]),
+            )
+        if not diverged and t.chief:
+            for hook in t.hooks:
+                summary.update(hook.finish(t.parts, self.run_dir, rows,
+                                           t.print_fn))
+        io.write_json(io.join(self.run_dir, "summary.json"), summary)
+        return summary
+
+    def _diverged(self, step, epoch):
+        t = self.t
+        rate = float(t.parts.scaling.schedule(max(step - 1, 0)))
+        batch = t.config.batch_size
+        self._finish(diverged=True)
+        raise DivergedError(
+            f"training diverged at step {step} (epoch {epoch + 1}): the loss "
+            f"is not finite with eta0={t.parts.scaling.eta0:.4g}, "
+            f"eta={rate:.4g}, B={batch}, T=eta/B={rate / batch:.4g}"
+            "; lower optimizer.eta0 (nothing was saved after the last "
+            "good checkpoint)")
