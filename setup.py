@@ -34,13 +34,19 @@ setuptools.setup(
     install_requires=[
         TENSORFLOW,
         "keras>=3.5,<4",
-        "keras-tuner>=1.4.7",
+        # tf_temperature.studies.tuning subclasses keras-tuner's Oracle and
+        # uses `keras_tuner.engine.trial.TrialStatus` (its own grid oracle,
+        # because GridSearchOracle loses its place on reload: keras-tuner
+        # issue 1055): private API, so below the next minor version.
+        "keras-tuner>=1.4.7,<1.5",
         # keras-tuner imports tensorboard; TF 2.21 no longer depends on it.
         "tensorboard>=2.16",
         "tensorflow-datasets>=4.9",
         "absl-py>=2.0",
         "ml-collections>=0.1.1",
         "pandas>=2.0",
+        # pandas' `DataFrame.to_markdown` (the README tables).
+        "tabulate>=0.9",
         # Its bundled `load_digits` is the embedded default data set.
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
@@ -48,6 +54,9 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8", "scipy>=1.11", "ruff>=0.5"],
+        # The Keras library part (layers, schedules, sampling, ...) also
+        # runs on JAX; training and studies stay TensorFlow.
+        "jax": ["jax[cpu]>=0.4.30"],
         # NVIDIA GPUs on Linux: TensorFlow's CUDA and cuDNN wheels.
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
     },

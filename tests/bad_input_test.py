@@ -13,6 +13,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import override
 
 import tf_temperature as tt
 from tf_temperature import calibration, models
@@ -25,6 +26,8 @@ TINY = ["--config.num_epochs=1", "--config.model.depth=8",
 
 # (id, pipeline, flags, the one error line it must print). "{tmp}" is the
 # test's temporary directory; the workdir is {tmp}/run unless a flag says.
+# These run the real entry point in a subprocess: flag parsing, config
+# loading, one field check, a lock held by another process.
 CLI_CASES = [
     ("unknown_config_key", "train", ["--config.model.no_such_field=1"],
      "error: --config: no field named 'no_such_field'; the accepted fields "
@@ -38,62 +41,66 @@ CLI_CASES = [
     ("unknown_strategy", "train", ["--config.strategy=gpus"],
      "error: `strategy` must be one of 'auto', 'cpu', 'one_device', "
      "'mirrored', 'multi_worker', 'tpu'. Received: strategy='gpus'"),
-    ("batch_size_zero", "train", ["--config.batch_size=0"],
-     "error: `batch_size` must be an integer >= 1. Received: batch_size=0"),
-    ("negative_eta0", "train", ["--config.optimizer.eta0=-0.1"],
-     "error: `optimizer.eta0` must be a finite number > 0. Received: "
-     "optimizer.eta0=-0.1"),
-    ("momentum_out_of_range", "train", ["--config.optimizer.momentum=1.5"],
-     "error: `optimizer.momentum` must be in [0, 1). Received: "
-     "optimizer.momentum=1.5"),
-    ("unknown_model_family", "train", ["--config.model.family=vgg"],
-     "error: `model.family` must be one of 'cifar', 'imagenet', 'linear', "
-     "'mlp'. Received: model.family='vgg'"),
-    ("cifar_depth_not_6n_plus_2", "train", ["--config.model.depth=21"],
-     "error: `depth` must be of the form 6n+2"),
-    ("unknown_dataset", "train", ["--config.dataset.name=imagenet"],
-     "error: `dataset.name` must be one of 'digits', 'synthetic', 'tfds', "
-     "'folder'. Received: dataset.name='imagenet'"),
-    ("label_noise_out_of_range", "train",
-     ["--config.dataset.label_noise=1.5"],
-     "error: `dataset.label_noise` must be a number in [0, 1). Received: "
-     "dataset.label_noise=1.5"),
-    ("image_folder_missing", "train",
-     ["--config.dataset.name=folder",
-      "--config.dataset.train_dir={tmp}/missing"],
-     "error: `dataset.train_dir` must be a directory with one "
-     "sub-directory of images per class."),
-    ("image_folder_without_images", "train",
-     ["--config.dataset.name=folder",
-      "--config.dataset.train_dir={tmp}/empty_images"],
-     "error: `dataset.train_dir` holds no JPEG or PNG images in class "
-     "sub-directories."),
-    ("tfds_not_prepared", "train",
-     ["--config.dataset.name=tfds", "--config.dataset.tfds_name=cifar10",
-      "--config.dataset.data_dir={tmp}/no_data"],
-     "error: tfds dataset 'cifar10' is not prepared in dataset.data_dir="),
-    ("workdir_missing", "train", ["--workdir="],
-     "error: `workdir` is required. Received: workdir=''"),
-    ("workdir_is_a_file", "train", ["--workdir={tmp}/a_file"],
-     "error: `workdir` must be a directory, not a file. Received: "
-     "workdir="),
     ("workdir_held_by_another_run", "train", ["--workdir={tmp}/held"],
      "error: `workdir` is in use by another run (pid "),
     ("unexpected_argument", "train", ["extra"],
      "error: unexpected arguments: extra"),
-    ("tune_unknown_mode", "tune", ["--config.tune.mode=random"],
-     "error: `tune.mode` must be one of 'grid', 'bayesian', 'hyperband', "
-     "'transfer'. Received: tune.mode='random'"),
-    ("tune_no_batch_sizes", "tune", ["--config.tune.batch_sizes=()"],
-     "error: `tune.batch_sizes` must not be empty. Received: "
-     "tune.batch_sizes=()"),
-    ("tune_eta0_range_reversed", "tune", ["--config.tune.eta0_min=0.1"],
-     "error: `tune.eta0_min` must be below tune.eta0_max=0.03125. "
-     "Received: tune.eta0_min=0.1"),
     ("tune_unknown_key", "tune", ["--config.tune.nope=1"],
      "error: --config: no field named 'nope'; the accepted fields are those "
      "of the config file"),
-    ("tune_workdir_is_a_file", "tune", ["--workdir={tmp}/a_file"],
+    ("tune_unknown_mode", "tune", ["--config.tune.mode=random"],
+     "error: `tune.mode` must be one of 'grid', 'bayesian', 'hyperband', "
+     "'transfer'. Received: tune.mode='random'"),
+]
+
+# The same for config fields and workdirs, in this process: what the entry
+# point does after parsing (`_cli.run_job` around the pipeline's first
+# call). (id, pipeline, changes, workdir, the one error line.)
+FIELD_CASES = [
+    ("batch_size_zero", "train", {"batch_size": 0}, None,
+     "error: `batch_size` must be an integer >= 1. Received: batch_size=0"),
+    ("negative_eta0", "train", {"optimizer.eta0": -0.1}, None,
+     "error: `optimizer.eta0` must be a finite number > 0. Received: "
+     "optimizer.eta0=-0.1"),
+    ("momentum_out_of_range", "train", {"optimizer.momentum": 1.5}, None,
+     "error: `optimizer.momentum` must be in [0, 1). Received: "
+     "optimizer.momentum=1.5"),
+    ("unknown_model_family", "train", {"model.family": "vgg"}, None,
+     "error: `model.family` must be one of 'cifar', 'imagenet', 'linear', "
+     "'mlp'. Received: model.family='vgg'"),
+    ("cifar_depth_not_6n_plus_2", "train", {"model.depth": 21}, None,
+     "error: `depth` must be of the form 6n+2"),
+    ("unknown_dataset", "train", {"dataset.name": "imagenet"}, None,
+     "error: `dataset.name` must be one of 'digits', 'synthetic', 'tfds', "
+     "'folder'. Received: dataset.name='imagenet'"),
+    ("label_noise_out_of_range", "train", {"dataset.label_noise": 1.5}, None,
+     "error: `dataset.label_noise` must be a number in [0, 1). Received: "
+     "dataset.label_noise=1.5"),
+    ("image_folder_missing", "train",
+     {"dataset.name": "folder", "dataset.train_dir": "{tmp}/missing"}, None,
+     "error: `dataset.train_dir` must be a directory with one "
+     "sub-directory of images per class."),
+    ("image_folder_without_images", "train",
+     {"dataset.name": "folder", "dataset.train_dir": "{tmp}/empty_images"},
+     None,
+     "error: `dataset.train_dir` holds no JPEG or PNG images in class "
+     "sub-directories."),
+    ("tfds_not_prepared", "train",
+     {"dataset.name": "tfds", "dataset.tfds_name": "cifar10",
+      "dataset.data_dir": "{tmp}/no_data"}, None,
+     "error: tfds dataset 'cifar10' is not prepared in dataset.data_dir="),
+    ("workdir_missing", "train", {}, "",
+     "error: `workdir` is required. Received: workdir=''"),
+    ("workdir_is_a_file", "train", {}, "{tmp}/a_file",
+     "error: `workdir` must be a directory, not a file. Received: "
+     "workdir="),
+    ("tune_no_batch_sizes", "tune", {"tune.batch_sizes": ()}, None,
+     "error: `tune.batch_sizes` must not be empty. Received: "
+     "tune.batch_sizes=()"),
+    ("tune_eta0_range_reversed", "tune", {"tune.eta0_min": 0.1}, None,
+     "error: `tune.eta0_min` must be below tune.eta0_max=0.03125. "
+     "Received: tune.eta0_min=0.1"),
+    ("tune_workdir_is_a_file", "tune", {}, "{tmp}/a_file",
      "error: `workdir` must be a directory, not a file. Received: "
      "workdir="),
 ]
@@ -136,6 +143,39 @@ def test_cli_bad_input(tmp_path, pipeline, flags, message):
               if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(message), \
         result.stderr[-2000:]
+    assert snapshot(tmp_path) == before  # Nothing written anywhere.
+
+
+@pytest.mark.parametrize("pipeline, changes, run_dir, message",
+                         [case[1:] for case in FIELD_CASES],
+                         ids=[case[0] for case in FIELD_CASES])
+def test_field_bad_input(tmp_path, capsys, pipeline, changes, run_dir,
+                         message):
+    from configs import digits_resnet, tune_digits
+    from pipelines import _cli
+    from tf_temperature.studies import tuning
+    from tf_temperature.training import trainer
+
+    prepare_fixtures(tmp_path)
+    config = (digits_resnet if pipeline == "train"
+              else tune_digits).get_config()
+    tiny = {"num_epochs": 1, "model.depth": 8, "model.width": 4,
+            "optimizer.boundaries_epochs": ()}
+    override(config, {**tiny, **{
+        key: value.replace("{tmp}", str(tmp_path))
+        if isinstance(value, str) else value
+        for key, value in changes.items()}})
+    run_dir = (str(tmp_path / "run") if run_dir is None
+               else run_dir.replace("{tmp}", str(tmp_path)))
+    job = (lambda: trainer.prepare(config, run_dir)) if pipeline == "train" \
+        else (lambda: tuning.Search(config, run_dir, print))
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        _cli.run_job(job)
+    assert exit_.value.code == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith(message), errors
     assert snapshot(tmp_path) == before  # Nothing written anywhere.
 
 
@@ -187,4 +227,4 @@ def test_library_bad_input(call, message):
 
 
 def test_the_table_has_at_least_20_cases():
-    assert len(CLI_CASES) + len(LIBRARY_CASES) >= 20
+    assert len(CLI_CASES) + len(FIELD_CASES) + len(LIBRARY_CASES) >= 20

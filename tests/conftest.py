@@ -5,6 +5,8 @@ TensorFlow refuses to change the device configuration once it has
 initialized; `MirroredStrategy` tests then get two replicas on one CPU.
 """
 
+import inspect
+import re
 import socket
 
 import keras
@@ -12,6 +14,16 @@ import pytest
 import tensorflow as tf
 
 NUM_VIRTUAL_CPUS = 2
+BACKEND = keras.backend.backend()
+# The library tests also run under KERAS_BACKEND=jax (.ci/run); float64
+# results need JAX's 64-bit mode there, which NumPy and TensorFlow have.
+if BACKEND == "jax":
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+_TENSORFLOW_ONLY = re.compile(
+    r"\btf\.|\.numpy\(\)|GradientTape|GradientNoiseScale|trainer\.|"
+    r"tiny_config|_strategy")
 
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0],
@@ -83,3 +95,19 @@ def free_ports(count):
     for s in sockets:
         s.close()
     return ports
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under another Keras backend, skips the tests written with TensorFlow
+    itself (tf ops, tf.function, tf.distribute, `.numpy()`)."""
+    del config
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(
+        reason=f"written with TensorFlow ops; KERAS_BACKEND={BACKEND}")
+    for item in items:
+        function = getattr(item, "function", None)
+        if item.get_closest_marker("tensorflow_only") or (
+                function and _TENSORFLOW_ONLY.search(
+                    inspect.getsource(function))):
+            item.add_marker(skip)

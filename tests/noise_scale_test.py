@@ -96,11 +96,11 @@ def test_callback_bad_arguments(kwargs, message):
 def exact_moments(run):
     """|G|^2 and tr(Sigma) over the training set at the current weights,
     from per-example gradients (softmax regression: cheap)."""
-    data = run.data
+    data = run.parts.data
     dataset = data.source.train.map(
         lambda image, label: (data.preprocess_eval(image), label))
     images, labels = next(iter(dataset.batch(10_000)))
-    model = run.model
+    model = run.parts.model
     with tf.GradientTape(persistent=True) as tape:
         per_example = keras.losses.sparse_categorical_crossentropy(
             labels, model(images, training=False), from_logits=True)

@@ -17,8 +17,9 @@ def test_readme_opens_with_the_two_commands():
         "pip install -e '.[test]' && python -m pytest",
     ]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert "pip install --quiet --disable-pip-version-check -e '.[test]'" in ci
-    assert "\npython -m pytest\n" in ci
+    assert "pip install --quiet --disable-pip-version-check -e '.[test," in ci
+    # The README's `python -m pytest`, as its two tiers.
+    assert '\npython -m pytest -m "not slow"\npython -m pytest -m slow\n' in ci
 
 
 def test_readme_classifier_example_runs(capsys):

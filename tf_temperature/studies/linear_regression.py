@@ -1,6 +1,6 @@
 """SGD on linear regression: the equilibrium whose temperature is known.
 
-The system (McAllester, "The Learning Rate as Temperature"; DESIGN.md):
+The system (McAllester, "SGD: the learning rate as temperature"):
 `y = x . w* + noise` with `x ~ N(0, I_d)` and noise variance `sigma^2`,
 the per-example loss `(x . w - y)^2 / 2`, trained by plain SGD with batch
 `B` and rate `eta` on fresh examples every step. With `delta = w - w*` the
@@ -347,25 +347,29 @@ def pooled_noise_variance(table):
 def markdown_table(table):
     """An `equipartition_table` as Markdown (what README.md shows): where
     the run was unstable, and where the small-eta law is off."""
-    lines = ["| eta | B | eta/B | exact | small-eta | measured | error | "
-             "small-eta law | sigma^2 from it |",
-             "|---:|---:|---:|---:|---:|---:|---:|:---|---:|"]
+    rows = []
     for _, row in table.iterrows():
+        common = {"eta": f"{row['eta']:g}", "B": str(row["batch_size"]),
+                  "eta/B": f"{row['eta_over_b']:.4g}",
+                  "small-eta": f"{row['theory_small_eta']:.4g}"}
         if not row["stable"]:
-            measured = "diverged" if row["measured"] == float("inf") else (
-                f"{row['measured']:.4g}")
-            lines.append(
-                f"| {row['eta']:g} | {row['batch_size']} | "
-                f"{row['eta_over_b']:.4g} | inf | "
-                f"{row['theory_small_eta']:.4g} | {measured} | | unstable "
-                "(eta > 2B/(B+d+1)) | |")
+            measured = ("diverged" if row["measured"] == float("inf")
+                        else f"{row['measured']:.4g}")
+            rows.append({**common, "exact": "inf", "measured": measured,
+                         "error": "",
+                         "small-eta law": "unstable (eta > 2B/(B+d+1))",
+                         "sigma^2 from it": ""})
             continue
         off = 100 * (row["theory_small_eta"] / row["theory_exact"] - 1)
-        law = "holds" if row["small_eta_holds"] else f"off by {off:+.0f}%"
-        lines.append(
-            f"| {row['eta']:g} | {row['batch_size']} | "
-            f"{row['eta_over_b']:.4g} | {row['theory_exact']:.4g} | "
-            f"{row['theory_small_eta']:.4g} | {row['measured']:.4g} "
-            f"+- {row['stderr']:.2g} | {100 * row['relative_error']:+.1f}% |"
-            f" {law} | {row['noise_variance_estimate']:.3f} |")
-    return "\n".join(lines)
+        rows.append({
+            **common, "exact": f"{row['theory_exact']:.4g}",
+            "measured": f"{row['measured']:.4g} +- {row['stderr']:.2g}",
+            "error": f"{100 * row['relative_error']:+.1f}%",
+            "small-eta law": ("holds" if row["small_eta_holds"]
+                              else f"off by {off:+.0f}%"),
+            "sigma^2 from it": f"{row['noise_variance_estimate']:.3f}"})
+    columns = ["eta", "B", "eta/B", "exact", "small-eta", "measured",
+               "error", "small-eta law", "sigma^2 from it"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.to_markdown(index=False, colalign=["right"] * 7
+                             + ["left", "right"])

@@ -232,14 +232,18 @@ def figure(trials, by_batch):
 
 def table(by_batch):
     """`eta0_by_batch` as aligned text, for the terminal and the README."""
-    lines = [f"{'B':>6} {'best eta0':>10} {'best eta':>9} {'objective':>17} "
-             f"{'trials':>6} {'diverged':>8} {'max stable eta0':>15}"]
-    for row in by_batch.itertuples():
-        spread = f"{row.objective_mean:.4f}"
-        if row.seeds > 1:
-            spread += f" +- {row.objective_std:.4f}"
-        lines.append(
-            f"{row.batch_size:>6d} {row.best_eta0:>10.3g} "
-            f"{row.best_eta:>9.3g} {spread:>17} {row.trials:>6d} "
-            f"{row.diverged_trials:>8d} {row.largest_stable_eta0:>15.3g}")
-    return "\n".join(lines)
+    objective = [
+        f"{row.objective_mean:.4f}" + (f" +- {row.objective_std:.4f}"
+                                       if row.seeds > 1 else "")
+        for row in by_batch.itertuples()]
+    frame = pd.DataFrame({
+        "B": by_batch["batch_size"].astype(int),
+        "best eta0": by_batch["best_eta0"].map("{:.3g}".format),
+        "best eta": by_batch["best_eta"].map("{:.3g}".format),
+        "objective": objective,
+        "trials": by_batch["trials"].astype(int),
+        "diverged": by_batch["diverged_trials"].astype(int),
+        "max stable eta0": by_batch["largest_stable_eta0"].map(
+            "{:.3g}".format),
+    })
+    return frame.to_string(index=False)

@@ -126,7 +126,9 @@ class _GridOracle(keras_tuner.Oracle):
 
     keras-tuner 1.4.8's `GridSearchOracle` keeps its place in the grid only
     in memory: reloaded after an interruption, it fails with a `KeyError`
-    on the retried trial's id. This oracle derives its place from the
+    on the retried trial's id (keras-tuner issue 1055). This subclass uses
+    keras-tuner's private `engine.trial` API, hence the pin below 1.5 in
+    setup.py. This oracle derives its place from the
     tried values, which the base `Oracle` saves.
     """
 

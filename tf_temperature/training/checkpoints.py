@@ -12,6 +12,8 @@
   strategies, which agrees on a step with the other workers).
 """
 
+import logging as logging_std
+import re
 import signal
 import threading
 
@@ -58,8 +60,12 @@ def variable_shapes(path):
 def first_mismatch(saved, current):
     """The first difference between two `variable_shapes` maps (the
     model's variables first), as a phrase, or None if they agree."""
-    keys = sorted(set(saved) | set(current),
-                  key=lambda k: (not k.startswith("model/"), k))
+    def order(key):  # The model's first, in the order of its layers.
+        return (not key.startswith("model/"),
+                [int(part) if part.isdigit() else part
+                 for part in re.split(r"(\d+)", key)])
+
+    keys = sorted(set(saved) | set(current), key=order)
     for key in keys:
         shape, name = saved.get(key) or current[key]
         label = f"{name or key}"
@@ -71,6 +77,23 @@ def first_mismatch(saved, current):
             return (f"{label} has shape {list(saved[key][0])} in the "
                     f"checkpoint and {list(current[key][0])} in the model")
     return None
+
+
+class _UnrestoredValues(logging_std.Filter):
+    """Drops TensorFlow's warnings about checkpoint values never restored,
+    which it logs when the failed restore is garbage-collected (as late as
+    the process's exit): the run has stopped with one line of its own."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not ("could not be found in the restored object" in message
+                    or "deleted with unrestored values" in message)
+
+
+def _forget_partial_restores():
+    logger = logging_std.getLogger("tensorflow")
+    if not any(isinstance(f, _UnrestoredValues) for f in logger.filters):
+        logger.addFilter(_UnrestoredValues())
 
 
 class Checkpoints:
@@ -86,6 +109,7 @@ class Checkpoints:
 
     def __init__(self, objects, directory, restore_directory, keep):
         self.checkpoint = tf.train.Checkpoint(**objects)
+        self.roots = set(objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=keep)
         self.restore_directory = restore_directory
@@ -104,11 +128,22 @@ class Checkpoints:
             tf.io.gfile.rmtree("ram://tf_temperature_shapes")
 
     def _mismatch(self, path):
+        """The first difference between the checkpoint and the objects we
+        save, or None. Values under other roots (TensorFlow's preemption
+        handler adds `checkpointed_runs`) are not ours to compare."""
         try:
             saved = variable_shapes(path)
         except Exception:  # noqa: BLE001 -- unreadable: damage, not config.
             return None
-        return first_mismatch(saved, self._current_shapes())
+        ours = {k: v for k, v in saved.items()
+                if k.split("/", 1)[0] in self.roots}
+        return first_mismatch(ours, self._current_shapes())
+
+    def _config_changed(self, path, mismatch):
+        return ConfigMismatchError(
+            f"the checkpoint {path} does not fit the model: {mismatch}. "
+            "The config changed since it was written; use a new workdir "
+            "for the new config")
 
     def restore(self):
         """Restores the newest readable checkpoint; returns its path, or
@@ -128,26 +163,36 @@ class Checkpoints:
         for path in reversed(paths):
             if io.is_local(path) and not path.startswith("/"):
                 path = io.join(directory, path)
+            status = None
             try:
                 status = self.checkpoint.restore(path)
                 status.assert_existing_objects_matched()
-                status.assert_consumed()
             # TensorFlow reports damage as OpError, IndexError ("Read less
             # bytes than requested"), ValueError...; a shape or structure
             # change as ValueError or AssertionError. Which one it is, the
             # variables' shapes tell.
             except Exception as error:  # noqa: BLE001
+                if status is not None:
+                    status.expect_partial()  # No warnings at exit.
                 mismatch = self._mismatch(path)
-                if mismatch:
-                    raise ConfigMismatchError(
-                        f"the checkpoint {path} does not fit the model: "
-                        f"{mismatch}. The config changed since it was "
-                        "written; use a new workdir for the new config"
-                    ) from None
                 reason = str(error).strip().splitlines()[0][:200]
+            else:
+                mismatch = reason = None
+            if mismatch:
+                _forget_partial_restores()
+                raise self._config_changed(path, mismatch)
+            if reason:
                 logging.warning("checkpoint %s is unreadable (%s); trying "
                                 "the one before it", path, reason)
                 continue
+            status.expect_partial()
+            try:
+                status.assert_consumed()
+            except AssertionError:  # Values left over: a smaller model?
+                mismatch = self._mismatch(path)
+                if mismatch:
+                    _forget_partial_restores()
+                    raise self._config_changed(path, mismatch) from None
             logging.info("restored %s", path)
             return path
         raise UnreadableCheckpointsError(
