@@ -119,9 +119,14 @@ def snapshot(tmp):
                   for p in tmp.rglob("*") if p.name != ".lock")
 
 
-@pytest.mark.parametrize("pipeline, flags, message",
-                         [case[1:] for case in CLI_CASES],
-                         ids=[case[0] for case in CLI_CASES])
+# Two command-line cases in the fast tier; the rest in the slow one.
+FAST_CLI = ("unknown_config_key", "unknown_strategy")
+
+
+@pytest.mark.parametrize("pipeline, flags, message", [
+    pytest.param(*case[1:], id=case[0],
+                 marks=() if case[0] in FAST_CLI else pytest.mark.slow)
+    for case in CLI_CASES])
 def test_cli_bad_input(tmp_path, pipeline, flags, message):
     prepare_fixtures(tmp_path)
     flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]

@@ -55,7 +55,7 @@ SMALL = ["--config.equilibrium.etas=(0.05,0.4)",
          "--config.equilibrium.schedule_cuts=1",
          "--config.noise_scale=False"]
 
-
+@pytest.mark.slow
 def test_pipeline_hot_runs_equilibrate_higher_and_collapse(tmp_path):
     workdir = tmp_path / "eq"
     result = run([f"--workdir={workdir}", *SMALL])
@@ -94,6 +94,7 @@ def test_pipeline_hot_runs_equilibrate_higher_and_collapse(tmp_path):
                                   pd.read_csv(workdir / "equilibrium.csv"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
     ("--config.equilibrium.etas=()",
      "error: `equilibrium.etas` must not be empty. Received: "

@@ -47,7 +47,7 @@ def test_cifar_parameter_counts_and_additions(depth):
     assert count_layers(plain, keras.layers.Add) == 0
     assert resnet.name == f"resnet{depth}" and plain.name == f"plain{depth}"
 
-
+@pytest.mark.slow
 def test_cifar_resnet_1202_has_19_4_million_parameters():
     model = models.cifar_resnet(1202)  # He et al. Table 6: 19.4M.
     assert round(trainable_count(model) / 1e5) == 194

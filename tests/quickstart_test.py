@@ -55,33 +55,50 @@ def test_cli_runs_one_epoch():
     assert lines[-1].startswith("final validation error")
 
 
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--config.eta0=-1"],
-         "error: config: `eta0` must be a finite number > 0. "
-         "Received: eta0=-1.0"),
-        (["--config.rule=cubic"],
-         "error: config: `rule` must be one of 'linear', 'sqrt', 'none'. "
-         "Received: rule='cubic'"),
-        (["--config.boundaries_epochs=(9.0, 6.0)"],
-         "error: config: `boundaries_epochs` must be strictly increasing. "
-         "Received: boundaries_epochs=(9.0, 6.0)"),
-        (["--config.batch_size=5000"],
-         "error: config: `batch_size` must be at most the 1438 training "
-         "images. Received: batch_size=5000"),
-        (["--config.no_such_key=1"],
-         "error: --config: no field named 'no_such_key'"),
-        (["--config=configs/missing.py"],
-         "error: --config: [Errno 2] No such file or directory: "
-         "'configs/missing.py'"),
-        (["--config.batch_size=abc"],
-         "error: flags: flag --config.batch_size=abc: invalid literal"),
-        (["stray"], "error: unexpected arguments: stray"),
-    ],
-    ids=["eta0", "rule", "boundaries", "batch", "unknown_key", "no_file",
-         "bad_type", "stray_argument"],
-)
+# Through the command line: two cases in the fast tier, the rest (flag
+# parsing, config loading) in the slow one; `CONFIG_CASES` checks the
+# same config fields in-process.
+CONFIG_CASES = [
+    ({"eta0": -1.0}, "`eta0` must be a finite number > 0. Received: eta0=-1.0"),
+    ({"rule": "cubic"}, "`rule` must be one of 'linear', 'sqrt', 'none'. "
+                        "Received: rule='cubic'"),
+    ({"boundaries_epochs": (9.0, 6.0)},
+     "`boundaries_epochs` must be strictly increasing. Received: "
+     "boundaries_epochs=(9.0, 6.0)"),
+    ({"batch_size": 5000}, "`batch_size` must be at most the 1438 training "
+                           "images. Received: batch_size=5000"),
+]
+
+
+# Through the command line: two cases in the fast tier, the rest in the
+# slow one (the config checks themselves run in-process below).
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("flags, message", [
+    pytest.param(["--config.eta0=-1"], "error: config: " + CONFIG_CASES[0][1],
+                 id="eta0"),
+    pytest.param(["--config.rule=cubic"],
+                 "error: config: " + CONFIG_CASES[1][1], id="rule",
+                 marks=SLOW),
+    pytest.param(["--config.boundaries_epochs=(9.0, 6.0)"],
+                 "error: config: " + CONFIG_CASES[2][1], id="boundaries",
+                 marks=SLOW),
+    pytest.param(["--config.batch_size=5000"],
+                 "error: config: " + CONFIG_CASES[3][1], id="batch",
+                 marks=SLOW),
+    pytest.param(["--config.no_such_key=1"],
+                 "error: --config: no field named 'no_such_key'",
+                 id="unknown_key", marks=SLOW),
+    pytest.param(["--config=configs/missing.py"],
+                 "error: --config: [Errno 2] No such file or directory: "
+                 "'configs/missing.py'", id="no_file", marks=SLOW),
+    pytest.param(["--config.batch_size=abc"],
+                 "error: flags: flag --config.batch_size=abc: invalid "
+                 "literal", id="bad_type", marks=SLOW),
+    pytest.param(["stray"], "error: unexpected arguments: stray",
+                 id="stray_argument"),
+])
 def test_cli_bad_input_is_one_line_without_traceback(flags, message):
     result = run_cli(*flags)
     assert result.returncode == 2
@@ -92,3 +109,14 @@ def test_cli_bad_input_is_one_line_without_traceback(flags, message):
     ours = [line for line in result.stderr.splitlines() if message in line]
     assert len(ours) == 1
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("changes, message", CONFIG_CASES,
+                         ids=["eta0", "rule", "boundaries", "batch"])
+def test_config_bad_input_in_process(changes, message):
+    config = load_config()
+    with config.unlocked():
+        config.update(changes)
+    with pytest.raises(ValueError) as raised:
+        quickstart.check_config(config)
+    assert str(raised.value) == message

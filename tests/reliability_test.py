@@ -29,6 +29,9 @@ from conftest import free_ports, tiny_config
 from tf_temperature import models
 from tf_temperature.training import checkpoints, trainer
 
+# Real processes killed and rerun: the slow tier.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # configs/digits_resnet.py as ResNet-8 of width 4, 3 epochs of 22 steps,
 # host calls of 11 steps, the rate halved after epoch 2.

@@ -4,6 +4,7 @@ import importlib.util
 import pathlib
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,7 @@ def test_plot_schedule_draws_overlapping_temperatures(tmp_path):
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-
+@pytest.mark.slow
 def test_benchmark_input_suite_runs_from_one_command(tmp_path):
     import subprocess
     import sys

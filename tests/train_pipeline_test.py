@@ -7,7 +7,11 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 from conftest import free_ports
+
+# The pipeline in subprocesses, workers on localhost: the slow tier.
+pytestmark = pytest.mark.slow
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.num_epochs=1", "--config.model.depth=8",

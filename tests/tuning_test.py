@@ -101,7 +101,7 @@ def study_config(**changes):
     config.tune.bootstrap_samples = 50
     return override(config, changes)
 
-
+@pytest.mark.slow
 def test_grid_search_marks_divergence_and_writes_the_report(tmp_path):
     lines = []
     search = tuning.Search(study_config(), str(tmp_path), lines.append)
@@ -125,7 +125,7 @@ def test_grid_search_marks_divergence_and_writes_the_report(tmp_path):
     assert sum("(diverged: too hot)" in line for line in lines) == 2
     assert any(line.startswith("slope of log(best eta)") for line in lines)
 
-
+@pytest.mark.slow
 def test_interrupted_search_resumes_without_losing_or_repeating(
         tmp_path, monkeypatch):
     calls = []
@@ -148,7 +148,7 @@ def test_interrupted_search_resumes_without_losing_or_repeating(
     assert len(set(zip(trials["batch_size"], trials["eta0"],
                        strict=True))) == 6
 
-
+@pytest.mark.slow
 def test_transfer_mode_tests_only_the_neighbours(tmp_path):
     config = study_config(**{"tune.mode": "transfer",
                              "tune.batch_sizes": (32, 64, 128)})
@@ -164,6 +164,7 @@ def test_transfer_mode_tests_only_the_neighbours(tmp_path):
     assert result["trial_epochs"] == {"transfer": 9}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["bayesian", "hyperband"])
 def test_per_batch_oracles(tmp_path, mode):
     config = study_config(**{"tune.mode": mode, "tune.max_trials": 2,
@@ -204,7 +205,7 @@ def test_bad_input(tmp_path, changes, message):
         tuning.Search(study_config(**changes), str(tmp_path / "s"), None)
     assert not (tmp_path / "s").exists()
 
-
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.tune", f"--workdir={tmp_path / 's'}",
@@ -224,7 +225,7 @@ def free_port():
         s.bind(("localhost", 0))
         return s.getsockname()[1]
 
-
+@pytest.mark.slow
 def test_chief_and_two_workers_on_localhost(tmp_path):
     port = free_port()
     flags = ["--config.model.family=linear", "--config.steps_per_loop=50",

@@ -42,6 +42,17 @@ import tempfile
 import time
 
 from absl import app, flags
+from benchmark_parts import (
+    KerasFit,
+    TrainerLoop,
+    accelerator,
+    alternate,
+    base_config,
+    knob_config,
+    make_jpeg_folder,
+    row,
+    time_dataset,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -62,111 +73,6 @@ _THREADS = flags.DEFINE_list("threads", ["0", "0"], "TensorFlow intra- and "
                              "default).")
 _MODE = flags.DEFINE_string("child", "", "Internal: run one measurement in "
                             "this process and print JSON.")
-
-# ResNet-50 forward: ~4.1 GMAC per 224x224 image (He et al. 2016, Table 1).
-R50_FLOPS_PER_IMAGE = 4.1e9 * 2 * 3
-
-
-def base_config(model, batch, image_size, steps):
-    """A training config on synthetic data: `model` is "resnet20" or
-    "resnet50"."""
-    from configs import digits_resnet, imagenet_resnet50
-
-    if model == "resnet50":
-        config = imagenet_resnet50.get_config()
-        config.dataset.augment = "none"
-    else:
-        config = digits_resnet.get_config()
-        config.model.depth, config.model.width = 20, 16
-    config.dataset.name = "synthetic"
-    config.dataset.image_size = image_size
-    config.dataset.channels = 3
-    config.dataset.num_classes = 1000 if model == "resnet50" else 10
-    config.dataset.num_train = batch * steps
-    config.dataset.num_eval = batch
-    config.dataset.shuffle_buffer = 256
-    config.batch_size = batch
-    config.precision = "float32"
-    config.strategy = "cpu"
-    config.optimizer.warmup = "none"
-    config.optimizer.decay = "constant"
-    config.optimizer.boundaries_epochs = ()
-    config.num_epochs = 1
-    config.quiet = True
-    return config
-
-
-class TrainerLoop:
-    """The trainer's own compiled loop (`Trainer.train_steps`), timed."""
-
-    def __init__(self, config):
-        from tf_temperature.training import trainer
-
-        self.workdir = tempfile.mkdtemp(prefix="bench_trainer_")
-        self.trainer = trainer.prepare(config, self.workdir, print_fn=None)
-        self.config = config
-
-    def measure(self, steps):
-        start = time.perf_counter()
-        self.trainer.train_steps(steps)  # Returns floats: waits for the end.
-        return steps * self.config.batch_size / (time.perf_counter() - start)
-
-    def traces(self):
-        return self.trainer.train_loop.experimental_get_tracing_count()
-
-
-class KerasFit:
-    """The same model with a softmax head in `model.fit`."""
-
-    def __init__(self, config, jit_compile):
-        import keras
-        import numpy as np
-        import tensorflow as tf
-
-        from tf_temperature.models import build_model
-
-        keras.utils.set_random_seed(0)
-        size, channels = config.dataset.image_size, config.dataset.channels
-        logits = build_model(config.model, (size, size, channels),
-                                     config.dataset.num_classes)
-        probabilities = keras.layers.Activation("softmax", dtype="float32")(
-            logits.output)
-        self.model = keras.Model(logits.input, probabilities)
-        self.model.compile(
-            optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-            loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
-        rng = np.random.default_rng(0)
-        images = rng.random((64, size, size, channels), dtype=np.float32)
-        labels = (np.arange(64) % config.dataset.num_classes).astype("int32")
-        self.data = (tf.data.Dataset.from_tensor_slices((images, labels))
-                     .repeat().batch(config.batch_size, drop_remainder=True)
-                     .prefetch(tf.data.AUTOTUNE))
-        self.batch = config.batch_size
-
-    def measure(self, steps):
-        start = time.perf_counter()
-        self.model.fit(self.data, epochs=1, steps_per_epoch=steps, verbose=0,
-                       shuffle=False)
-        return steps * self.batch / (time.perf_counter() - start)
-
-
-def alternate(contenders, steps, repeats):
-    """Warm-up, then A B A B ...: {name: [images/sec per repeat]}."""
-    for bench in contenders.values():
-        bench.measure(min(steps, 2))  # Traces and warms the caches.
-    results = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, bench in contenders.items():
-            results[name].append(bench.measure(steps))
-    return results
-
-
-def row(suite, variant, values, **extra):
-    return {"suite": suite, "variant": variant,
-            "images_per_sec": statistics.median(values),
-            "min": min(values), "max": max(values), "repeats": len(values),
-            **extra}
-
 
 def suite_trainer(repeats):
     rows = []
@@ -194,22 +100,6 @@ def suite_trainer(repeats):
                      "repeats": len(ratios), "model": model,
                      "batch": batch})
     return rows
-
-
-def knob_config():
-    """The default digits run's model and batch (ResNet-20 of width 8,
-    B = 64, 8x8x1) on synthetic data with long epochs (300 steps), so that
-    100 steps fit in one host call."""
-    from configs import digits_resnet
-
-    config = digits_resnet.get_config()
-    config.quiet, config.strategy = True, "cpu"
-    config.dataset.name = "synthetic"
-    config.dataset.channels = 1
-    config.dataset.num_train = 64 * 300
-    config.dataset.num_eval = 64
-    config.dataset.shuffle_buffer = 256
-    return config
 
 
 def suite_knobs(repeats):
@@ -305,39 +195,6 @@ def suite_memory():
     return rows
 
 
-def make_jpeg_folder(directory, count):
-    """`count` JPEGs of ImageNet-like sizes (shorter side 300-500 pixels,
-    quality 90) with smooth random content, in 4 class folders."""
-    import numpy as np
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        height, width = (int(rng.integers(300, 501)),
-                         int(rng.integers(350, 640)))
-        small = rng.random((height // 16 + 1, width // 16 + 1, 3))
-        image = tf.image.resize(small[None], (height, width))[0]
-        image = tf.cast(tf.clip_by_value(
-            image * 255 + rng.normal(0, 8, (height, width, 3)), 0, 255),
-            tf.uint8)
-        folder = os.path.join(directory, f"class{index % 4}")
-        os.makedirs(folder, exist_ok=True)
-        tf.io.write_file(os.path.join(folder, f"{index:04d}.jpg"),
-                         tf.io.encode_jpeg(image, quality=90))
-
-
-def _time_dataset(dataset, images, repeats):
-    values = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        seen = 0
-        for batch in dataset:
-            seen += int(batch[0].shape[0])
-        values.append(seen / (time.perf_counter() - start))
-    assert seen == images or seen > 0
-    return values
-
-
 def suite_input(repeats):
     import keras
     import tensorflow as tf
@@ -364,7 +221,7 @@ def suite_input(repeats):
                                                 seed=0)
         ours = pipeline.train_dataset(tf.distribute.InputContext(), epoch=0)
         ours = ours.with_options(options)
-        values = _time_dataset(ours, _IMAGES.value // batch * batch, repeats)
+        values = time_dataset(ours, _IMAGES.value // batch * batch, repeats)
         per_core = cores if threads == 0 else 1
         rows.append(row("input", f"tf_temperature folder pipeline, {label}",
                         values, per_core=statistics.median(values)
@@ -384,7 +241,7 @@ def suite_input(repeats):
             lambda x, y, layers=augment: (layers(x, training=True), y),
             num_parallel_calls=tf.data.AUTOTUNE)
         theirs = theirs.prefetch(tf.data.AUTOTUNE).with_options(options)
-        values = _time_dataset(theirs, _IMAGES.value, repeats)
+        values = time_dataset(theirs, _IMAGES.value, repeats)
         rows.append(row("input", "keras image_dataset_from_directory + "
                         f"RandomCrop/RandomFlip/Normalization, {label}",
                         values, per_core=statistics.median(values)
@@ -392,55 +249,35 @@ def suite_input(repeats):
     return rows
 
 
-def accelerator():
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return {"skipped": "no GPU visible to TensorFlow"}
-    batch = 256 * len(gpus)
-    config = base_config("resnet50", batch, 224, 30)
-    config.strategy = "auto"
-    config.precision = "mixed_bfloat16"
-    config.jit_compile = len(gpus) == 1
-    config.steps_per_loop = 10
-    bench = TrainerLoop(config)
-    started = time.perf_counter()
-    bench.measure(10)  # Compiles.
-    compile_seconds = time.perf_counter() - started
-    values = [bench.measure(30) for _ in range(3)]
-    best = statistics.median(values)
-    name = tf.config.experimental.get_device_details(gpus[0]).get(
-        "device_name", "GPU")
-    return {"device": name, "gpus": len(gpus), "batch": batch,
-            "images_per_sec": best, "values": values,
-            "compile_seconds": compile_seconds,
-            "tflops": best * R50_FLOPS_PER_IMAGE / 1e12}
-
-
 def markdown(rows):
-    lines = ["| suite | variant | images/sec (median) | min | max | other |",
-             "|---|---|---:|---:|---:|---|"]
+    """The rows as a Markdown table (pandas' `to_markdown`)."""
+    import pandas as pd
+
+    table = []
     for r in rows:
         value = r.get("images_per_sec")
         if value is None and "ratio" in r:
-            lines.append(f"| {r['suite']} | {r['variant']} | ratio "
-                         f"{r['ratio']:.3f} | {r['min']:.3f} | "
-                         f"{r['max']:.3f} | trainer / keras fit |")
+            table.append([r["suite"], r["variant"], f"ratio {r['ratio']:.3f}",
+                          f"{r['min']:.3f}", f"{r['max']:.3f}",
+                          "trainer / keras fit"])
             continue
         if value is None:
-            lines.append(f"| {r['suite']} | {r['variant']} | | | | peak "
-                         f"RSS {r['peak_mb']:.0f} MB |")
+            table.append([r["suite"], r["variant"], "", "", "",
+                          f"peak RSS {r['peak_mb']:.0f} MB"])
             continue
         other = []
         if "per_core" in r:
             other.append(f"{r['per_core']:.1f} images/sec per core")
         if "traces" in r:
             other.append(f"{r['traces']} trace(s)")
-        lines.append(f"| {r['suite']} | {r['variant']} | {value:,.1f} | "
-                     f"{r['min']:,.1f} | {r['max']:,.1f} | "
-                     f"{'; '.join(other)} |")
-    return "\n".join(lines)
+        table.append([r["suite"], r["variant"], f"{value:,.1f}",
+                      f"{r['min']:,.1f}", f"{r['max']:,.1f}",
+                      "; ".join(other)])
+    frame = pd.DataFrame(table, columns=[
+        "suite", "variant", "images/sec (median)", "min", "max", "other"])
+    return frame.to_markdown(index=False,
+                             colalign=("left", "left", "right", "right",
+                                       "right", "left"))
 
 
 def main(argv):

@@ -7,7 +7,6 @@ Figures 4 and 6; the lecture's "learning rate as temperature" plot).
     python tools/plot_curves.py WORKDIR [WORKDIR ...] --output=curves.png
 """
 
-import os
 import sys
 
 from absl import app, flags
@@ -23,19 +22,26 @@ def read_runs(workdirs):
     Raises:
         ValueError: if a workdir has no readable `metrics.csv`.
     """
+    import io as _io
+
     import pandas as pd
+    import tensorflow as tf
+
+    from tf_temperature.training import io
 
     runs = {}
-    for workdir in workdirs:
-        path = os.path.join(workdir, "metrics.csv")
+    for workdir in workdirs:  # Local or gs://, as the trainer writes them.
+        path = io.join(workdir, "metrics.csv")
         try:
-            frame = pd.read_csv(path, on_bad_lines="skip")
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            frame = pd.read_csv(_io.StringIO(io.read_text(path)),
+                                on_bad_lines="skip")
+        except (OSError, tf.errors.OpError, pd.errors.ParserError,
+                pd.errors.EmptyDataError):
             raise ValueError(
                 f"no readable metrics.csv in workdir {workdir!r}") from None
         if frame.empty or not {"epoch", "split", "error"} <= set(frame):
             raise ValueError(f"no metrics rows in workdir {workdir!r}")
-        runs[os.path.basename(os.path.normpath(workdir))] = frame
+        runs[io.basename(workdir)] = frame
     return runs
 
 
