@@ -201,6 +201,7 @@ def _train_step_results(x, y, mode):
     return losses, model.get_weights()
 
 
+@pytest.mark.slow
 @pytest.mark.tensorflow_only  # tf.GradientTape and tf.function.
 def test_train_step_eager_function_and_xla_agree():
     rng = np.random.default_rng(0)

@@ -46,6 +46,7 @@ def run_cli(*flags):
     )
 
 
+@pytest.mark.slow
 def test_cli_runs_one_epoch():
     result = run_cli("--config.epochs=1", "--config.boundaries_epochs=()")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -135,6 +135,7 @@ def _weights(run):
     return [reader.get_tensor(name) for name in names]
 
 
+@pytest.mark.slow
 def test_xla_train_step_matches(tmp_path):
     plain = trainer.train_and_evaluate(
         tiny_config(num_epochs=1, strategy="cpu"), str(tmp_path / "plain"))

@@ -46,6 +46,42 @@ def scaled_learning_rate(eta0, batch_size, rule="linear"):
     return eta0
 
 
+def _check_boundaries(boundaries, warmup_epochs, total_epochs):
+    """The boundaries as a tuple of floats, after the (effective) warmup
+    and before `total_epochs`; else `ValueError`."""
+    try:
+        if isinstance(boundaries, (str, bytes)):
+            raise TypeError
+        values = [float(b) for b in boundaries]
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`boundaries_epochs` must be a sequence of numbers. "
+            f"Received: boundaries_epochs={boundaries!r}"
+        ) from None
+    if any(b <= a for a, b in zip(values[:-1], values[1:], strict=True)):
+        raise ValueError(
+            "`boundaries_epochs` must be strictly increasing. "
+            f"Received: boundaries_epochs={boundaries!r}"
+        )
+    if values and values[0] <= warmup_epochs:
+        raise ValueError(
+            "`boundaries_epochs` must all be after the warmup "
+            f"(warmup_epochs={warmup_epochs:g}). "
+            f"Received: boundaries_epochs={boundaries!r}"
+        )
+    if (
+        values
+        and total_epochs is not None
+        and values[-1] >= total_epochs
+    ):
+        raise ValueError(
+            "`boundaries_epochs` must all be before `total_epochs` "
+            f"({total_epochs:g}). "
+            f"Received: boundaries_epochs={boundaries!r}"
+        )
+    return tuple(values)
+
+
 @keras.saving.register_keras_serializable(package="tf_temperature")
 class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """`eta = B * eta0` with Goyal et al.'s warmup and a decay, by epochs.
@@ -135,7 +171,9 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
             None if total_epochs is None
             else _validation.positive_number("total_epochs", total_epochs)
         )
-        self.boundaries_epochs = self._check_boundaries(boundaries_epochs)
+        self.boundaries_epochs = _check_boundaries(
+            boundaries_epochs, self._effective_warmup_epochs,
+            self.total_epochs)
         if self.decay == "cosine" and self.total_epochs is None:
             raise ValueError(
                 '`total_epochs` is required by decay="cosine". Received: '
@@ -151,39 +189,6 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 f"warmup_epochs={warmup_epochs!r}"
             )
         self.name = name
-
-    def _check_boundaries(self, boundaries):
-        try:
-            if isinstance(boundaries, (str, bytes)):
-                raise TypeError
-            values = [float(b) for b in boundaries]
-        except (TypeError, ValueError):
-            raise ValueError(
-                "`boundaries_epochs` must be a sequence of numbers. "
-                f"Received: boundaries_epochs={boundaries!r}"
-            ) from None
-        if any(b <= a for a, b in zip(values[:-1], values[1:], strict=True)):
-            raise ValueError(
-                "`boundaries_epochs` must be strictly increasing. "
-                f"Received: boundaries_epochs={boundaries!r}"
-            )
-        if values and values[0] <= self._effective_warmup_epochs:
-            raise ValueError(
-                "`boundaries_epochs` must all be after the warmup "
-                f"(warmup_epochs={self.warmup_epochs:g}). "
-                f"Received: boundaries_epochs={boundaries!r}"
-            )
-        if (
-            values
-            and self.total_epochs is not None
-            and values[-1] >= self.total_epochs
-        ):
-            raise ValueError(
-                "`boundaries_epochs` must all be before `total_epochs` "
-                f"({self.total_epochs:g}). "
-                f"Received: boundaries_epochs={boundaries!r}"
-            )
-        return tuple(values)
 
     @property
     def _effective_warmup_epochs(self):
