@@ -45,14 +45,9 @@ def mixed_precision():
 
 def override(config, changes):
     """Sets `config` fields named by dotted keys ("model.depth": 8)."""
-    with config.unlocked():
-        for key, value in changes.items():
-            holder = config
-            *path, name = key.split(".")
-            for part in path:
-                holder = holder[part]
-            holder[name] = value
-    return config
+    from tf_temperature.training import experiment
+
+    return experiment.override(config, changes)
 
 
 def tiny_config(**changes):

@@ -57,6 +57,23 @@ def check_config(config):
     sources.check_dataset_config(config.dataset)
 
 
+def override(config, changes):
+    """Sets `config`'s fields named by dotted keys, in place; returns it.
+
+    Args:
+        config: an `ml_collections.ConfigDict` (locked or not).
+        changes: dotted field names to values (`{"model.depth": 8}`).
+    """
+    with config.unlocked():
+        for key, value in changes.items():
+            holder = config
+            *path, name = key.split(".")
+            for part in path:
+                holder = holder[part]
+            holder[name] = value
+    return config
+
+
 def variant(config, changes):
     """A run's config derived from a study's: `config` with `changes`.
 
@@ -73,13 +90,7 @@ def variant(config, changes):
             if section in run:
                 del run[section]
         run.quiet = True
-        for key, value in changes.items():
-            holder = run
-            *path, name = key.split(".")
-            for part in path:
-                holder = holder[part]
-            holder[name] = value
-    return run
+    return override(run, changes)
 
 
 def build_optimizer(optimizer_config, global_batch_size, steps_per_epoch,
