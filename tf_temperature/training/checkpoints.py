@@ -1,7 +1,11 @@
 """Checkpoints: saving, restoring with fallback, and stopping on SIGTERM.
 
 * `Checkpoints` saves the run's state (model, optimizer, the epoch's running
-  sums, hook state) and restores the newest readable checkpoint. A
+  sums, hook state) and restores the newest readable checkpoint. It finds
+  the checkpoints by listing the `ckpt-N` files, so a missing or damaged
+  index file (`checkpoints/checkpoint`) costs one warning, not the run;
+  the damaged index is set aside as `checkpoint.damaged`, and checkpoints
+  the index did not list are never deleted. A
   truncated or empty checkpoint (a disk filled up, a copy cut short) costs
   one warning and the checkpoint before it, never a silent fresh start:
   with none readable the run refuses (`UnreadableCheckpointsError`). A
@@ -24,6 +28,9 @@ from tf_temperature.training import faults, io
 
 # TensorFlow's suffix of a variable's key in a checkpoint.
 _KEY_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+# The index file `tf.train.CheckpointManager` keeps, and its checkpoints.
+INDEX = "checkpoint"
+_NUMBERED = re.compile(r"ckpt-(\d+)\.index$")
 
 
 class UnreadableCheckpointsError(ValueError):
@@ -96,6 +103,64 @@ def _forget_partial_restores():
         logger.addFilter(_UnrestoredValues())
 
 
+def read_index(directory):
+    """The checkpoint paths the index of `directory` lists, newest last.
+
+    Returns:
+        `(paths, problem)`: `problem` is None, "missing" or "damaged"
+        (empty, not a `CheckpointState`, or naming no file that exists).
+        Parsed here rather than by `tf.train.get_checkpoint_state`, which
+        raises on an empty file and logs a warning per parse error.
+    """
+    from google.protobuf import text_format
+    from tensorflow.python.checkpoint import checkpoint_management
+
+    path = io.join(directory, INDEX)
+    if not io.exists(path):
+        return [], "missing"
+    state = checkpoint_management.CheckpointState()
+    try:
+        text_format.Parse(io.read_text(path), state)
+    except (text_format.ParseError, UnicodeDecodeError):
+        return [], "damaged"
+    if not state.model_checkpoint_path:  # Empty: TensorFlow's manager fails.
+        return [], "damaged"
+    paths = list(state.all_model_checkpoint_paths)
+    if state.model_checkpoint_path and state.model_checkpoint_path not in (
+            paths):
+        paths.append(state.model_checkpoint_path)
+    paths = [p if not io.is_local(p) or p.startswith("/")
+             else io.join(directory, p) for p in paths]
+    found = [p for p in paths if io.exists(p + ".index")]
+    return found, (None if found or not paths else "damaged")
+
+
+def list_checkpoints(directory):
+    """The `ckpt-N` checkpoints in `directory` by their files, oldest
+    first (what the index should list)."""
+    numbered = []
+    for path in io.glob(io.join(directory, "ckpt-*.index")):
+        match = _NUMBERED.search(io.basename(path))
+        if match:
+            numbered.append((int(match.group(1)), path[:-len(".index")]))
+    return [path for _, path in sorted(numbered)]
+
+
+def _step_of(path):
+    match = _NUMBERED.search(io.basename(path) + ".index")
+    return int(match.group(1)) if match else -1
+
+
+def set_aside_damaged_index(directory):
+    """Renames a damaged index to `checkpoint.damaged` (TensorFlow's
+    manager fails on an empty one); returns the problem found, if any."""
+    _, problem = read_index(directory)
+    if problem == "damaged":
+        path = io.join(directory, INDEX)
+        tf.io.gfile.rename(path, path + ".damaged", overwrite=True)
+    return problem
+
+
 class Checkpoints:
     """The run's checkpoint manager.
 
@@ -110,6 +175,9 @@ class Checkpoints:
     def __init__(self, objects, directory, restore_directory, keep):
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.roots = set(objects)
+        # Read before the manager, which would take a damaged index as none.
+        self.index_problem = read_index(restore_directory)[1]
+        set_aside_damaged_index(directory)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=keep)
         self.restore_directory = restore_directory
@@ -154,15 +222,19 @@ class Checkpoints:
             UnreadableCheckpointsError: no checkpoint can be read.
         """
         directory = self.restore_directory
-        state = tf.train.get_checkpoint_state(directory)
-        if state is None:
+        listed = list_checkpoints(directory)
+        # The files decide, not the index: a checkpoint written just before
+        # a kill may be missing from it, and the index may be damaged.
+        indexed, _ = read_index(directory)
+        paths = sorted(set(listed) | set(indexed), key=_step_of)
+        if not paths:
             return None
-        paths = list(state.all_model_checkpoint_paths)
-        if state.model_checkpoint_path not in paths:
-            paths.append(state.model_checkpoint_path)
+        if self.index_problem:
+            logging.warning(
+                "the checkpoint index %s is %s; found %d checkpoint(s) by "
+                "listing the directory, resuming from the newest readable",
+                io.join(directory, INDEX), self.index_problem, len(paths))
         for path in reversed(paths):
-            if io.is_local(path) and not path.startswith("/"):
-                path = io.join(directory, path)
             status = None
             try:
                 status = self.checkpoint.restore(path)
