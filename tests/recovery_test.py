@@ -73,3 +73,45 @@ def test_index_naming_no_file_and_no_checkpoint_is_a_fresh_start(tmp_path):
     summary = train(tmp_path, 1)
     assert summary["step"] == 22 and summary["epochs"] == 1
     assert pathlib.Path(tmp_path / "checkpoints" / "ckpt-22.index").exists()
+
+
+# Deliver 4: metrics.csv keeps every row it can.
+@pytest.mark.parametrize("damage", ["header", "header_gone", "one_row"])
+def test_damaged_metrics_table_keeps_every_readable_row(
+        tmp_path, straight, damage, caplog):
+    train(tmp_path, 2)
+    path = tmp_path / "metrics.csv"
+    lines = path.read_text().splitlines()
+    if damage == "header":
+        lines[0] = "ep\x00och,st#ep,garbage"
+    elif damage == "header_gone":
+        lines.pop(0)
+    else:
+        lines[2] = lines[2][:10]  # Epoch 1's eval row, cut short.
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        resumed = train(tmp_path, 3)
+    warnings = [r.getMessage() for r in caplog.records
+                if "metrics.csv" in r.getMessage()]
+    rows = writers.MetricsLog(str(path)).read()
+    if damage == "one_row":
+        assert warnings == [f"{path}: dropped 1 unreadable row(s), kept 3"]
+        assert len(rows) == 5
+        assert [(r["epoch"], r["split"]) for r in rows][:2] == [
+            ("1", "train"), ("2", "train")]
+    else:
+        assert len(warnings) == (1 if damage == "header" else 0), warnings
+        assert without_wall_time(rows) == without_wall_time(straight[1])
+        assert resumed["best_eval_epoch"] == straight[0]["best_eval_epoch"]
+    assert path.read_text().startswith(",".join(writers.METRICS_COLUMNS))
+
+
+def test_an_unreadable_table_is_not_emptied_silently(tmp_path, caplog):
+    path = tmp_path / "metrics.csv"
+    path.write_text("garbage\n\x00\x01,2\nmore garbage\n")
+    with caplog.at_level(logging.WARNING):
+        assert writers.MetricsLog(str(path)).read() == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"{path}: dropped 2 unreadable row(s), kept 0" in messages
+    assert f"{path}: its header is damaged and was rebuilt from the " \
+        "known columns" in messages

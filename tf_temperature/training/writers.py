@@ -11,6 +11,7 @@ import csv
 import io as _io
 
 import tensorflow as tf
+from absl import logging
 
 from tf_temperature.training import io
 
@@ -24,6 +25,29 @@ SCALARS = ("loss", "error", "learning_rate", "temperature", "grad_norm_sq",
            "grad_variance", "noise_scale")
 
 
+def _valid(row):
+    """Whether a row has its key fields, as numbers and a known split."""
+    try:
+        int(row["step"])
+        int(row["epoch"])
+        float(row["loss"])
+        float(row["wall_time"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return row.get("split") in ("train", "eval")
+
+
+_warned = set()
+
+
+def _warn_once(path, text, what):
+    """One warning per damage (the table is read several times a run)."""
+    key = (path, hash(text), what)
+    if key not in _warned:
+        _warned.add(key)
+        logging.warning("%s: %s", path, what)
+
+
 class MetricsLog:
     """`metrics.csv`: one row per epoch and split.
 
@@ -35,25 +59,37 @@ class MetricsLog:
         self.path = path
 
     def read(self):
-        """The rows as dicts; a malformed row is left out.
+        """The rows as dicts, repaired as far as they can be.
 
-        A row cut short or garbage lacks a field or a number and is dropped
-        (and rewritten away by `keep_until`).
+        A damaged header is rebuilt from the known columns; a row cut short
+        or garbage lacks a field or a number and is dropped (and rewritten
+        away by `keep_until`), with one warning naming the count.
         """
         if not io.exists(self.path):
             return []
+        text = io.read_text(self.path)
+        lines = [fields for fields in csv.reader(_io.StringIO(text))
+                 if fields]
+        columns = METRICS_COLUMNS
+        if lines and set(lines[0]) <= set(METRICS_COLUMNS) and (
+                "step" in lines[0]):
+            columns = tuple(lines.pop(0))  # A header, maybe an older one.
+        elif lines and _valid(dict(zip(METRICS_COLUMNS, lines[0]))):
+            pass  # The header is gone; the first line is a row.
+        elif lines:
+            lines.pop(0)  # A damaged header: the known columns stand in.
+            _warn_once(self.path, text, "its header is damaged and was "
+                       "rebuilt from the known columns")
         rows = []
-        for row in csv.DictReader(_io.StringIO(io.read_text(self.path))):
-            try:
-                int(row["step"])
-                int(row["epoch"])
-                float(row["loss"])
-                float(row["wall_time"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if row.get("split") not in ("train", "eval"):
-                continue
-            rows.append(row)
+        for fields in lines:
+            names = (columns if len(fields) == len(columns)
+                     else METRICS_COLUMNS)
+            row = dict(zip(names, fields))
+            if len(fields) == len(names) and _valid(row):
+                rows.append(row)
+        if len(rows) < len(lines):
+            _warn_once(self.path, text, f"dropped {len(lines) - len(rows)} "
+                       f"unreadable row(s), kept {len(rows)}")
         return rows
 
     def _write(self, rows):
