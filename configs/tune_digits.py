@@ -25,6 +25,8 @@ def get_config():
     config.model.width = 4
     config.optimizer.boundaries_epochs = ()  # A constant rate: equilibrium.
     config.optimizer.warmup_epochs = 0.0
+    # 539 evaluation digits: at least one batch of the largest B (512).
+    config.dataset.validation_fraction = 0.3
 
     config.tune = ml_collections.ConfigDict()
     # "grid", "bayesian" or "hyperband" (per batch size), or "transfer".

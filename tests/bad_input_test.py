@@ -69,7 +69,7 @@ FIELD_CASES = [
      "error: `model.family` must be one of 'cifar', 'imagenet', 'linear', "
      "'mlp'. Received: model.family='vgg'"),
     ("cifar_depth_not_6n_plus_2", "train", {"model.depth": 21}, None,
-     "error: `depth` must be of the form 6n+2"),
+     "error: `model.depth` must be of the form 6n+2"),
     ("unknown_dataset", "train", {"dataset.name": "imagenet"}, None,
      "error: `dataset.name` must be one of 'digits', 'synthetic', 'tfds', "
      "'folder'. Received: dataset.name='imagenet'"),

@@ -185,7 +185,7 @@ def test_a_second_run_on_a_held_workdir_is_refused(tmp_path):
         ({"model.family": "mlp", "model.width": 0},
          r"`model.width` must be an integer >= 1. Received: "
          r"model.width=0"),
-        ({"model.depth": 21}, r"`depth` must be of the form 6n\+2"),
+        ({"model.depth": 21}, r"`model.depth` must be of the form 6n\+2"),
         ({"optimizer.eta0": 0.0}, r"Received: optimizer.eta0=0.0"),
         ({"optimizer.momentum": 1.0}, r"Received: optimizer.momentum=1.0"),
         ({"strategy": "multi_worker"}, r"needs the TF_CONFIG environment"),

@@ -98,7 +98,7 @@ def study_config(**changes):
     config.tune.eta0_values = (1e-3, 4e-3, 1e6)
     config.tune.epochs = 1
     config.tune.seeds = (0,)
-    config.tune.bootstrap_samples = 50
+    config.tune.bootstrap_samples = 100
     return override(config, changes)
 
 @pytest.mark.slow
@@ -168,8 +168,8 @@ def test_transfer_mode_tests_only_the_neighbours(tmp_path):
 @pytest.mark.parametrize("mode", ["bayesian", "hyperband"])
 def test_per_batch_oracles(tmp_path, mode):
     config = study_config(**{"tune.mode": mode, "tune.max_trials": 2,
-                             "tune.epochs": 3, "tune.batch_sizes": (64,),
-                             "tune.eta0_values": (1e-3, 4e-3)})
+                             "tune.epochs": 3, "tune.batch_sizes": (32, 64),
+                             "tune.eta0_values": (1e-3, 2e-3, 4e-3)})
     result = tuning.Search(config, str(tmp_path), None).run()
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert set(trials["mode"]) == {mode} and len(trials) >= 2
@@ -186,13 +186,14 @@ def test_per_batch_oracles(tmp_path, mode):
          r"`tune.mode` must be one of 'grid', 'bayesian', 'hyperband', "
          r"'transfer'. Received: tune.mode='random'"),
         ({"tune.eta0_values": (), "tune.eta0_points": 0},
-         r"the eta0 grid is empty"),
-        ({"tune.eta0_values": (1e-3, -1e-3)},
-         r"`tune.eta0 grid value` must be a finite number > 0. "
-         r"Received: tune.eta0 grid value=-0.001"),
+         r"`tune.eta0_points` must be at least 3 \(or give "
+         r"tune.eta0_values\). Received: tune.eta0_points=0"),
+        ({"tune.eta0_values": (1e-3, -1e-3, 1e-2)},
+         r"`tune.eta0_values` must be a finite number > 0. "
+         r"Received: tune.eta0_values=-0.001"),
         ({"tune.batch_sizes": ()}, r"`tune.batch_sizes` must not be empty"),
         ({"tune.batch_sizes": (32, 4096)},
-         r"`tune.batch_sizes` must be at most the 1438 training examples. "
+         r"`tune.batch_sizes` must be at most the 1258 training examples. "
          r"Received: 4096"),
         ({"strategy": "mirrored", "tune.batch_sizes": (32, 15)},
          r"`tune.batch_sizes` must be divisible by the 2 replicas. "

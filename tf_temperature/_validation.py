@@ -52,3 +52,18 @@ def one_of(name, value, choices):
             f"`{name}` must be one of {accepted}. Received: {name}={value!r}"
         )
     return value
+
+
+def integer_in(name, value, low, high):
+    """Returns `value` as an int if it is an integer in [low, high], else
+    raises."""
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or not low <= value <= high
+    ):
+        raise ValueError(
+            f"`{name}` must be an integer in [{low}, {high}]. Received: "
+            f"{name}={value!r}"
+        )
+    return int(value)

@@ -206,16 +206,22 @@ def run_experiment(config, workdir, print_fn=print):
         trainer.DivergedError: if a run diverges (lower the etas).
     """
     check_config(config)
-    workdir_lib.check_workdir(workdir)
+    workdir_lib.check_workdir(workdir, ("equilibrium.csv", "equilibrium.png",
+                                        "schedule.png"), ("runs",))
     setup = experiment.Experiment(config)
     source = setup.source()
+    eq = config.equilibrium
+    for field, sizes in (("equilibrium.batch_size", (eq.batch_size,)),
+                         ("equilibrium.batch_sizes", tuple(eq.batch_sizes))):
+        setup.check_batch_sizes(sizes, field, source.num_train, source)
     runs = plan(config, source.num_train)
     for name, _, eta, batch, epochs, boundaries in runs:
         # Check every run's config before the first one writes anything.
-        experiment.check_config(_run_config(config, eta, batch, epochs,
-                                            boundaries))
-        setup.check_batch_sizes([batch], f"equilibrium batch size (run "
-                                f"{name})")
+        try:
+            setup.check_run(_run_config(config, eta, batch, epochs,
+                                        boundaries), source)
+        except ValueError as error:
+            raise ValueError(f"{error} (in the run {name})") from None
     rows = []
     with workdir_lib.RunLock(workdir):
         for run in runs:

@@ -247,3 +247,37 @@ def table(by_batch):
             "{:.3g}".format),
     })
     return frame.to_string(index=False)
+
+
+def write_report(workdir, trials, tune, print_fn):
+    """Writes a search's report and prints its table and verdict.
+
+    Args:
+        workdir: the study directory (`eta0_by_batch.csv`, `verdict.json`,
+            `eta0_vs_batch.png`; `trials.csv` is the caller's).
+        trials: every trial record (`TRIAL_COLUMNS`), of every mode.
+        tune: the `tune` config section (mode, bootstrap, objective).
+        print_fn: called with the table, the verdict and the compute.
+
+    Returns:
+        The verdict dict, as written to `verdict.json`.
+    """
+    from tf_temperature.training import io
+
+    current = trials[trials["mode"] == tune.mode]
+    by_batch = eta0_by_batch(current)
+    io.write_csv(io.join(workdir, "eta0_by_batch.csv"), by_batch)
+    result = verdict(current, samples=tune.bootstrap_samples,
+                     tolerance=tune.neighbour_tolerance)
+    compute = {m: int(trials[trials["mode"] == m]["epochs"].sum())
+               for m in sorted(trials["mode"].unique())}
+    result.update(mode=tune.mode, objective=tune.objective,
+                  trial_epochs=compute, trials=int(len(current)))
+    io.write_json(io.join(workdir, "verdict.json"), result)
+    io.save_figure(figure(current, by_batch),
+                   io.join(workdir, "eta0_vs_batch.png"))
+    print_fn(table(by_batch))
+    print_fn(result["text"])
+    print_fn("compute (trial-epochs): " + ", ".join(
+        f"{m} {n}" for m, n in compute.items()))
+    return result

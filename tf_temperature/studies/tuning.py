@@ -36,89 +36,46 @@ import keras_tuner
 import numpy as np
 import pandas as pd
 
-from tf_temperature import _validation
-from tf_temperature.studies import _tracing, scaling_report
+from tf_temperature.studies import _tracing, plan, scaling_report
 from tf_temperature.training import experiment, io, trainer
 from tf_temperature.training import workdir as workdir_lib
 
-MODES = ("grid", "bayesian", "hyperband", "transfer")
-OBJECTIVES = {"eval_loss": "final_eval_loss",
-              "eval_error": "final_eval_error"}
 _SCORE = "score"
+# The study's own files and directories (a rerun checks their types).
+STUDY_FILES = ("trials.csv", "eta0_by_batch.csv", "verdict.json",
+               "eta0_vs_batch.png", "plan.json")
+STUDY_DIRECTORIES = ("trials", "keras_tuner")
+# Re-exported: the study's fields and trials are defined in `plan`.
+MODES, OBJECTIVES = plan.MODES, plan.OBJECTIVES
+eta0_grid, check_tune_config = plan.eta0_grid, plan.check_tune_config
+trial_config = plan.trial_config
 
 
 # Every trial builds its own model and loops.
 _tracing.expect_new_functions()
 
 
-def eta0_grid(tune):
-    """The eta0 grid: `tune.eta0_values`, else `eta0_points` log-spaced
-    values from `eta0_min` to `eta0_max`."""
-    if len(tune.eta0_values):
-        return tuple(float(v) for v in tune.eta0_values)
-    if tune.eta0_points < 1:
-        return ()
-    return tuple(float(v) for v in np.geomspace(
-        tune.eta0_min, tune.eta0_max, int(tune.eta0_points)))
+class TrialError(keras_tuner.errors.FatalError):
+    """A trial raised: the search stops (keras-tuner would otherwise mark
+    the trial failed for good and go on); the trial stays planned and is
+    run again by the next run. The trial's own error is `__cause__`."""
 
 
-def check_tune_config(config):
-    """Raises `ValueError` naming the first bad `tune.*` field."""
-    tune = config.tune
-    _validation.one_of("tune.mode", tune.mode, MODES)
-    _validation.one_of("tune.objective", tune.objective, tuple(OBJECTIVES))
-    if not len(tune.batch_sizes):
-        raise ValueError("`tune.batch_sizes` must not be empty. Received: "
-                         "tune.batch_sizes=()")
-    for batch in tune.batch_sizes:
-        _validation.positive_integer("tune.batch_sizes", batch)
-    if not len(tune.eta0_values):
-        _validation.positive_number("tune.eta0_min", tune.eta0_min)
-        _validation.positive_number("tune.eta0_max", tune.eta0_max)
-        if tune.eta0_points > 1 and not tune.eta0_min < tune.eta0_max:
-            raise ValueError(
-                "`tune.eta0_min` must be below tune.eta0_max="
-                f"{tune.eta0_max!r}. Received: tune.eta0_min="
-                f"{tune.eta0_min!r}")
-    grid = eta0_grid(tune)
-    if not grid:
-        raise ValueError(
-            "the eta0 grid is empty: give `tune.eta0_values` or "
-            f"`tune.eta0_points` >= 1. Received: tune.eta0_points="
-            f"{tune.eta0_points!r}")
-    for eta0 in grid:
-        _validation.positive_number("tune.eta0 grid value", eta0)
-    if not len(tune.seeds):
-        raise ValueError("`tune.seeds` must not be empty. Received: "
-                         "tune.seeds=()")
-    _validation.positive_integer("tune.epochs", tune.epochs)
-    _validation.positive_integer("tune.max_trials", tune.max_trials)
-    _validation.positive_integer("tune.hyperband_factor",
-                                 tune.hyperband_factor)
-    if tune.transfer_batch_size and (tune.transfer_batch_size
-                                     not in tuple(tune.batch_sizes)):
-        raise ValueError(
-            "`tune.transfer_batch_size` must be one of tune.batch_sizes "
-            f"{tuple(tune.batch_sizes)} (or 0: the smallest). Received: "
-            f"tune.transfer_batch_size={tune.transfer_batch_size!r}")
+class IncompleteSearchError(RuntimeError):
+    """The search ended without a result for some planned trials."""
 
 
-def trial_config(base, batch_size, eta0, seed, epochs):
-    """The training config of one trial: `base` at (B, eta0, seed, epochs).
-
-    Warmup and decay boundaries, given in epochs of the full budget
-    (`tune.epochs`), are scaled to `epochs` (hyperband's shorter rungs).
-    """
-    scale = epochs / base.tune.epochs
-    return experiment.variant(base, {
-        "batch_size": int(batch_size),
-        "optimizer.eta0": float(eta0),
-        "seed": int(seed),
-        "num_epochs": int(epochs),
-        "optimizer.warmup_epochs": base.optimizer.warmup_epochs * scale,
-        "optimizer.boundaries_epochs": tuple(
-            b * scale for b in base.optimizer.boundaries_epochs),
-    })
+def _retry_failed(oracle):
+    """Sends trials an earlier run ended as failed or invalid back to the
+    retry queue (keras-tuner 1.4 never retries them after a reload)."""
+    status = keras_tuner.engine.trial.TrialStatus
+    for trial_id, trial in oracle.trials.items():
+        if trial.status in (status.FAILED, status.INVALID) and (
+                trial_id not in oracle._retry_queue):
+            oracle._retry_queue.append(trial_id)
+            oracle._run_times[trial_id] = 0
+            if trial_id in oracle.end_order:
+                oracle.end_order.remove(trial_id)
 
 
 class _GridOracle(keras_tuner.Oracle):
@@ -156,13 +113,27 @@ class _EtaTuner(keras_tuner.Tuner):
         self.mode = mode
         super().__init__(oracle=oracle, directory=study.tuner_dir,
                          project_name=project, overwrite=False)
+        _retry_failed(self.oracle)
 
     def run_trial(self, trial, *args, **kwargs):
         del args, kwargs
-        record = self.study.run_trial(self.mode, self.project_name,
-                                       trial.trial_id,
-                                       trial.hyperparameters.values)
+        try:
+            record = self.study.run_trial(self.mode, self.project_name,
+                                           trial.trial_id,
+                                           trial.hyperparameters.values)
+        except Exception as error:  # noqa: BLE001 -- see TrialError.
+            raise TrialError(f"trial {self.project_name}/{trial.trial_id}: "
+                             f"{error}") from error
         return {_SCORE: record["objective"]}
+
+    def missing(self):
+        """This project's trials that ended without a record."""
+        done = keras_tuner.engine.trial.TrialStatus.COMPLETED
+        return [f"{self.project_name}/{trial_id}"
+                for trial_id, trial in sorted(self.oracle.trials.items())
+                if trial.status != done or not io.exists(io.join(
+                    self.study.workdir, "trials", self.project_name,
+                    f"trial_{trial_id}", "record.json"))]
 
 
 class Search:
@@ -183,27 +154,21 @@ class Search:
     def __init__(self, config, workdir, print_fn=print):
         self.setup = experiment.Experiment(config)
         check_tune_config(config)
-        workdir_lib.check_workdir(workdir)
+        workdir_lib.check_workdir(workdir, STUDY_FILES, STUDY_DIRECTORIES)
         self.config = config
         self.tune = config.tune
         self.workdir = workdir
         self.print_fn = print_fn or (lambda line: None)
-        if os.environ.get("KERASTUNER_ORACLE_IP") and self.tune.mode != "grid":
-            raise ValueError(
-                "a parallel search (KERASTUNER_ORACLE_IP set) runs "
-                "tune.mode='grid' only, whose trials are independent. "
-                f"Received: tune.mode={self.tune.mode!r}")
         self.tuner_dir = io.join(workdir, "keras_tuner")
         self.grid = eta0_grid(self.tune)
         self.batch_sizes = tuple(sorted(int(b) for b in self.tune.batch_sizes))
         source = self.setup.source()
-        self.setup.check_batch_sizes(self.batch_sizes, "tune.batch_sizes",
-                                     source.num_train)
-        self.num_classes = source.num_classes
-        # A diverged trial's finite worst score: chance-level loss is
-        # log(classes), so ten times that is worse than any trained model.
-        self.worst = (10 * math.log(max(self.num_classes, 2))
-                      if self.tune.objective == "eval_loss" else 1.0)
+        plan.check_trials(self.setup, config, source)
+        self.plan = plan.Plan(config, workdir)
+        self.plan.check_unchanged()
+        self._tuners, self._planned = [], []
+        self.worst = plan.worst_score(self.tune.objective,
+                                      source.num_classes)
 
     # --- Trials. ----------------------------------------------------------
 
@@ -270,10 +235,19 @@ class Search:
         combinations = [
             {"batch_size": int(b), "eta0": float(e), "seed": int(s)}
             for b in batch_sizes for e in eta0s for s in self.tune.seeds]
+        self._planned += combinations
         oracle = _GridOracle(
             self._objective(),
             self._hyperparameters(batch_sizes, eta0s), combinations)
-        _EtaTuner(self, mode, project, oracle).search(verbose=0)
+        self._search(_EtaTuner(self, mode, project, oracle))
+
+    def _search(self, tuner):
+        self._tuners.append(tuner)
+        try:
+            tuner.search(verbose=0)
+        except TrialError as error:
+            # The trial's own error (a full disk, ...), for the caller.
+            raise error.__cause__ from None
 
     def _per_batch(self, mode):
         for batch in self.batch_sizes:
@@ -293,7 +267,7 @@ class Search:
                     hyperband_iterations=1, seed=self.config.seed,
                     hyperparameters=self._hyperparameters([batch],
                                                           self.grid))
-            _EtaTuner(self, mode, project, oracle).search(verbose=0)
+            self._search(_EtaTuner(self, mode, project, oracle))
 
     def _transfer(self):
         reference = self.tune.transfer_batch_size or self.batch_sizes[0]
@@ -323,6 +297,8 @@ class Search:
             return self._run()
 
     def _run(self):
+        if not _is_worker():
+            self.plan.write()
         mode = self.tune.mode
         if mode == "grid":
             self._grid("grid", "grid", self.batch_sizes, self.grid)
@@ -337,27 +313,28 @@ class Search:
     # --- Report. ----------------------------------------------------------
 
     def report(self):
-        """Writes the report files and prints the table and the verdict."""
+        """Writes the report files and prints the table and the verdict.
+
+        Raises:
+            IncompleteSearchError: if planned trials have no record (the
+                table is written, the verdict is not).
+        """
         trials = self.records()
         io.write_csv(io.join(self.workdir, "trials.csv"), trials)
         current = trials[trials["mode"] == self.tune.mode]
-        by_batch = scaling_report.eta0_by_batch(current)
-        io.write_csv(io.join(self.workdir, "eta0_by_batch.csv"), by_batch)
-        result = scaling_report.verdict(
-            current, samples=self.tune.bootstrap_samples,
-            tolerance=self.tune.neighbour_tolerance)
-        compute = {m: int(trials[trials["mode"] == m]["epochs"].sum())
-                   for m in sorted(trials["mode"].unique())}
-        result.update(mode=self.tune.mode, objective=self.tune.objective,
-                      trial_epochs=compute, trials=int(len(current)))
-        io.write_json(io.join(self.workdir, "verdict.json"), result)
-        io.save_figure(scaling_report.figure(current, by_batch),
-                       io.join(self.workdir, "eta0_vs_batch.png"))
-        self.print_fn(scaling_report.table(by_batch))
-        self.print_fn(result["text"])
-        self.print_fn("compute (trial-epochs): " + ", ".join(
-            f"{m} {n}" for m, n in compute.items()))
-        return result
+        missing = plan.missing(self._planned, current)
+        if self.tune.mode in ("bayesian", "hyperband"):
+            missing += [name for tuner in self._tuners
+                        for name in tuner.missing()]
+        if missing:
+            raise IncompleteSearchError(
+                f"the search has no result for {len(missing)} planned "
+                f"trial(s): {', '.join(missing[:8])}"
+                + (", ..." if len(missing) > 8 else "")
+                + "; rerun the same command to run them (no verdict was "
+                "written)")
+        return scaling_report.write_report(self.workdir, trials, self.tune,
+                                           self.print_fn)
 
 
 def _is_worker():

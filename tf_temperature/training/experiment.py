@@ -14,7 +14,9 @@ check or a setting exists once:
   config from its own.
 """
 
+import contextlib
 import dataclasses
+import re
 
 import keras
 import tensorflow as tf
@@ -22,10 +24,30 @@ import tensorflow as tf
 from tf_temperature import _validation
 from tf_temperature.models import FAMILIES, build_model
 from tf_temperature.optimizers import LinearScalingOptimizer
+from tf_temperature.schedules import LinearScalingSchedule
 from tf_temperature.training import distribute, input_pipeline, sources
 
 # Config sections that belong to a study, not to a training run.
 STUDY_SECTIONS = ("tune", "equilibrium")
+# numpy's and TensorFlow's seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
+
+
+@contextlib.contextmanager
+def fields_of(name, section):
+    """Re-raises a `ValueError` of the library (which names its arguments,
+    `depth`) with the config's field names (`model.depth`), for the keys
+    of the config section `name`."""
+    try:
+        yield
+    except ValueError as error:
+        message = str(error)
+        for key in section:
+            message = re.sub(rf"(?<![\w.])`{key}`", f"`{name}.{key}`",
+                             message)
+            message = re.sub(rf"(?<![\w.`]){key}=", f"{name}.{key}=",
+                             message)
+        raise ValueError(message) from None
 
 
 def check_config(config):
@@ -37,6 +59,7 @@ def check_config(config):
     _validation.one_of("strategy", config.strategy, distribute.STRATEGIES)
     _validation.one_of("precision", config.precision, distribute.PRECISIONS)
     _validation.positive_integer("batch_size", config.batch_size)
+    _validation.integer_in("seed", config.seed, 0, MAX_SEED)
     _validation.positive_integer("num_epochs", config.num_epochs)
     _validation.positive_integer("steps_per_loop", config.steps_per_loop)
     _validation.positive_integer("keep_checkpoints", config.keep_checkpoints)
@@ -93,12 +116,9 @@ def variant(config, changes):
     return override(run, changes)
 
 
-def build_optimizer(optimizer_config, global_batch_size, steps_per_epoch,
-                    num_epochs):
-    """SGD with momentum driven by `LinearScalingOptimizer`."""
-    return LinearScalingOptimizer(
-        keras.optimizers.SGD(momentum=optimizer_config.momentum,
-                             nesterov=optimizer_config.nesterov),
+def _schedule_args(optimizer_config, global_batch_size, steps_per_epoch,
+                   num_epochs):
+    return dict(
         eta0=optimizer_config.eta0,
         global_batch_size=global_batch_size,
         steps_per_epoch=steps_per_epoch,
@@ -111,6 +131,17 @@ def build_optimizer(optimizer_config, global_batch_size, steps_per_epoch,
         total_epochs=num_epochs,
         reference_batch_size=optimizer_config.reference_batch_size,
     )
+
+
+def build_optimizer(optimizer_config, global_batch_size, steps_per_epoch,
+                    num_epochs):
+    """SGD with momentum driven by `LinearScalingOptimizer`."""
+    with fields_of("optimizer", optimizer_config):
+        return LinearScalingOptimizer(
+            keras.optimizers.SGD(momentum=optimizer_config.momentum,
+                                 nesterov=optimizer_config.nesterov),
+            **_schedule_args(optimizer_config, global_batch_size,
+                             steps_per_epoch, num_epochs))
 
 
 @dataclasses.dataclass
@@ -150,6 +181,7 @@ class Experiment:
         self.replicas = strategy.num_replicas_in_sync
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
+        self._checked_models = set()
 
     def source(self, config=None):
         """The data source of `config` (default: the experiment's)."""
@@ -157,9 +189,10 @@ class Experiment:
         return sources.make_source(config.dataset, config.seed)
 
     def check_batch_sizes(self, batch_sizes, field="batch_size",
-                          num_train=None):
+                          num_train=None, source=None):
         """Raises `ValueError` unless every batch size divides over the
-        replicas (and fits `num_train` training examples, if given)."""
+        replicas (and fits `num_train` training examples and the
+        evaluation examples of `source`, if given)."""
         for batch in batch_sizes:
             _validation.positive_integer(field, batch)
             shown = (f"{field}={batch}" if len(batch_sizes) == 1 else
@@ -172,6 +205,39 @@ class Experiment:
                 raise ValueError(
                     f"`{field}` must be at most the {num_train} training "
                     f"examples. Received: {shown}")
+            if source is not None and batch > source.num_eval:
+                raise ValueError(
+                    f"`{field}` must be at most the {source.num_eval} "
+                    "evaluation examples (one global batch); give more of "
+                    f"them with {source.eval_field.split('=')[0]}. "
+                    f"Received: {shown}, {source.eval_field}")
+
+    def check_run(self, config, source=None):
+        """Raises `ValueError` naming the first field of `config` that
+        would stop `build(config)`, before a study writes anything.
+
+        Builds the schedule and (once per model config) the model, then
+        clears the Keras session; `source` (default: made from `config`)
+        gives the data's sizes.
+        """
+        if config is not self.config:
+            check_config(config)
+        self.check_batch_sizes([config.batch_size])
+        source = source or self.source(config)
+        data = input_pipeline.InputPipeline(source, config.dataset,
+                                            config.batch_size, config.seed)
+        with fields_of("optimizer", config.optimizer):
+            LinearScalingSchedule(**_schedule_args(
+                config.optimizer, config.batch_size, data.steps_per_epoch,
+                config.num_epochs))
+        key = (repr(sorted(config.model.items())), data.image_shape,
+               source.num_classes)
+        if key not in self._checked_models:
+            with fields_of("model", config.model):
+                build_model(config.model, data.image_shape,
+                            source.num_classes)
+            keras.backend.clear_session()
+            self._checked_models.add(key)
 
     def build(self, config=None):
         """Builds one run of `config` (default: the experiment's).
@@ -195,7 +261,7 @@ class Experiment:
             source, config.dataset, config.batch_size, config.seed,
             image_dtype=image_dtype, deterministic=config.deterministic)
         keras.utils.set_random_seed(config.seed)
-        with self.strategy.scope():
+        with self.strategy.scope(), fields_of("model", config.model):
             model = build_model(config.model, data.image_shape,
                                 source.num_classes)
             scaling = build_optimizer(config.optimizer, config.batch_size,

@@ -78,6 +78,14 @@ class InputPipeline:
                 f"`batch_size` must be at most the {source.num_train} "
                 f"training examples. Received: batch_size={global_batch_size}"
             )
+        if source.num_eval < global_batch_size:
+            # Fewer would be mostly padding, and none gives a loss of 0.
+            raise ValueError(
+                f"`batch_size` must be at most the {source.num_eval} "
+                "evaluation examples (one global batch); give more of them "
+                f"with {source.eval_field.split('=')[0] or 'the data'}. "
+                f"Received: batch_size={global_batch_size}, "
+                f"{source.eval_field or 'num_eval=' + str(source.num_eval)}")
         self.eval_steps = None  # Known once the eval dataset is made.
         self.image_shape = (config.image_size, config.image_size,
                             source.channels)

@@ -29,6 +29,9 @@ AUGMENTATIONS = ("none", "cifar", "imagenet")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Larger images than any ImageNet model takes (224 to 600): a typo, whose
+# batches would exhaust memory with a traceback.
+MAX_IMAGE_SIZE = 2048
 _CIFAR_NAMES = ("cifar10", "cifar100", "cifar10_1", "cifar10_corrupted")
 
 
@@ -71,6 +74,8 @@ class Source:
         mean: per-channel mean for normalization.
         std: per-channel standard deviation.
         skipped: files left out as unreadable (folder source).
+        eval_field: the config field (and value) that sets the size of the
+            evaluation split, for messages.
     """
 
     name: str
@@ -84,11 +89,22 @@ class Source:
     mean: tuple
     std: tuple
     skipped: tuple = ()
+    eval_field: str = ""
+
+
+def _split_sizes_check(num_train, num_eval, fraction):
+    if not num_train or not num_eval:
+        raise ValueError(
+            f"`dataset.validation_fraction` leaves {num_train} training and "
+            f"{num_eval} evaluation examples; both must be at least 1. "
+            f"Received: dataset.validation_fraction={fraction!r}"
+        )
 
 
 def _digits_source(config, seed):
     fraction = config.validation_fraction
     (x_train, y_train), (x_val, y_val) = load_digits_split(fraction, seed)
+    _split_sizes_check(len(y_train), len(y_val), fraction)
     mean, std = float(x_train.mean()), float(x_train.std())
     return Source(
         name="digits",
@@ -96,6 +112,7 @@ def _digits_source(config, seed):
         eval=tf.data.Dataset.from_tensor_slices((x_val, y_val)),
         num_train=len(y_train), num_eval=len(y_val), num_classes=10,
         channels=1, encoded=False, mean=(mean,), std=(std,),
+        eval_field=f"dataset.validation_fraction={fraction!r}",
     )
 
 
@@ -117,6 +134,7 @@ def _synthetic_source(config, seed):
                                               config.num_eval),
         num_classes=classes, channels=channels, encoded=False,
         mean=(0.5,) * channels, std=(0.29,) * channels,
+        eval_field=f"dataset.num_eval={config.num_eval!r}",
     )
 
 
@@ -182,6 +200,7 @@ def _tfds_source(config, seed):
         num_eval=_count(evaluation, info, eval_split),
         num_classes=int(info.features["label"].num_classes),
         channels=channels, encoded=encoded, mean=mean, std=std,
+        eval_field=f"dataset.eval_split={eval_split!r}",
     )
 
 
@@ -272,12 +291,14 @@ def _folder_source(config, seed):
         files, labels = np.array(files), np.array(labels)
         eval_files, eval_labels = files[order[:n_val]], labels[order[:n_val]]
         files, labels = files[order[n_val:]], labels[order[n_val:]]
-        if not len(files) or not len(eval_files):
-            raise ValueError(
-                "`dataset.validation_fraction` leaves no training or no "
-                "evaluation images. Received: dataset.validation_fraction="
-                f"{config.validation_fraction!r}"
-            )
+        _split_sizes_check(len(files), len(eval_files),
+                           config.validation_fraction)
+
+    if len(set(np.asarray(labels).tolist())) < 2:
+        raise ValueError(
+            "`dataset.train_dir` holds training images of one class only; a "
+            f"classifier needs at least 2. Received: dataset.train_dir="
+            f"{config.train_dir!r}")
 
     def read(paths, targets):
         dataset = tf.data.Dataset.from_tensor_slices(
@@ -291,6 +312,9 @@ def _folder_source(config, seed):
         channels=config.channels, encoded=True,
         mean=preprocessing.IMAGENET_MEAN, std=preprocessing.IMAGENET_STD,
         skipped=tuple(sorted(set(skipped))),
+        eval_field=(f"dataset.eval_dir={config.eval_dir!r}" if config.eval_dir
+                    else "dataset.validation_fraction="
+                    f"{config.validation_fraction!r}"),
     )
 
 
@@ -298,7 +322,8 @@ def check_dataset_config(config):
     """Raises `ValueError` naming the first bad `dataset.*` field."""
     _validation.one_of("dataset.name", config.name, SOURCES)
     _validation.one_of("dataset.augment", config.augment, AUGMENTATIONS)
-    _validation.positive_integer("dataset.image_size", config.image_size)
+    _validation.integer_in("dataset.image_size", config.image_size, 1,
+                           MAX_IMAGE_SIZE)
     _validation.positive_integer("dataset.channels", config.channels)
     fraction = config.validation_fraction
     if not 0.0 < fraction < 1.0:
@@ -331,7 +356,17 @@ def make_source(config, seed):
         "tfds": _tfds_source,
         "folder": _folder_source,
     }[config.name]
-    return builder(config, seed)
+    source = builder(config, seed)
+    if source.num_classes < 2:
+        # One class trains to a loss of 0: a number from nothing.
+        field = {"synthetic": f"dataset.num_classes={config.num_classes!r}",
+                 "tfds": f"dataset.tfds_name={config.tfds_name!r}",
+                 "folder": f"dataset.train_dir={config.train_dir!r}",
+                 }.get(config.name, f"dataset.name={config.name!r}")
+        raise ValueError(
+            f"the data set has {source.num_classes} class; a classifier "
+            f"needs at least 2. Received: {field}")
+    return source
 
 
 def describe(source):

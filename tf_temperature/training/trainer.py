@@ -36,6 +36,10 @@ from tf_temperature.training import (
     writers,
 )
 
+# A run directory's own entries (a rerun checks their types first).
+RUN_FILES = ("metrics.csv", "summary.json", "config.json")
+RUN_DIRECTORIES = ("checkpoints", "tensorboard")
+
 
 class DivergedError(Exception):
     """The loss became NaN or infinite: the run was too hot."""
@@ -87,7 +91,7 @@ def prepare(config, workdir_path, print_fn=print, strategy=None,
     Raises:
         ValueError: for bad input: a config field, the data, the workdir.
     """
-    workdir.check_workdir(workdir_path)
+    workdir.check_workdir(workdir_path, RUN_FILES, RUN_DIRECTORIES)
     if setup is None:
         setup = experiment.Experiment(config, strategy)
     return Trainer(setup.build(config), workdir_path,

@@ -22,6 +22,8 @@ import errno
 import os
 import socket
 
+import tensorflow as tf
+
 from tf_temperature.training import io
 
 
@@ -29,39 +31,63 @@ class WorkdirInUseError(ValueError):
     """Another live run holds the work directory."""
 
 
-def check_workdir(path):
+# Kernel file systems: a run's files cannot live there.
+_VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")
+
+
+def _bad(reason, path):
+    return ValueError(f"`workdir` {reason}. Received: workdir={path!r}")
+
+
+def _check_local(path):
+    name_max = 255
+    for part in path.split(os.sep):
+        if len(part.encode()) > name_max:
+            raise _bad(f"has a name longer than {name_max} bytes "
+                       f"({part[:20]}...)", path)
+    real = os.path.realpath(path)
+    if any(real == root or real.startswith(root + os.sep)
+           for root in _VIRTUAL_ROOTS):
+        raise _bad(f"must not be on a kernel file system ({real!r})", path)
+    existing = path
+    while existing and not os.path.lexists(existing):
+        existing = os.path.dirname(existing.rstrip(os.sep)) or "."
+    if os.path.islink(existing) and not os.path.exists(existing):
+        raise _bad(f"passes through a dangling symbolic link ({existing!r} "
+                   f"points to {os.readlink(existing)!r})", path)
+    if existing == path and not os.path.isdir(path):
+        raise _bad("must be a directory, not a file", path)
+    if not os.path.isdir(existing):
+        raise _bad(f"must be under a directory ({existing!r} is a file)",
+                   path)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _bad(f"is not writable ({existing!r} is not)", path)
+
+
+def check_workdir(path, files=(), directories=()):
     """Raises `ValueError` unless `path` can be (or is) a run directory.
 
     Checks what can be checked without writing: a name is given, it is not
-    a file, and (on a local path) the nearest existing parent is a
-    writable directory.
+    a file, and (on a local path) each name fits the file system, it is not
+    under /proc, /sys or /dev, no dangling link is on the way, and the
+    nearest existing parent is a writable directory. The entries the
+    caller names in `files` and `directories` must have that type if they
+    exist (a `metrics.csv` that is a directory would fail mid-run).
     """
     if not path:
         raise ValueError("`workdir` is required. Received: workdir=''")
     path = os.fspath(path)
-    if not io.is_local(path):
-        if io.exists(path) and not io.isdir(path):
-            raise ValueError(
-                "`workdir` must be a directory, not a file. Received: "
-                f"workdir={path!r}")
-        return
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(
-            f"`workdir` must be a directory, not a file. Received: "
-            f"workdir={path!r}"
-        )
-    existing = path
-    while existing and not os.path.exists(existing):
-        existing = os.path.dirname(existing.rstrip(os.sep)) or "."
-    if not os.path.isdir(existing):
-        raise ValueError(
-            f"`workdir` must be under a directory ({existing!r} is a "
-            f"file). Received: workdir={path!r}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"`workdir` is not writable ({existing!r} is not). Received: "
-            f"workdir={path!r}"
-        )
+    if io.is_local(path):
+        _check_local(path)
+    elif io.exists(path) and not io.isdir(path):
+        raise _bad("must be a directory, not a file", path)
+    for names, want_dir in ((files, False), (directories, True)):
+        for name in names:
+            entry = io.join(path, name)
+            if io.exists(entry) and io.isdir(entry) != want_dir:
+                kind = "a directory" if want_dir else "a file"
+                raise _bad(f"holds {name!r}, which must be {kind}; move it "
+                           "away", path)
 
 
 def _holder():
@@ -100,11 +126,17 @@ class RunLock:
             f"Received: workdir={self.workdir!r}")
 
     def __enter__(self):
-        io.makedirs(self.workdir)
-        if self.local:
-            self._lock_local()
-        else:
-            self._take_lease()
+        try:
+            io.makedirs(self.workdir)
+            if self.local:
+                self._lock_local()
+            else:
+                self._take_lease()
+        except (OSError, tf.errors.OpError) as error:
+            # Found only by trying: a read-only mount, a quota, ...
+            reason = getattr(error, "strerror", None) or getattr(
+                error, "message", str(error))
+            raise _bad(f"cannot be used: {reason}", self.workdir) from None
         return self
 
     def _lock_local(self):

@@ -74,7 +74,8 @@ class MetricsLog:
         if lines and set(lines[0]) <= set(METRICS_COLUMNS) and (
                 "step" in lines[0]):
             columns = tuple(lines.pop(0))  # A header, maybe an older one.
-        elif lines and _valid(dict(zip(METRICS_COLUMNS, lines[0]))):
+        elif lines and _valid(dict(zip(METRICS_COLUMNS, lines[0],
+                                         strict=False))):
             pass  # The header is gone; the first line is a row.
         elif lines:
             lines.pop(0)  # A damaged header: the known columns stand in.
@@ -84,7 +85,7 @@ class MetricsLog:
         for fields in lines:
             names = (columns if len(fields) == len(columns)
                      else METRICS_COLUMNS)
-            row = dict(zip(names, fields))
+            row = dict(zip(names, fields, strict=False))
             if len(fields) == len(names) and _valid(row):
                 rows.append(row)
         if len(rows) < len(lines):

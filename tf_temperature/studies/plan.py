@@ -1,0 +1,237 @@
+"""What a search will run, checked before it runs and kept while it runs.
+
+* `check_tune_config` and `eta0_grid`: the `tune` section's fields.
+* `trial_config`: the training config of one trial.
+* `check_trials`: every planned trial's config passes the training
+  pipeline's own checks before the first trial starts, so bad input is one
+  line and nothing written, never a trial that fails half-way through a
+  search (keras-tuner would mark it failed for good).
+* `Plan`: the fields a stored search depends on (its batch sizes, eta0
+  grid, seeds, budget, and the training config), kept in `plan.json` of the
+  study directory. A rerun with other values would mix two studies in one
+  table, so it is refused, naming the first field that changed.
+"""
+
+import math
+import os
+
+import numpy as np
+
+from tf_temperature import _validation
+from tf_temperature.training import experiment, io
+
+MODES = ("grid", "bayesian", "hyperband", "transfer")
+OBJECTIVES = {"eval_loss": "final_eval_loss",
+              "eval_error": "final_eval_error"}
+# Fewer cannot locate a best eta0 or fit a slope; fewer bootstrap samples
+# give intervals too coarse to read (Efron and Tibshirani 1993 use >= 1000
+# for percentile intervals).
+MIN_ETA0_VALUES, MIN_BATCH_SIZES, MIN_BOOTSTRAP_SAMPLES = 3, 2, 100
+# Fields that change what the report says, not what a trial measured.
+REPORT_ONLY = ("tune.mode", "tune.bootstrap_samples",
+               "tune.neighbour_tolerance", "quiet", "intra_op_threads",
+               "inter_op_threads", "tpu")
+
+
+def eta0_grid(tune):
+    """The eta0 grid: `tune.eta0_values`, else `eta0_points` log-spaced
+    values from `eta0_min` to `eta0_max`."""
+    if len(tune.eta0_values):
+        return tuple(float(v) for v in tune.eta0_values)
+    if tune.eta0_points < 1:
+        return ()
+    return tuple(float(v) for v in np.geomspace(
+        tune.eta0_min, tune.eta0_max, int(tune.eta0_points)))
+
+
+def _distinct(name, values, minimum):
+    shown = f"{name}={tuple(values)!r}"
+    if len(set(values)) != len(values):
+        raise ValueError(f"`{name}` must not repeat a value. Received: "
+                         f"{shown}")
+    if len(values) < minimum:
+        raise ValueError(
+            f"`{name}` must hold at least {minimum} distinct values (fewer "
+            f"cannot answer the study's question). Received: {shown}")
+
+
+def check_tune_config(config):
+    """Raises `ValueError` naming the first bad `tune.*` field."""
+    tune = config.tune
+    _validation.one_of("tune.mode", tune.mode, MODES)
+    _validation.one_of("tune.objective", tune.objective, tuple(OBJECTIVES))
+    if not len(tune.batch_sizes):
+        raise ValueError("`tune.batch_sizes` must not be empty. Received: "
+                         "tune.batch_sizes=()")
+    for batch in tune.batch_sizes:
+        _validation.positive_integer("tune.batch_sizes", batch)
+    _distinct("tune.batch_sizes", tuple(tune.batch_sizes), MIN_BATCH_SIZES)
+    if not len(tune.eta0_values):
+        _validation.positive_number("tune.eta0_min", tune.eta0_min)
+        _validation.positive_number("tune.eta0_max", tune.eta0_max)
+        if tune.eta0_points > 1 and not tune.eta0_min < tune.eta0_max:
+            raise ValueError(
+                "`tune.eta0_min` must be below tune.eta0_max="
+                f"{tune.eta0_max!r}. Received: tune.eta0_min="
+                f"{tune.eta0_min!r}")
+        if tune.eta0_points < MIN_ETA0_VALUES:
+            raise ValueError(
+                f"`tune.eta0_points` must be at least {MIN_ETA0_VALUES} (or "
+                "give tune.eta0_values). Received: tune.eta0_points="
+                f"{tune.eta0_points!r}")
+    grid = eta0_grid(tune)
+    for eta0 in grid:
+        _validation.positive_number("tune.eta0_values", eta0)
+    if len(tune.eta0_values):
+        _distinct("tune.eta0_values", grid, MIN_ETA0_VALUES)
+    if not len(tune.seeds):
+        raise ValueError("`tune.seeds` must not be empty. Received: "
+                         "tune.seeds=()")
+    for seed in tune.seeds:
+        _validation.integer_in("tune.seeds", seed, 0, experiment.MAX_SEED)
+    _distinct("tune.seeds", tuple(tune.seeds), 1)
+    _validation.positive_integer("tune.epochs", tune.epochs)
+    _validation.positive_integer("tune.max_trials", tune.max_trials)
+    _validation.integer_in("tune.hyperband_factor", tune.hyperband_factor,
+                           2, 100)
+    _validation.integer_in("tune.bootstrap_samples", tune.bootstrap_samples,
+                           MIN_BOOTSTRAP_SAMPLES, 10**7)
+    _validation.non_negative_number("tune.neighbour_tolerance",
+                                    tune.neighbour_tolerance)
+    if tune.transfer_batch_size and (tune.transfer_batch_size
+                                     not in tuple(tune.batch_sizes)):
+        raise ValueError(
+            "`tune.transfer_batch_size` must be one of tune.batch_sizes "
+            f"{tuple(tune.batch_sizes)} (or 0: the smallest). Received: "
+            f"tune.transfer_batch_size={tune.transfer_batch_size!r}")
+
+
+def trial_config(base, batch_size, eta0, seed, epochs):
+    """The training config of one trial: `base` at (B, eta0, seed, epochs).
+
+    Warmup and decay boundaries, given in epochs of the full budget
+    (`tune.epochs`), are scaled to `epochs` (hyperband's shorter rungs).
+    """
+    scale = epochs / base.tune.epochs
+    return experiment.variant(base, {
+        "batch_size": int(batch_size),
+        "optimizer.eta0": float(eta0),
+        "seed": int(seed),
+        "num_epochs": int(epochs),
+        "optimizer.warmup_epochs": base.optimizer.warmup_epochs * scale,
+        "optimizer.boundaries_epochs": tuple(
+            b * scale for b in base.optimizer.boundaries_epochs),
+    })
+
+
+def hyperband_epochs(epochs, factor):
+    """The budgets of keras-tuner's hyperband rungs (its `_get_epochs`)."""
+    rungs, budget = set(), epochs
+    while budget >= 1:
+        rungs.add(math.ceil(budget))
+        budget /= factor
+    return sorted(rungs | {epochs})
+
+
+def planned_settings(config):
+    """Every `(B, eta0, seed, epochs)` the search may train: the grid (or,
+    for bayesian, the ends of its eta0 range) at every batch size and
+    seed, at every budget it uses."""
+    tune = config.tune
+    grid = eta0_grid(tune)
+    if tune.mode == "bayesian":
+        grid = (min(grid), max(grid))
+    budgets = (hyperband_epochs(tune.epochs, tune.hyperband_factor)
+               if tune.mode == "hyperband" else [tune.epochs])
+    return [(int(b), e, int(s), int(n)) for b in tune.batch_sizes
+            for e in grid for s in tune.seeds for n in budgets]
+
+
+def worst_score(objective, num_classes):
+    """A diverged trial's finite score: worse than any trained model's.
+    Chance-level loss is log(classes), so ten times that; error 1."""
+    return (10 * math.log(max(num_classes, 2)) if objective == "eval_loss"
+            else 1.0)
+
+
+def check_trials(setup, config, source):
+    """Raises `ValueError` (naming the field) if any planned trial's
+    config would fail the training pipeline's checks."""
+    if os.environ.get("KERASTUNER_ORACLE_IP") and config.tune.mode != "grid":
+        raise ValueError(
+            "a parallel search (KERASTUNER_ORACLE_IP set) runs "
+            "tune.mode='grid' only, whose trials are independent. "
+            f"Received: tune.mode={config.tune.mode!r}")
+    setup.check_batch_sizes(tuple(config.tune.batch_sizes),
+                            "tune.batch_sizes", source.num_train, source)
+    for batch, eta0, seed, epochs in planned_settings(config):
+        trial = trial_config(config, batch, eta0, seed, epochs)
+        try:
+            setup.check_run(trial, source)
+        except ValueError as error:
+            raise ValueError(
+                f"{error} (in the trial B={batch}, eta0={eta0:.4g}, "
+                f"seed={seed}, {epochs} epochs)") from None
+
+
+def missing(planned, records):
+    """The `planned` `{batch_size, eta0, seed}` settings without a row in
+    `records` (a DataFrame of trial records), as phrases."""
+    def key(batch, eta0, seed):
+        return int(batch), float(f"{float(eta0):.12g}"), int(seed)
+
+    have = {key(*row) for row in zip(records["batch_size"], records["eta0"],
+                                     records["seed"], strict=True)}
+    return [f"B={c['batch_size']} eta0={c['eta0']:.4g} seed={c['seed']}"
+            for c in planned
+            if key(c["batch_size"], c["eta0"], c["seed"]) not in have]
+
+
+def _flat(config):
+    """`{dotted field: value}` of a config, values as JSON would give."""
+    flat = {}
+
+    def walk(prefix, value):
+        if hasattr(value, "items"):
+            for key, item in value.items():
+                walk(f"{prefix}{key}.", item)
+        else:
+            flat[prefix[:-1]] = (list(value) if isinstance(value, tuple)
+                                 else value)
+
+    walk("", config.to_dict() if hasattr(config, "to_dict") else config)
+    return {key: value for key, value in flat.items()
+            if key not in REPORT_ONLY and not key.startswith("equilibrium.")}
+
+
+class Plan:
+    """The fields a study's stored trials depend on (`plan.json`).
+
+    Args:
+        config: the study's config.
+        workdir: the study directory.
+    """
+
+    def __init__(self, config, workdir):
+        self.fields = _flat(config)
+        self.path = io.join(workdir, "plan.json")
+
+    def check_unchanged(self):
+        """Raises `ValueError` if the directory holds a study of other
+        fields; reads only."""
+        if not io.exists(self.path):
+            return
+        stored = io.read_json(self.path)
+        for key in sorted(set(stored) | set(self.fields)):
+            if stored.get(key) != self.fields.get(key):
+                raise ValueError(
+                    f"`{key}` differs from the study in "
+                    f"{io.dirname(self.path)!r}, whose trials used "
+                    f"{key}={stored.get(key)!r}; use a new study directory "
+                    f"for the new value. Received: {key}="
+                    f"{self.fields.get(key)!r}")
+
+    def write(self):
+        """Records the fields (once: a rerun checked them unchanged)."""
+        if not io.exists(self.path):
+            io.write_json(self.path, self.fields)
