@@ -7,6 +7,9 @@ exist, or an `OSError` on first use of a config file that does not load.
 line on stderr and exit code 2.
 """
 
+import errno
+import os
+import shutil
 import sys
 
 from absl import flags, logging
@@ -15,9 +18,12 @@ from ml_collections import config_flags
 USAGE_ERROR = 2
 # A run stopped by a NaN or infinite loss ("too hot").
 DIVERGED = 3
-# After SIGTERM: a checkpoint was saved at a step boundary; rerun the same
-# command to resume (sysexits.h's EX_TEMPFAIL, "try again later").
+# After SIGTERM or SIGINT: a checkpoint was saved at a step boundary (or
+# none was due); rerun the same command to resume (sysexits.h's
+# EX_TEMPFAIL, "try again later").
 PREEMPTED = 75
+# The environment failed the run (a full disk): fix it and rerun.
+ENVIRONMENT = 1
 
 
 def fail(message):
@@ -26,16 +32,32 @@ def fail(message):
     sys.exit(USAGE_ERROR)
 
 
-def run_job(job, input_errors=(ValueError,)):
+def _disk_full(error):
+    """Whether `error` (Python's or TensorFlow's) is "no space left"."""
+    return (getattr(error, "errno", None) == errno.ENOSPC
+            or "No space left on device" in str(error))
+
+
+def _free_space(path):
+    """Free bytes on the file system of `path` (or its nearest parent)."""
+    path = os.path.abspath(path or ".")
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+def run_job(job, input_errors=(ValueError,), workdir=None):
     """Returns `job()`; ends the process the documented way if it fails.
 
     `input_errors` (bad input, found before anything is written; a workdir
     in use; no readable checkpoint) become one `error:` line and exit code
-    2; a diverged run one `error:` line and 3; SIGTERM one `stopped:` line
-    and 75 (a checkpoint was saved: rerun to resume).
+    2; a diverged run one `error:` line and 3; SIGTERM or SIGINT one
+    `stopped:` line and 75 (a checkpoint was saved: rerun to resume); a
+    full disk one `error:` line naming `workdir` and its free space, and 1.
     """
-    from tf_temperature.training import trainer
+    from tf_temperature.training import signals, trainer
 
+    signals.stop_on_signals()
     try:
         return job()
     except input_errors as error:
@@ -43,9 +65,18 @@ def run_job(job, input_errors=(ValueError,)):
     except trainer.DivergedError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(DIVERGED)
-    except trainer.Preempted as stop:
-        print(f"stopped: {stop}", file=sys.stderr)
+    except (trainer.Preempted, signals.Stopped, KeyboardInterrupt) as stop:
+        print(f"stopped: {stop or 'SIGINT'}", file=sys.stderr)
         sys.exit(PREEMPTED)
+    except Exception as error:
+        if not _disk_full(error):
+            raise
+        path = getattr(error, "filename", None) or workdir or "."
+        print(f"error: no space left on the device of {path} "
+              f"({_free_space(path) / 2**20:.1f} MiB free now); free some "
+              "space and rerun the same command: the run resumes from its "
+              "last checkpoint", file=sys.stderr)
+        sys.exit(ENVIRONMENT)
 
 
 def run_errors():

@@ -101,8 +101,9 @@ def tune_config():
     config = tune_digits.get_config()
     return override(config, {
         "model.family": "linear", "num_epochs": 1, "tune.epochs": 1,
-        "tune.batch_sizes": (64, 128), "tune.eta0_values": (1e-3, 4e-3),
-        "tune.seeds": (0,), "tune.bootstrap_samples": 50,
+        "tune.batch_sizes": (64, 128),
+        "tune.eta0_values": (1e-3, 2e-3, 4e-3),
+        "tune.seeds": (0,), "tune.bootstrap_samples": 100,
         "optimizer.warmup_epochs": 0.0, "optimizer.boundaries_epochs": (),
         "optimizer.momentum": 0.0,
     })

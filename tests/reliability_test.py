@@ -170,8 +170,9 @@ def test_multi_worker_kill_one_then_rerun_both(tmp_path):
 
 # 4. A search killed twice during trials.
 TUNE = ["--config.tune.batch_sizes=(32,64)",
-        "--config.tune.eta0_values=(0.001,0.004)", "--config.tune.seeds=(0,)",
-        "--config.tune.epochs=2", "--config.tune.bootstrap_samples=20",
+        "--config.tune.eta0_values=(0.001,0.002,0.004)",
+        "--config.tune.seeds=(0,)", "--config.tune.epochs=2",
+        "--config.tune.bootstrap_samples=100",
         "--config.model.family=linear", "--config.steps_per_loop=50"]
 
 
@@ -185,8 +186,8 @@ def test_search_killed_twice_runs_every_trial_once(tmp_path):
     done = cli("tune", args)
     assert done.returncode == 0, done.stderr[-3000:]
     trials = pd.read_csv(tmp_path / "trials.csv")
-    planned = {(b, e) for b in (32, 64) for e in (0.001, 0.004)}
-    assert len(trials) == 4
+    planned = {(b, e) for b in (32, 64) for e in (0.001, 0.002, 0.004)}
+    assert len(trials) == 6
     assert set(zip(trials["batch_size"], trials["eta0"], strict=True)) \
         == planned
     assert not trials["diverged"].any()

@@ -42,8 +42,8 @@ def test_search_chief_binds_only_the_address_it_is_given(tmp_path):
     chief = subprocess.Popen(
         [sys.executable, "-m", "pipelines.tune", f"--workdir={tmp_path}",
          "--config.model.family=linear", "--config.tune.epochs=1",
-         "--config.tune.batch_sizes=(32,)", "--config.tune.seeds=(0,)",
-         "--config.tune.eta0_values=(0.001,)"],
+         "--config.tune.batch_sizes=(32,64)", "--config.tune.seeds=(0,)",
+         "--config.tune.eta0_values=(0.001,0.002,0.004)"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:

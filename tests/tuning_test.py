@@ -231,9 +231,9 @@ def test_chief_and_two_workers_on_localhost(tmp_path):
     port = free_port()
     flags = ["--config.model.family=linear", "--config.steps_per_loop=50",
              "--config.tune.batch_sizes=(32, 64)",
-             "--config.tune.eta0_values=(0.001, 0.004)",
+             "--config.tune.eta0_values=(0.001, 0.002, 0.004)",
              "--config.tune.epochs=1", "--config.tune.seeds=(0,)",
-             "--config.tune.bootstrap_samples=50"]
+             "--config.tune.bootstrap_samples=100"]
     processes = {}
     for tuner_id in ("chief", "tuner0", "tuner1"):
         env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id,
@@ -247,9 +247,9 @@ def test_chief_and_two_workers_on_localhost(tmp_path):
     for tuner_id, process in processes.items():
         assert process.returncode == 0, outputs[tuner_id][1][-3000:]
     trials = pd.read_csv(tmp_path / "trials.csv")
-    assert len(trials) == 4
-    assert len(set(trials["trial"])) == 4
+    assert len(trials) == 6
+    assert len(set(trials["trial"])) == 6
     # The workers ran the trials; the chief only served the oracle.
     ran = [o[0].count("eval_loss") for o in outputs.values()]
-    assert ran[0] == 0 and ran[1] + ran[2] == 4
+    assert ran[0] == 0 and ran[1] + ran[2] == 6
     assert "slope of log(best eta)" in outputs["chief"][0]

@@ -27,6 +27,7 @@ worker processes (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
 parallel, each worker training on its own devices.
 """
 
+import json
 import math
 import os
 import time
@@ -53,6 +54,19 @@ trial_config = plan.trial_config
 
 # Every trial builds its own model and loops.
 _tracing.expect_new_functions()
+
+
+def _save_json_atomically(path, obj):
+    """keras-tuner's `utils.save_json`, written beside and renamed: its
+    own write, cut by a full disk or a kill, leaves a truncated
+    `oracle.json` that no rerun can reload."""
+    text = json.dumps(obj)
+    io.write_text(path, text)
+    return text
+
+
+# keras-tuner 1.4's state files (oracle, trials, tuner) all go through it.
+keras_tuner.src.utils.save_json = _save_json_atomically
 
 
 class TrialError(keras_tuner.errors.FatalError):

@@ -105,9 +105,15 @@ def write_bytes(path, data):
     # TensorFlow's `ram://` opens an existing file for writing without
     # truncating it: a longer leftover would keep its tail.
     remove(tmp)
-    with tf.io.gfile.GFile(tmp, "wb") as file:
-        file.write(data)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(tmp, "wb") as file:
+            file.write(data)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        # A full disk, a signal: leave no half-written file behind.
+        with contextlib.suppress(OSError, tf.errors.OpError):
+            remove(tmp)
+        raise
 
 
 def write_text(path, text):
