@@ -46,14 +46,15 @@ def _free_space(path):
     return shutil.disk_usage(path).free
 
 
-def run_job(job, input_errors=(ValueError,), workdir=None):
+def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
     """Returns `job()`; ends the process the documented way if it fails.
 
     `input_errors` (bad input, found before anything is written; a workdir
     in use; no readable checkpoint) become one `error:` line and exit code
     2; a diverged run one `error:` line and 3; SIGTERM or SIGINT one
     `stopped:` line and 75 (a checkpoint was saved: rerun to resume); a
-    full disk one `error:` line naming `workdir` and its free space, and 1.
+    full disk one `error:` line naming `workdir` and its free space, and 1;
+    `failures` (a search with trials missing) one `error:` line and 1.
     """
     from tf_temperature.training import signals, trainer
 
@@ -65,6 +66,9 @@ def run_job(job, input_errors=(ValueError,), workdir=None):
     except trainer.DivergedError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(DIVERGED)
+    except failures as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(ENVIRONMENT)
     except (trainer.Preempted, signals.Stopped, KeyboardInterrupt) as stop:
         print(f"stopped: {stop or 'SIGINT'}", file=sys.stderr)
         sys.exit(PREEMPTED)
@@ -82,10 +86,10 @@ def run_job(job, input_errors=(ValueError,), workdir=None):
 def run_errors():
     """The errors `run_job` reports as bad input once a run has started
     (its other `ValueError`s would be bugs, and keep their traceback)."""
-    from tf_temperature.training import checkpoints, workdir
+    from tf_temperature.training import checkpoints, input_pipeline, workdir
 
-    return (workdir.WorkdirInUseError, checkpoints.UnreadableCheckpointsError,
-            checkpoints.ConfigMismatchError)
+    return (workdir.WorkdirError, checkpoints.UnreadableCheckpointsError,
+            checkpoints.ConfigMismatchError, input_pipeline.NoDataError)
 
 
 def define_config_file(name, default, help_string):

@@ -22,8 +22,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory.")
 def main(argv):
     del argv  # Checked by the flags parser.
     _cli.quiet_info_logs()
+    workdir = _WORKDIR.value or ""
     table = _cli.run_job(lambda: equilibrium.run_experiment(
-        _CONFIG.value, _WORKDIR.value or "", print))
+        _CONFIG.value, workdir, print), workdir=workdir)
     spread = equilibrium.collapse_spread(table)
     print(f"collapse: eta sweep and B sweep differ by at most "
           f"{100 * spread:.1f}% at equal eta / B")

@@ -22,9 +22,10 @@ def main(argv):
     del argv  # Checked by the flags parser.
     _cli.quiet_info_logs()
     # Bad input is found here, before anything is written.
-    run = _cli.run_job(
-        lambda: trainer.prepare(_CONFIG.value, _WORKDIR.value or ""))
-    _cli.run_job(run.run, _cli.run_errors())
+    workdir = _WORKDIR.value or ""
+    run = _cli.run_job(lambda: trainer.prepare(_CONFIG.value, workdir),
+                       workdir=workdir)
+    _cli.run_job(run.run, _cli.run_errors(), workdir)
     return 0
 
 

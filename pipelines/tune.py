@@ -22,9 +22,11 @@ def main(argv):
     del argv  # Checked by the flags parser.
     _cli.quiet_info_logs()
     # Bad input is found here, before anything is written.
+    workdir = _WORKDIR.value or ""
     search = _cli.run_job(
-        lambda: tuning.Search(_CONFIG.value, _WORKDIR.value or "", print))
-    _cli.run_job(search.run, _cli.run_errors())
+        lambda: tuning.Search(_CONFIG.value, workdir, print), workdir=workdir)
+    _cli.run_job(search.run, _cli.run_errors(), workdir,
+                 failures=(tuning.IncompleteSearchError,))
     return 0
 
 

@@ -11,15 +11,12 @@
   with none readable the run refuses (`UnreadableCheckpointsError`). A
   readable checkpoint that does not fit the model is a changed config, not
   damage (`ConfigMismatchError`, naming the first variable that differs).
-* `StopSignal` turns SIGTERM into a save at the next host-call boundary
-  (TensorFlow's `PreemptionCheckpointHandler` under multi-worker and TPU
-  strategies, which agrees on a step with the other workers).
+
+Stopping on SIGTERM and SIGINT is `signals`.
 """
 
 import logging as logging_std
 import re
-import signal
-import threading
 
 import tensorflow as tf
 from absl import logging
@@ -270,44 +267,3 @@ class Checkpoints:
         raise UnreadableCheckpointsError(
             f"no readable checkpoint in {directory!r} (all {len(paths)} are "
             "damaged); move that directory away to start the run over")
-
-
-class StopSignal:
-    """SIGTERM as a request to save and stop at a host-call boundary.
-
-    Under `MultiWorkerMirroredStrategy` and `TPUStrategy`, TensorFlow's
-    `PreemptionCheckpointHandler` saves (and ends the process) on the step
-    the workers agree on. Elsewhere a handler sets `requested`, which the
-    loop checks after each host call. Use as a context manager: the
-    previous handler is put back on exit.
-    """
-
-    def __init__(self, strategy, checkpoints):
-        self.requested = False
-        self._previous = None
-        self._handler = None
-        if isinstance(strategy, (tf.distribute.MultiWorkerMirroredStrategy,
-                                 tf.distribute.TPUStrategy)):
-            self._handler = (
-                tf.distribute.experimental.PreemptionCheckpointHandler(
-                    strategy.cluster_resolver, checkpoints.manager))
-
-    def __enter__(self):
-        if (self._handler is None and threading.current_thread()
-                is threading.main_thread()):  # Only there may one set it.
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-        return self
-
-    def _on_sigterm(self, signum, frame):
-        del signum, frame
-        self.requested = True
-
-    def poll(self):
-        """Lets TensorFlow's handler save if a preemption was signalled."""
-        if self._handler is not None:
-            self._handler.save_checkpoint_if_preempted()
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-        return False

@@ -9,21 +9,27 @@ there when the environment asks for it:
 
     TF_TEMPERATURE_FAULT=NAME@STEP   at the first NAME reached at step >= STEP
     TF_TEMPERATURE_FAULT=NAME#N      at the N-th NAME reached in this process
-    TF_TEMPERATURE_FAULT_SIGNAL=KILL (default) or TERM
+    TF_TEMPERATURE_FAULT_SIGNAL=KILL (default), TERM, INT, or ENOSPC (raise
+                                     "no space left on device" instead)
 
 Points: `train_step` (after a host call of the training loop),
 `epoch_trained` (the epoch's last step done, not evaluated yet),
 `evaluating` (evaluation done, nothing of the epoch recorded yet),
 `recorded` (the epoch's rows written, its checkpoint not yet),
-`checkpoint_saved` (right after a checkpoint is written). Without the
-variable `point` does nothing but count.
+`checkpoint_saved` (right after a checkpoint is written), and
+`input_stall@STEP`: the training input pipeline sends the signal when it
+reaches the batch of step STEP, then waits for ever (an input that is slow
+to come: the run must still stop within seconds). Without the variable
+`point` does nothing but count.
 """
 
+import errno
 import os
 import signal
+import time
 
 POINTS = ("train_step", "epoch_trained", "evaluating", "recorded",
-          "checkpoint_saved")
+          "checkpoint_saved", "input_stall")
 _counts = dict.fromkeys(POINTS, 0)
 
 
@@ -48,5 +54,28 @@ def point(name, step):
         return
     _, separator, value = spec
     if (step >= value) if separator == "@" else (_counts[name] == value):
-        signame = os.environ.get("TF_TEMPERATURE_FAULT_SIGNAL", "KILL")
-        os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
+        _strike()
+
+
+def _strike():
+    signame = os.environ.get("TF_TEMPERATURE_FAULT_SIGNAL", "KILL")
+    if signame == "ENOSPC":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                      "(injected by TF_TEMPERATURE_FAULT)")
+    os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
+
+
+def input_stall_step():
+    """The step whose batch `input_stall@STEP` holds back, or None."""
+    spec = _spec()
+    if spec is None or spec[0] != "input_stall" or spec[1] != "@":
+        return None
+    return spec[2]
+
+
+def stall():
+    """Signals as asked, then waits for ever (in an input pipeline's
+    thread: the main thread waits for the batch inside TensorFlow)."""
+    _strike()
+    while True:
+        time.sleep(60)

@@ -16,7 +16,7 @@ import math
 
 import tensorflow as tf
 
-from tf_temperature.training import preprocessing
+from tf_temperature.training import faults, preprocessing
 
 
 def noisy_label(label, fraction, num_classes, seed):
@@ -49,6 +49,35 @@ def label_noise_entropy(fraction, num_classes):
     if q_other > 0:
         entropy -= (num_classes - 1) * q_other * math.log(q_other)
     return entropy
+
+
+def _stall_from(dataset, first_index):
+    """`dataset`, held back for ever from element `first_index` on."""
+    def wait(index):
+        if int(index) >= first_index:
+            faults.stall()
+        return index
+
+    def hold(index, example):
+        index = tf.ensure_shape(tf.py_function(wait, [index], tf.int64), [])
+        return index, example
+
+    return dataset.map(hold)
+
+
+class NoDataError(ValueError):
+    """The input pipeline gave no batch where one was due: every file it
+    read failed to decode (a bounded number of them, never for ever)."""
+
+    def __init__(self, source, split, epoch):
+        field = ("dataset.train_dir" if source.name.startswith("folder:")
+                 else "dataset")
+        super().__init__(
+            f"the {split} data ran out in epoch {epoch}: the input pipeline "
+            f"read every file of {source.name} (twice, for training) "
+            "without enough that decode as images. Check the files, or set "
+            "dataset.strict=True to name the first bad one. Received: "
+            f"{field}={source.name.split(':', 1)[-1]!r}")
 
 
 class InputPipeline:
@@ -174,9 +203,20 @@ class InputPipeline:
         dataset = dataset.shuffle(min(buffer, self.source.num_train),
                                   seed=epoch_seed,
                                   reshuffle_each_iteration=False)
-        # Never run out: an epoch is counted in steps, not passes.
-        dataset = dataset.repeat().enumerate()
+        # An epoch is counted in steps, not passes. Enough passes for the
+        # epoch and one spare, not for ever: when no file decodes,
+        # `ignore_errors` below would skip them for ever (a hang); instead
+        # the data run out and the trainer says so (`NoDataError`).
+        shard = max(1, self.source.num_train // context.num_input_pipelines)
+        passes = math.ceil(self.steps_per_epoch * replicas * batch
+                           / shard) + 1
+        dataset = dataset.repeat(passes).enumerate()
         dataset = dataset.skip(skip_steps * replicas * batch)
+        stall = faults.input_stall_step()
+        if stall is not None:  # A test of stopping while input waits.
+            dataset = _stall_from(dataset, (stall - epoch
+                                            * self.steps_per_epoch)
+                                  * replicas * batch)
 
         noise = self.config.label_noise
 

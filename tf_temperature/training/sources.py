@@ -310,7 +310,12 @@ def _folder_source(config, seed):
         eval=read(eval_files, eval_labels), num_train=len(files),
         num_eval=len(eval_files), num_classes=len(classes),
         channels=config.channels, encoded=True,
-        mean=preprocessing.IMAGENET_MEAN, std=preprocessing.IMAGENET_STD,
+        # ImageNet's statistics are for RGB; other channel counts get a
+        # neutral normalization (as the tfds source does).
+        mean=(preprocessing.IMAGENET_MEAN if config.channels == 3
+              else (0.5,) * config.channels),
+        std=(preprocessing.IMAGENET_STD if config.channels == 3
+             else (0.25,) * config.channels),
         skipped=tuple(sorted(set(skipped))),
         eval_field=(f"dataset.eval_dir={config.eval_dir!r}" if config.eval_dir
                     else "dataset.validation_fraction="

@@ -29,8 +29,10 @@ from tf_temperature.training import (
     experiment,
     faults,
     hooks,
+    input_pipeline,
     io,
     loops,
+    signals,
     sources,
     workdir,
     writers,
@@ -46,15 +48,16 @@ class DivergedError(Exception):
 
 
 class Preempted(BaseException):  # noqa: N818 -- a stop, like SystemExit.
-    """SIGTERM arrived: a checkpoint was saved at `step`; rerun to resume.
+    """SIGTERM or SIGINT arrived: a checkpoint was saved at `step`; rerun
+    to resume.
 
     A `BaseException`, like `KeyboardInterrupt`: code that catches
     `Exception` (keras-tuner marks such trials failed) lets it through.
     """
 
-    def __init__(self, step):
+    def __init__(self, step, signame="SIGTERM"):
         super().__init__(
-            f"preempted (SIGTERM) at step {step}: checkpoint saved; rerun "
+            f"preempted ({signame}) at step {step}: checkpoint saved; rerun "
             "the same command to resume from it")
         self.step = step
 
@@ -250,7 +253,14 @@ class Trainer:
                 self.config.keep_checkpoints)
             restored = store.restore()
             out = writers.MetricWriters(run_dir, enabled=self.chief)
-            with checkpoints.StopSignal(self.parts.strategy, store) as stop:
+
+            def last_checkpoint():
+                path = store.manager.latest_checkpoint or restored
+                return (f"checkpoint {io.basename(path)}" if path
+                        else "no checkpoint yet (the run starts over)")
+
+            with signals.StopSignal(self.parts.strategy, store.manager,
+                                    describe=last_checkpoint) as stop:
                 return _Epochs(self, run_dir, store, out, stop).run(restored)
 
 
@@ -311,7 +321,11 @@ class _Epochs:
             chunk = min(config.steps_per_loop, (epoch + 1) * spe - step)
             if every:
                 chunk = min(chunk, every - step % every)
-            found = t.train_loop(iterator, tf.constant(chunk))
+            try:
+                found = t.train_loop(iterator, tf.constant(chunk))
+            except tf.errors.OutOfRangeError:
+                raise input_pipeline.NoDataError(
+                    t.parts.source, "training", epoch + 1) from None
             for name, value in found.items():
                 totals[name] += float(value)
                 t.epoch_sums[name].assign(totals[name])
@@ -319,10 +333,10 @@ class _Epochs:
             if not math.isfinite(totals["loss"]):
                 self._diverged(step, epoch)
             faults.point("train_step", step)
-            self.stop.poll()
-            if self.stop.requested:
+            signame = self.stop.poll()
+            if signame:
                 self.store.save(step)
-                raise Preempted(step)
+                raise Preempted(step, signame)
             if every and step % every == 0 and step % spe:
                 self.store.save(step)
         self.images_per_sec = ((spe - skip) * config.batch_size
@@ -336,6 +350,10 @@ class _Epochs:
         eval_totals = t.eval_loop(
             iter(t.parts.data.distributed_eval(t.parts.strategy)),
             tf.constant(t.parts.data.eval_steps))
+        self.stop.poll()  # A signal during evaluation: we stop soon.
+        if not float(eval_totals["count"]):
+            raise input_pipeline.NoDataError(t.parts.source, "evaluation",
+                                             epoch + 1)
         faults.point("evaluating", step)
         wall = self.wall_offset + time.perf_counter() - self.started
         rows = [_row(t.parts, t.hooks, epoch + 1, step, split, sums, wall)
@@ -347,8 +365,9 @@ class _Epochs:
         if t.print_fn:
             t.print_fn(progress_line(rows, t.config.num_epochs,
                                      self.images_per_sec))
-        if self.stop.requested and epoch + 1 < t.config.num_epochs:
-            raise Preempted(step)
+        signame = self.stop.poll()
+        if signame and epoch + 1 < t.config.num_epochs:
+            raise Preempted(step, signame)
 
     def _finish(self, diverged):
         t = self.t

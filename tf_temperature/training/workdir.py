@@ -27,7 +27,11 @@ import tensorflow as tf
 from tf_temperature.training import io
 
 
-class WorkdirInUseError(ValueError):
+class WorkdirError(ValueError):
+    """The work directory cannot hold the run (found before writing)."""
+
+
+class WorkdirInUseError(WorkdirError):
     """Another live run holds the work directory."""
 
 
@@ -36,7 +40,7 @@ _VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")
 
 
 def _bad(reason, path):
-    return ValueError(f"`workdir` {reason}. Received: workdir={path!r}")
+    return WorkdirError(f"`workdir` {reason}. Received: workdir={path!r}")
 
 
 def _check_local(path):
