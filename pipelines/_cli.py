@@ -10,6 +10,7 @@ line on stderr and exit code 2.
 import errno
 import os
 import shutil
+import signal
 import sys
 
 from absl import flags, logging
@@ -24,6 +25,22 @@ DIVERGED = 3
 PREEMPTED = 75
 # The environment failed the run (a full disk): fix it and rerun.
 ENVIRONMENT = 1
+
+
+def _stopped_early(signum, frame):
+    del frame
+    print(f"stopped: {signal.Signals(signum).name} before the run started; "
+          "nothing was written: rerun the same command", file=sys.stderr)
+    sys.exit(PREEMPTED)
+
+
+# Run as `python -m pipelines.X`: from here on (TensorFlow's import takes
+# seconds) SIGTERM and SIGINT end the process with one line, not a
+# traceback; `run_job` takes over once the job starts.
+if getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name",
+           "").startswith("pipelines."):
+    signal.signal(signal.SIGINT, _stopped_early)
+    signal.signal(signal.SIGTERM, _stopped_early)
 
 
 def fail(message):
@@ -115,39 +132,131 @@ def quiet_info_logs():
         logging.set_verbosity(logging.WARNING)
 
 
-def _load_error(name, error):
-    """ml_collections' multi-line load failure, as its last line."""
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return f"--{name}: {lines[-1].strip()}"
+def _config_path(name, argv):
+    """The config file named on the command line (or the default)."""
+    for arg in argv:
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return flags.FLAGS[name].default_as_str.strip("'\"") or "(default)"
 
 
-def make_flags_parser(*config_holders):
+def _load_error(name, error, argv):
+    """One line for a config file that does not load."""
+    path = _config_path(name, argv)
+    if isinstance(error, SyntaxError):
+        return (f"--{name}: {path} does not parse: {error.msg} (line "
+                f"{error.lineno})")
+    if isinstance(error, AttributeError) and "get_config" in str(error):
+        return (f"--{name}: {path} has no get_config() function; a config "
+                "file defines get_config() returning an "
+                "ml_collections.ConfigDict")
+    if "Unexpected None value" in str(error):
+        return (f"--{name}: get_config() of {path} returned None; it must "
+                "return an ml_collections.ConfigDict")
+    if isinstance(error, OSError):
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        return f"--{name}: {lines[-1].strip()}"
+    return (f"--{name}: {path} failed to load: {type(error).__name__}: "
+            f"{error}")
+
+
+def _override_error(error, argv, config_names):
+    """A `--config.key=value` that does not parse, named with its field."""
+    text = str(error)
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if any(key.startswith(f"--{name}.") for name in config_names) and (
+                value and value in text):
+            return (f"{key[2:]}: {text}; give a value of the field's type "
+                    "in the config file, e.g. a tuple of numbers as "
+                    "(0.001,0.002)")
+    return f"flags: {text}"
+
+
+def _leaves(config, prefix=""):
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def check_fields(config, reference, name="config"):
+    """Raises `ValueError` naming the first field of `reference` (the
+    pipeline's default config) that `config` lacks."""
+    have = set(_leaves(config))
+    missing = [key for key in _leaves(reference) if key not in have]
+    if missing:
+        raise ValueError(
+            f"--{name}: the config lacks the field {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + "; this pipeline needs every field of its default config "
+            "file: start from that file")
+
+
+def make_flags_parser(*config_holders, reference=None):
     """Returns a `flags_parser` for `absl.app.run`.
 
     Args:
         *config_holders: the `config_flags.DEFINE_config_file` handles whose
             files must load (checked while parsing, before `main` runs).
+        reference: a function returning the pipeline's default config, whose
+            fields the first holder's config must all have.
     """
+    names = [holder.name for holder in config_holders]
 
     def parse_flags(argv):
+        first = names[0] if names else "flags"
         try:
             rest = flags.FLAGS(argv)
+        except flags.IllegalFlagValueError as error:
+            if "Unexpected None value" in str(error):
+                fail(_load_error(first, error, argv))
+            fail(_override_error(error, argv, names))
         except flags.Error as error:
             fail(f"flags: {error}")
-        except (AttributeError, KeyError, TypeError, ValueError) as error:
-            fail(f"flags: {error}")
-        except OSError as error:
-            # A config file that does not load, met by a --config.x override.
-            fail(_load_error(config_holders[0].name if config_holders
-                             else "flags", error))
+        except (AttributeError, KeyError) as error:
+            if "get_config" in str(error):
+                fail(_load_error(first, error, argv))
+            key = str(error).strip("\"' ")
+            fail(f"--{first}: no field named {key!r}; the accepted fields "
+                 "are those of the config file")
+        except (TypeError, ValueError) as error:
+            fail(_override_error(error, argv, names))
+        except Exception as error:  # noqa: BLE001 -- the file's own error.
+            # A config file that does not load, met by a --config.x
+            # override: missing, not Python, raising in get_config().
+            fail(_load_error(first, error, argv))
         for holder in config_holders:
             try:
                 # A file that failed to load is reported on first use.
-                holder.value.to_dict()
-            except OSError as error:
-                fail(_load_error(holder.name, error))
+                value = holder.value
+                if value is None:
+                    raise flags.IllegalFlagValueError(
+                        "Unexpected None value")
+                value.to_dict()
+            except Exception as error:  # noqa: BLE001 -- as above.
+                fail(_load_error(holder.name, error, argv))
+        if reference is not None and config_holders:
+            try:
+                check_fields(config_holders[0].value, reference(), first)
+            except ValueError as error:
+                fail(f"{error} ({_config_path(first, argv)})")
         if len(rest) > 1:
             fail(f"unexpected arguments: {' '.join(rest[1:])}")
         return rest
 
     return parse_flags
+
+
+def default_config(path):
+    """A function returning the config of `path` (relative to the
+    repository), for `make_flags_parser(reference=...)`."""
+    import runpy
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def load():
+        return runpy.run_path(os.path.join(root, path))["get_config"]()
+
+    return load

@@ -51,6 +51,36 @@ CLI_CASES = [
     ("tune_unknown_mode", "tune", ["--config.tune.mode=random"],
      "error: `tune.mode` must be one of 'grid', 'bayesian', 'hyperband', "
      "'transfer'. Received: tune.mode='random'"),
+    ("tune_workdir_held_by_another_run", "tune", ["--workdir={tmp}/held"],
+     "error: `workdir` is in use by another run (pid "),
+    ("equilibrium_workdir_held_by_another_run", "equilibrium",
+     ["--workdir={tmp}/held"],
+     "error: `workdir` is in use by another run (pid "),
+    ("tune_eta0_not_a_number", "tune",
+     ["--config.tune.eta0_values=(0.001,nan)"],
+     "error: `tune.eta0_values` must hold finite numbers > 0, such as "
+     "(0.001, 0.002, 0.004). Received: tune.eta0_values=('(0.001,nan)',)"),
+    ("config_file_raises", "train", ["--config={tmp}/raises.py"],
+     "error: --config: {tmp}/raises.py failed to load: RuntimeError: boom"),
+    ("config_file_does_not_parse", "train", ["--config={tmp}/syntax.py"],
+     "error: --config: {tmp}/syntax.py does not parse: invalid syntax "
+     "(line 1)"),
+    ("config_file_returns_none", "train", ["--config={tmp}/none.py"],
+     "error: --config: get_config() of {tmp}/none.py returned None; it "
+     "must return an ml_collections.ConfigDict"),
+    ("config_file_lacks_a_field", "train", ["--config={tmp}/lacks.py"],
+     "error: --config: no field named 'model'; the accepted fields are "
+     "those of the config file"),
+    ("config_file_without_get_config", "train", ["--config={tmp}/noget.py"],
+     "error: --config: {tmp}/noget.py has no get_config() function; a "
+     "config file defines get_config() returning an "
+     "ml_collections.ConfigDict"),
+    ("train_config_given_to_tune", "tune",
+     ["--config=configs/digits_resnet.py"],
+     "error: --config: the config lacks the field 'tune.batch_sizes'"),
+    ("tpu_without_a_tpu", "train",
+     ["--config.strategy=tpu", "--config.tpu=local"],
+     "error: `tpu` names no TPU this process can reach ("),
 ]
 
 # The same for config fields and workdirs, in this process: what the entry
@@ -103,7 +133,115 @@ FIELD_CASES = [
     ("tune_workdir_is_a_file", "tune", {}, "{tmp}/a_file",
      "error: `workdir` must be a directory, not a file. Received: "
      "workdir="),
+    # Odd workdirs and workdir entries of the wrong type.
+    ("workdir_name_too_long", "train", {}, "{tmp}/" + "x" * 300,
+     "error: `workdir` has a name longer than 255 bytes (xxxx"),
+    ("workdir_through_a_dangling_link", "train", {}, "{tmp}/dangling/run",
+     "error: `workdir` passes through a dangling symbolic link ("),
+    ("workdir_parent_is_a_file", "train", {}, "{tmp}/a_file/run",
+     "error: `workdir` must be under a directory ("),
+    ("workdir_under_proc", "train", {}, "/proc/self/run",
+     "error: `workdir` must not be on a kernel file system ("),
+    ("workdir_metrics_csv_is_a_directory", "train", {}, "{tmp}/bad_metrics",
+     "error: `workdir` holds 'metrics.csv', which must be a file; move it "
+     "away."),
+    ("workdir_checkpoints_is_a_file", "train", {}, "{tmp}/bad_checkpoints",
+     "error: `workdir` holds 'checkpoints', which must be a directory; move "
+     "it away."),
+    ("tune_workdir_trials_is_a_file", "tune", {}, "{tmp}/bad_study",
+     "error: `workdir` holds 'trials', which must be a directory; move it "
+     "away."),
+    # No number from nothing: the data.
+    ("seed_negative", "train", {"seed": -1}, None,
+     "error: `seed` must be an integer in [0, 4294967295]. Received: "
+     "seed=-1"),
+    ("validation_fraction_leaves_no_evaluation", "train",
+     {"dataset.validation_fraction": 0.0001}, None,
+     "error: `dataset.validation_fraction` leaves 1797 training and 0 "
+     "evaluation examples; both must be at least 1. Received: "
+     "dataset.validation_fraction=0.0001"),
+    ("validation_fraction_leaves_no_training", "train",
+     {"dataset.validation_fraction": 0.9999}, None,
+     "error: `dataset.validation_fraction` leaves 0 training and 1797 "
+     "evaluation examples"),
+    ("evaluation_split_below_one_batch", "train",
+     {"dataset.validation_fraction": 0.01}, None,
+     "error: `batch_size` must be at most the 18 evaluation examples (one "
+     "global batch); give more of them with dataset.validation_fraction. "
+     "Received: batch_size=64, dataset.validation_fraction=0.01"),
+    ("synthetic_evaluation_below_one_batch", "train",
+     {"dataset.name": "synthetic", "dataset.num_eval": 10}, None,
+     "error: `batch_size` must be at most the 10 evaluation examples"),
+    ("one_class", "train",
+     {"dataset.name": "synthetic", "dataset.num_classes": 1}, None,
+     "error: the data set has 1 class; a classifier needs at least 2. "
+     "Received: dataset.num_classes=1"),
+    ("image_folder_of_one_class", "train",
+     {"dataset.name": "folder", "dataset.train_dir": "{tmp}/one_class"},
+     None,
+     "error: `dataset.train_dir` holds training images of one class only"),
+    ("image_size_too_large", "train", {"dataset.image_size": 10000}, None,
+     "error: `dataset.image_size` must be an integer in [1, 2048]. "
+     "Received: dataset.image_size=10000"),
+    # A study: every planned trial checked first, no degenerate verdict.
+    ("tune_bad_depth_reaches_no_trial", "tune", {"model.depth": 9}, None,
+     "error: `model.depth` must be of the form 6n+2"),
+    ("tune_decay_rate_zero", "tune", {"optimizer.decay_rate": 0.0}, None,
+     "error: `optimizer.decay_rate` must be a finite number > 0. Received: "
+     "optimizer.decay_rate=0.0 (in the trial B=16"),
+    ("tune_warmup_longer_than_a_trial", "tune",
+     {"optimizer.warmup_epochs": 10.0}, None,
+     "error: `optimizer.warmup_epochs` must not exceed `total_epochs` (8). "
+     "Received: optimizer.warmup_epochs=10.0 (in the trial B=16"),
+    ("tune_negative_seed", "tune", {"tune.seeds": (-1,)}, None,
+     "error: `tune.seeds` must be an integer in [0, 4294967295]. Received: "
+     "tune.seeds=-1"),
+    ("tune_one_eta0_point", "tune", {"tune.eta0_points": 1}, None,
+     "error: `tune.eta0_points` must be at least 3 (or give "
+     "tune.eta0_values). Received: tune.eta0_points=1"),
+    ("tune_two_eta0_values", "tune", {"tune.eta0_values": (1e-3, 2e-3)},
+     None,
+     "error: `tune.eta0_values` must hold at least 3 distinct values"),
+    ("tune_one_batch_size", "tune", {"tune.batch_sizes": (64,)}, None,
+     "error: `tune.batch_sizes` must hold at least 2 distinct values (fewer "
+     "cannot answer the study's question). Received: tune.batch_sizes="
+     "(64,)"),
+    ("tune_duplicate_batch_sizes", "tune", {"tune.batch_sizes": (64, 64)},
+     None,
+     "error: `tune.batch_sizes` must not repeat a value. Received: "
+     "tune.batch_sizes=(64, 64)"),
+    ("tune_bootstrap_samples_zero", "tune", {"tune.bootstrap_samples": 0},
+     None,
+     "error: `tune.bootstrap_samples` must be an integer in [100, 10000000]."
+     " Received: tune.bootstrap_samples=0"),
+    ("tune_hyperband_factor_one", "tune", {"tune.hyperband_factor": 1}, None,
+     "error: `tune.hyperband_factor` must be an integer in [2, 100]. "
+     "Received: tune.hyperband_factor=1"),
+    ("tune_evaluation_below_the_largest_batch", "tune",
+     {"dataset.validation_fraction": 0.2}, None,
+     "error: `tune.batch_sizes` must be at most the 359 evaluation examples "
+     "(one global batch); give more of them with "
+     "dataset.validation_fraction. Received: 512 in tune.batch_sizes="),
+    ("equilibrium_batch_larger_than_the_data", "equilibrium",
+     {"equilibrium.batch_sizes": (8, 4096)}, None,
+     "error: `equilibrium.batch_sizes` must be at most the 1438 training "
+     "examples. Received: 4096 in equilibrium.batch_sizes=(8, 4096)"),
 ]
+
+
+CONFIG_FILES = {
+    "raises.py": "def get_config():\n    raise RuntimeError('boom')\n",
+    "syntax.py": "def get_config(:\n",
+    "none.py": "def get_config():\n    return None\n",
+    "lacks.py": ("import ml_collections\n\n\ndef get_config():\n"
+                 "    return ml_collections.ConfigDict({'batch_size': 8})\n"),
+    "noget.py": "X = 1\n",
+}
+# A 1x1 PNG.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+    "3a7e9b550000000a4944415408996360000000020001f47164a60000000049454e44"
+    "ae426082")
 
 
 def prepare_fixtures(tmp):
@@ -111,11 +249,22 @@ def prepare_fixtures(tmp):
     for name in ("zero", "one"):  # Class folders, none with an image.
         (tmp / "empty_images" / name).mkdir(parents=True)
         (tmp / "empty_images" / name / "notes.txt").write_text("x")
+    (tmp / "one_class" / "only").mkdir(parents=True)
+    for index in range(4):
+        (tmp / "one_class" / "only" / f"{index}.png").write_bytes(PNG)
     (tmp / "held").mkdir()
+    (tmp / "dangling").symlink_to(tmp / "nowhere")
+    (tmp / "bad_metrics" / "metrics.csv").mkdir(parents=True)
+    (tmp / "bad_checkpoints").mkdir()
+    (tmp / "bad_checkpoints" / "checkpoints").write_text("x")
+    (tmp / "bad_study").mkdir()
+    (tmp / "bad_study" / "trials").write_text("x")
+    for name, text in CONFIG_FILES.items():
+        (tmp / name).write_text(text)
 
 
 def snapshot(tmp):
-    return sorted((str(p.relative_to(tmp)), p.stat().st_size)
+    return sorted((str(p.relative_to(tmp)), p.lstat().st_size)
                   for p in tmp.rglob("*") if p.name != ".lock")
 
 
@@ -144,6 +293,7 @@ def test_cli_bad_input(tmp_path, pipeline, flags, message):
             env=os.environ)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    message = message.replace("{tmp}", str(tmp_path))
     errors = [line for line in result.stderr.splitlines()
               if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(message), \
@@ -156,14 +306,14 @@ def test_cli_bad_input(tmp_path, pipeline, flags, message):
                          ids=[case[0] for case in FIELD_CASES])
 def test_field_bad_input(tmp_path, capsys, pipeline, changes, run_dir,
                          message):
-    from configs import digits_resnet, tune_digits
+    from configs import digits_resnet, equilibrium_digits, tune_digits
     from pipelines import _cli
-    from tf_temperature.studies import tuning
+    from tf_temperature.studies import equilibrium, tuning
     from tf_temperature.training import trainer
 
     prepare_fixtures(tmp_path)
-    config = (digits_resnet if pipeline == "train"
-              else tune_digits).get_config()
+    config = {"train": digits_resnet, "tune": tune_digits,
+              "equilibrium": equilibrium_digits}[pipeline].get_config()
     tiny = {"num_epochs": 1, "model.depth": 8, "model.width": 4,
             "optimizer.boundaries_epochs": ()}
     override(config, {**tiny, **{
@@ -172,8 +322,10 @@ def test_field_bad_input(tmp_path, capsys, pipeline, changes, run_dir,
         for key, value in changes.items()}})
     run_dir = (str(tmp_path / "run") if run_dir is None
                else run_dir.replace("{tmp}", str(tmp_path)))
-    job = (lambda: trainer.prepare(config, run_dir)) if pipeline == "train" \
-        else (lambda: tuning.Search(config, run_dir, print))
+    job = {"train": lambda: trainer.prepare(config, run_dir),
+           "tune": lambda: tuning.Search(config, run_dir, print),
+           "equilibrium": lambda: equilibrium.run_experiment(
+               config, run_dir, None)}[pipeline]
     before = snapshot(tmp_path)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
@@ -182,6 +334,21 @@ def test_field_bad_input(tmp_path, capsys, pipeline, changes, run_dir,
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1 and errors[0].startswith(message), errors
     assert snapshot(tmp_path) == before  # Nothing written anywhere.
+
+
+def test_a_config_lacking_fields_is_named_against_the_default():
+    from configs import digits_resnet
+    from pipelines import _cli
+
+    config = digits_resnet.get_config()
+    with config.unlocked():
+        del config.dataset["shuffle_buffer"]
+        del config["calibrate"]
+    with pytest.raises(ValueError, match=r"^--config: the config lacks the "
+                       r"field 'calibrate' \(and 1 more\); this pipeline "
+                       r"needs every field of its default config file"):
+        _cli.check_fields(config, digits_resnet.get_config())
+    _cli.check_fields(digits_resnet.get_config(), digits_resnet.get_config())
 
 
 def sgd():
@@ -231,5 +398,5 @@ def test_library_bad_input(call, message):
     assert "\n" not in text  # One line.
 
 
-def test_the_table_has_at_least_20_cases():
-    assert len(CLI_CASES) + len(FIELD_CASES) + len(LIBRARY_CASES) >= 20
+def test_the_table_has_at_least_60_cases():
+    assert len(CLI_CASES) + len(FIELD_CASES) + len(LIBRARY_CASES) >= 60

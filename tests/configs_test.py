@@ -7,6 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import override, tiny_config
 
+from pipelines import _cli
 from tf_temperature.studies import tuning
 from tf_temperature.training import experiment, trainer
 
@@ -28,6 +29,10 @@ def test_config_docstring_gives_the_command(name):
     config = module.get_config()
     if pipeline != "quickstart":
         experiment.check_config(config)
+        # Every field the pipeline's default config has (the CLI checks).
+        reference = "tune_digits" if pipeline == "tune" else "digits_resnet"
+        _cli.check_fields(config, importlib.import_module(
+            f"configs.{reference}").get_config())
     if pipeline == "tune":
         tuning.check_tune_config(config)
         # Every trial's schedule is valid at the budget.

@@ -189,8 +189,9 @@ def test_per_batch_oracles(tmp_path, mode):
          r"`tune.eta0_points` must be at least 3 \(or give "
          r"tune.eta0_values\). Received: tune.eta0_points=0"),
         ({"tune.eta0_values": (1e-3, -1e-3, 1e-2)},
-         r"`tune.eta0_values` must be a finite number > 0. "
-         r"Received: tune.eta0_values=-0.001"),
+         r"`tune.eta0_values` must hold finite numbers > 0, such as "
+         r"\(0.001, 0.002, 0.004\). Received: tune.eta0_values="
+         r"\(0.001, -0.001, 0.01\)"),
         ({"tune.batch_sizes": ()}, r"`tune.batch_sizes` must not be empty"),
         ({"tune.batch_sizes": (32, 4096)},
          r"`tune.batch_sizes` must be at most the 1258 training examples. "

@@ -13,6 +13,11 @@ def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def is_finite_number(value):
+    """True for a real number (not a bool) that is finite."""
+    return _is_real(value) and math.isfinite(value)
+
+
 def positive_number(name, value):
     """Returns `value` as a float if it is a finite number > 0, else raises."""
     if not _is_real(value) or not math.isfinite(value) or value <= 0:

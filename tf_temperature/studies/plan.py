@@ -55,9 +55,27 @@ def _distinct(name, values, minimum):
             f"cannot answer the study's question). Received: {shown}")
 
 
+def _sequence(name, value, example):
+    if isinstance(value, (str, bytes)) or not isinstance(value,
+                                                        (tuple, list)):
+        raise ValueError(
+            f"`{name}` must be a tuple such as {example}. Received: "
+            f"{name}={value!r}")
+
+
 def check_tune_config(config):
     """Raises `ValueError` naming the first bad `tune.*` field."""
     tune = config.tune
+    for name, example in (("batch_sizes", "(32, 64, 128)"),
+                          ("eta0_values", "(0.001, 0.002, 0.004)"),
+                          ("seeds", "(0, 1, 2)")):
+        _sequence(f"tune.{name}", tune[name], example)
+    for value in tune.eta0_values:
+        if not _validation.is_finite_number(value) or value <= 0:
+            raise ValueError(
+                "`tune.eta0_values` must hold finite numbers > 0, such as "
+                f"(0.001, 0.002, 0.004). Received: tune.eta0_values="
+                f"{tuple(tune.eta0_values)!r}")
     _validation.one_of("tune.mode", tune.mode, MODES)
     _validation.one_of("tune.objective", tune.objective, tuple(OBJECTIVES))
     if not len(tune.batch_sizes):

@@ -19,6 +19,19 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def _tpu_strategy(tpu):
+    try:
+        return _connect_tpu(tpu)
+    except (ValueError, tf.errors.OpError) as error:
+        reason = (getattr(error, "message", None) or str(error)).strip()
+        reason = reason.splitlines()[0][:160] if reason else type(
+            error).__name__
+        raise ValueError(
+            f"`tpu` names no TPU this process can reach ({reason}); give "
+            "the TPU's name or address, or 'local' on a TPU VM. Received: "
+            f"tpu={tpu!r}") from None
+
+
+def _connect_tpu(tpu):
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)

@@ -26,6 +26,7 @@ to come: the run must still stop within seconds). Without the variable
 import errno
 import os
 import signal
+import sys
 import time
 
 POINTS = ("train_step", "epoch_trained", "evaluating", "recorded",
@@ -75,7 +76,10 @@ def input_stall_step():
 
 def stall():
     """Signals as asked, then waits for ever (in an input pipeline's
-    thread: the main thread waits for the batch inside TensorFlow)."""
+    thread: the main thread waits for the batch inside TensorFlow). Prints
+    when it signalled, for the test that times the stop."""
+    print(f"fault: input_stall signalled at {time.time():.3f}",
+          file=sys.stderr, flush=True)
     _strike()
     while True:
         time.sleep(60)
