@@ -160,17 +160,33 @@ def _load_error(name, error, argv):
             f"{error}")
 
 
-def _override_error(error, argv, config_names):
-    """A `--config.key=value` that does not parse, named with its field."""
+def _override_error(error, argv, config_names, reference):
+    """A `--config.key=value` that does not parse, named with its field
+    and the type the field takes."""
     text = str(error)
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if any(key.startswith(f"--{name}.") for name in config_names) and (
-                value and value in text):
-            return (f"{key[2:]}: {text}; give a value of the field's type "
-                    "in the config file, e.g. a tuple of numbers as "
-                    "(0.001,0.002)")
-    return f"flags: {text}"
+    overrides = [arg.partition("=") for arg in argv
+                 if any(arg.startswith(f"--{name}.") for name in config_names)]
+    # The flag absl names, else the one whose value the message quotes.
+    found = ([o for o in overrides if f"flag {o[0]}=" in text]
+             or [o for o in overrides if o[2] and o[2] in text])
+    if not found:
+        return f"flags: {text}"
+    key, _, value = max(found, key=lambda o: len(o[2]))
+    text = text.split(f"flag {key}={value}: ", 1)[-1]
+    accepted = ""
+    if reference is not None:
+        field = reference()
+        try:
+            for part in key.split(".")[1:]:
+                field = field[part]
+            kinds = {bool: "True or False", int: "an integer",
+                     float: "a number", tuple: "a tuple such as (1,2)",
+                     str: "a string"}
+            accepted = ("; the field takes "
+                        + kinds.get(type(field), type(field).__name__))
+        except (KeyError, TypeError):
+            pass
+    return f"{key}={value}: {text}{accepted}"
 
 
 def _leaves(config, prefix=""):
@@ -212,17 +228,20 @@ def make_flags_parser(*config_holders, reference=None):
         except flags.IllegalFlagValueError as error:
             if "Unexpected None value" in str(error):
                 fail(_load_error(first, error, argv))
-            fail(_override_error(error, argv, names))
+            fail(_override_error(error, argv, names, reference))
         except flags.Error as error:
             fail(f"flags: {error}")
         except (AttributeError, KeyError) as error:
             if "get_config" in str(error):
                 fail(_load_error(first, error, argv))
+            if "NoneType" in str(error):  # Overrides met get_config()=None.
+                fail(_load_error(first, flags.IllegalFlagValueError(
+                    "Unexpected None value"), argv))
             key = str(error).strip("\"' ")
             fail(f"--{first}: no field named {key!r}; the accepted fields "
                  "are those of the config file")
         except (TypeError, ValueError) as error:
-            fail(_override_error(error, argv, names))
+            fail(_override_error(error, argv, names, reference))
         except Exception as error:  # noqa: BLE001 -- the file's own error.
             # A config file that does not load, met by a --config.x
             # override: missing, not Python, raising in get_config().

@@ -36,8 +36,8 @@ CLI_CASES = [
      "error: --config: [Errno 2] No such file or directory: "
      "'configs/nope.py'"),
     ("wrong_type", "train", ["--config.batch_size=abc"],
-     "error: flags: flag --config.batch_size=abc: invalid literal for int() "
-     "with base 10: 'abc'"),
+     "error: --config.batch_size=abc: invalid literal for int() with base "
+     "10: 'abc'; the field takes an integer"),
     ("unknown_strategy", "train", ["--config.strategy=gpus"],
      "error: `strategy` must be one of 'auto', 'cpu', 'one_device', "
      "'mirrored', 'multi_worker', 'tpu'. Received: strategy='gpus'"),

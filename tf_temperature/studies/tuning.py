@@ -127,7 +127,8 @@ class _EtaTuner(keras_tuner.Tuner):
         self.mode = mode
         super().__init__(oracle=oracle, directory=study.tuner_dir,
                          project_name=project, overwrite=False)
-        _retry_failed(self.oracle)
+        if isinstance(self.oracle, keras_tuner.Oracle):  # Not a client.
+            _retry_failed(self.oracle)
 
     def run_trial(self, trial, *args, **kwargs):
         del args, kwargs

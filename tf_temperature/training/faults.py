@@ -61,8 +61,7 @@ def point(name, step):
 def _strike():
     signame = os.environ.get("TF_TEMPERATURE_FAULT_SIGNAL", "KILL")
     if signame == "ENOSPC":
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
-                      "(injected by TF_TEMPERATURE_FAULT)")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
 
 
