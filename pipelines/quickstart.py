@@ -32,4 +32,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_cli.make_flags_parser(_CONFIG))
+    app.run(main, flags_parser=_cli.make_flags_parser(
+        _CONFIG, reference=_cli.default_config("configs/quickstart.py")))

@@ -351,6 +351,14 @@ def test_a_config_lacking_fields_is_named_against_the_default():
     _cli.check_fields(digits_resnet.get_config(), digits_resnet.get_config())
 
 
+def quickstart_config_check(changes):
+    from configs import quickstart as quickstart_config
+    from tf_temperature.training import quickstart
+
+    quickstart.check_config(override(quickstart_config.get_config(),
+                                     changes))
+
+
 def sgd():
     return keras.optimizers.SGD()
 
@@ -381,6 +389,10 @@ LIBRARY_CASES = [
     ("calibration_label_out_of_range",
      lambda: calibration.fit_temperature(np.zeros((2, 3)), np.array([0, 3])),
      "`labels` must be integers in [0, 3). Received: labels from 0 to 3"),
+    ("quickstart_empty_validation_split",
+     lambda: quickstart_config_check({"validation_fraction": 0.0001}),
+     "`validation_fraction` leaves 0 validation images, fewer than one "
+     "batch (batch_size="),
     ("linear_regression_zero_eta",
      lambda: linear_regression.measure_excess_loss(0.0, 4),
      "`eta` must be a finite number > 0. Received: eta=0.0"),

@@ -40,12 +40,20 @@ def check_config(config):
         raise ValueError(
             f"`momentum` must be in [0, 1). Received: momentum={momentum!r}"
         )
-    n_train = 1797 - int(round(fraction * 1797))
+    n_val = int(round(fraction * 1797))
+    n_train = 1797 - n_val
     if config.batch_size > n_train:
         raise ValueError(
             f"`batch_size` must be at most the {n_train} training images. "
             f"Received: batch_size={config.batch_size!r}"
         )
+    if n_val < config.batch_size:
+        # None would report no validation loss at all (Keras leaves
+        # `val_loss` out), a few a number from nothing.
+        raise ValueError(
+            f"`validation_fraction` leaves {n_val} validation images, fewer "
+            f"than one batch (batch_size={config.batch_size}). Received: "
+            f"validation_fraction={fraction!r}")
     # Builds the schedule once, for its own checks (warmup, boundaries, ...).
     make_optimizer(config, steps_per_epoch=n_train // config.batch_size)
 
