@@ -125,41 +125,6 @@ def train_and_evaluate(config, workdir_path, print_fn=print, strategy=None,
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _row(parts, hook_list, epoch, step, split, totals, wall_time):
-    """One `metrics.csv` row from an epoch's summed `totals`."""
-    count = max(float(totals["count"]), 1.0)
-    batch = parts.config.batch_size
-    rate = float(parts.scaling.schedule(max(step - 1, 0)))
-    row = {
-        "epoch": epoch, "step": step, "examples_seen": step * batch,
-        "split": split, "loss": float(totals["loss"]) / count,
-        "error": 1.0 - float(totals["correct"]) / count,
-        "top5_error": (1.0 - float(totals["correct5"]) / count
-                       if parts.source.num_classes > 10 else ""),
-        "learning_rate": rate, "temperature": rate / batch,
-        "wall_time": round(wall_time, 3),
-    }
-    if split == "train":
-        for hook in hook_list:
-            row.update(hook.columns(totals))
-    return row
-
-
-def progress_line(rows, num_epochs, images_per_sec):
-    """The line printed after each epoch."""
-    train, evaluation = rows
-    noise = (f"B_simple {train['noise_scale']:.3g}  "
-             if "noise_scale" in train else "")
-    speed = (f"{images_per_sec:,.0f} img/s" if images_per_sec is not None
-             else "evaluated on resume")
-    return (
-        f"epoch {train['epoch']:3d}/{num_epochs} step {train['step']:6d}  "
-        f"train loss {train['loss']:.4f} err {train['error']:.4f}  "
-        f"eval loss {evaluation['loss']:.4f} err {evaluation['error']:.4f}  "
-        f"eta {train['learning_rate']:.3g} T {train['temperature']:.3g}  "
-        f"{noise}{speed}")
-
-
 class Trainer:
     """One run: the parts built, the files, and the epoch loop.
 
@@ -356,14 +321,15 @@ class _Epochs:
                                              epoch + 1)
         faults.point("evaluating", step)
         wall = self.wall_offset + time.perf_counter() - self.started
-        rows = [_row(t.parts, t.hooks, epoch + 1, step, split, sums, wall)
+        rows = [writers.epoch_row(t.parts, t.hooks, epoch + 1, step, split,
+                                  sums, wall)
                 for split, sums in (("train", totals),
                                     ("eval", eval_totals))]
         self.out.write(rows)
         faults.point("recorded", step)
         self.store.save(step)
         if t.print_fn:
-            t.print_fn(progress_line(rows, t.config.num_epochs,
+            t.print_fn(writers.progress_line(rows, t.config.num_epochs,
                                      self.images_per_sec))
         signame = self.stop.poll()
         if signame and epoch + 1 < t.config.num_epochs:

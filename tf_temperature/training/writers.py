@@ -4,7 +4,8 @@ One interface, as clu's `metric_writers` give Flax's examples: the trainer
 hands each epoch's rows (one per split) to `MetricWriters.write`. The CSV
 is kept by `MetricsLog`, which can also cut the table back to a
 checkpoint's step when a run resumes, so that a resumed run's table equals
-an uninterrupted run's.
+an uninterrupted run's. `epoch_row` makes a row from an epoch's sums and
+`progress_line` the line printed after each epoch.
 """
 
 import csv
@@ -142,3 +143,39 @@ class MetricWriters:
                     if row.get(key, "") != "":
                         tf.summary.scalar(key, row[key])
             writer.flush()
+
+
+def epoch_row(parts, hook_list, epoch, step, split, totals, wall_time):
+    """One `metrics.csv` row from an epoch's summed `totals` (`parts`:
+    the run's `experiment.Parts`; hooks add their train columns)."""
+    count = max(float(totals["count"]), 1.0)
+    batch = parts.config.batch_size
+    rate = float(parts.scaling.schedule(max(step - 1, 0)))
+    row = {
+        "epoch": epoch, "step": step, "examples_seen": step * batch,
+        "split": split, "loss": float(totals["loss"]) / count,
+        "error": 1.0 - float(totals["correct"]) / count,
+        "top5_error": (1.0 - float(totals["correct5"]) / count
+                       if parts.source.num_classes > 10 else ""),
+        "learning_rate": rate, "temperature": rate / batch,
+        "wall_time": round(wall_time, 3),
+    }
+    if split == "train":
+        for hook in hook_list:
+            row.update(hook.columns(totals))
+    return row
+
+
+def progress_line(rows, num_epochs, images_per_sec):
+    """The line printed after each epoch."""
+    train, evaluation = rows
+    noise = (f"B_simple {train['noise_scale']:.3g}  "
+             if "noise_scale" in train else "")
+    speed = (f"{images_per_sec:,.0f} img/s" if images_per_sec is not None
+             else "evaluated on resume")
+    return (
+        f"epoch {train['epoch']:3d}/{num_epochs} step {train['step']:6d}  "
+        f"train loss {train['loss']:.4f} err {train['error']:.4f}  "
+        f"eval loss {evaluation['loss']:.4f} err {evaluation['error']:.4f}  "
+        f"eta {train['learning_rate']:.3g} T {train['temperature']:.3g}  "
+        f"{noise}{speed}")
