@@ -95,8 +95,9 @@ SLOW = pytest.mark.slow
                  "error: --config: [Errno 2] No such file or directory: "
                  "'configs/missing.py'", id="no_file", marks=SLOW),
     pytest.param(["--config.batch_size=abc"],
-                 "error: flags: flag --config.batch_size=abc: invalid "
-                 "literal", id="bad_type", marks=SLOW),
+                 "error: --config.batch_size=abc: invalid literal for int() "
+                 "with base 10: 'abc'; the field takes an integer",
+                 id="bad_type", marks=SLOW),
     pytest.param(["stray"], "error: unexpected arguments: stray",
                  id="stray_argument"),
 ])
