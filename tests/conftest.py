@@ -71,6 +71,20 @@ def tiny_config(**changes):
     return config
 
 
+def train_tiny(workdir, epochs, **changes):
+    """`trainer.train_and_evaluate` of `tiny_config` for `epochs` epochs."""
+    from tf_temperature.training import trainer
+
+    return trainer.train_and_evaluate(
+        tiny_config(num_epochs=epochs, **changes), str(workdir))
+
+
+def message_lines(stderr, prefixes=("error:",)):
+    """The lines of a process's stderr that are ours (`error:` ...)."""
+    return [line for line in stderr.splitlines()
+            if line.startswith(tuple(prefixes))]
+
+
 @pytest.fixture
 def two_cpu_strategy():
     """A MirroredStrategy over the two virtual CPUs, as the trainer makes it."""

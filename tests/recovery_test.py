@@ -14,16 +14,14 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import message_lines, train_tiny
 
-from tf_temperature.training import trainer, writers
+from tf_temperature.training import writers
 
 pytestmark = pytest.mark.slow
 
 
-def train(workdir, epochs, **changes):
-    return trainer.train_and_evaluate(
-        tiny_config(num_epochs=epochs, **changes), str(workdir))
+train = train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +164,7 @@ def test_a_trial_that_hit_a_full_disk_is_run_again(tmp_path,
     failed = tune_cli(tmp_path, "checkpoint_saved#3", "ENOSPC")
     assert failed.returncode == 1, failed.stderr[-2000:]
     assert "Traceback" not in failed.stderr
-    errors = [line for line in failed.stderr.splitlines()
-              if line.startswith("error:")]
+    errors = message_lines(failed.stderr)
     assert len(errors) == 1 and errors[0].startswith(
         f"error: no space left on the device of {tmp_path} ("), errors
     assert "MiB free now); free some space and rerun" in errors[0]
@@ -206,8 +203,7 @@ def test_a_report_missing_a_planned_trial_fails_and_names_it(
     record.unlink()
     result = tune_cli(tmp_path / "s")
     assert result.returncode == 1, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines()
-              if line.startswith("error:")]
+    errors = message_lines(result.stderr)
     assert errors == [
         f"error: the search has no result for 1 planned trial(s): "
         f"B={planned['batch_size']} eta0={planned['eta0']:.4g} "
@@ -229,8 +225,7 @@ def test_a_changed_study_is_refused_and_nothing_written(
              "[0.001, 0.002, 0.008]")]:
         result = tune_cli(tmp_path / "s", None, "KILL", flag)
         assert result.returncode == 2, result.stderr[-2000:]
-        errors = [line for line in result.stderr.splitlines()
-                  if line.startswith("error:")]
+        errors = message_lines(result.stderr)
         assert errors == [
             f"error: `{field}` differs from the study in "
             f"{str(tmp_path / 's')!r}, whose trials used {field}={old}; use "
@@ -293,8 +288,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path,
     full = train_cli(run, 3)
     assert full.returncode == 1, full.stderr[-2000:]
     assert "Traceback" not in full.stderr
-    errors = [line for line in full.stderr.splitlines()
-              if line.startswith("error:")]
+    errors = message_lines(full.stderr)
     assert len(errors) == 1 and errors[0].startswith(
         "error: no space left on the device of "), errors
     assert "MiB free now); free some space and rerun the same command" in (

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import free_ports, tiny_config
+from conftest import free_ports, train_tiny
 
 from tf_temperature import models
 from tf_temperature.training import checkpoints, trainer
@@ -194,9 +194,7 @@ def test_search_killed_twice_runs_every_trial_once(tmp_path):
 
 
 # 5. Corrupt state.
-def train(workdir, epochs, **changes):
-    return trainer.train_and_evaluate(
-        tiny_config(num_epochs=epochs, **changes), str(workdir))
+train = train_tiny
 
 
 @pytest.fixture(scope="module")

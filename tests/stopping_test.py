@@ -13,6 +13,7 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import message_lines
 
 from tf_temperature.training import signals
 
@@ -61,8 +62,7 @@ def assert_same_run(workdir, reference):
 
 
 def stopped_lines(stderr):
-    return [line for line in stderr.splitlines()
-            if line.startswith(("stopped:", "error:"))]
+    return message_lines(stderr, ("stopped:", "error:"))
 
 
 def test_sigint_saves_a_checkpoint_like_sigterm(tmp_path, straight):

@@ -148,13 +148,17 @@ def _step_of(path):
     return int(match.group(1)) if match else -1
 
 
+def _set_aside(directory):
+    path = io.join(directory, INDEX)
+    tf.io.gfile.rename(path, path + ".damaged", overwrite=True)
+
+
 def set_aside_damaged_index(directory):
     """Renames a damaged index to `checkpoint.damaged` (TensorFlow's
     manager fails on an empty one); returns the problem found, if any."""
     _, problem = read_index(directory)
     if problem == "damaged":
-        path = io.join(directory, INDEX)
-        tf.io.gfile.rename(path, path + ".damaged", overwrite=True)
+        _set_aside(directory)
     return problem
 
 
@@ -172,9 +176,12 @@ class Checkpoints:
     def __init__(self, objects, directory, restore_directory, keep):
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.roots = set(objects)
-        # Read before the manager, which would take a damaged index as none.
-        self.index_problem = read_index(restore_directory)[1]
-        set_aside_damaged_index(directory)
+        # Read before the manager, which fails on a damaged index.
+        self._indexed, self.index_problem = read_index(restore_directory)
+        if directory != restore_directory:
+            set_aside_damaged_index(directory)  # A worker's own index.
+        elif self.index_problem == "damaged":
+            _set_aside(directory)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=keep)
         self.restore_directory = restore_directory
@@ -222,8 +229,7 @@ class Checkpoints:
         listed = list_checkpoints(directory)
         # The files decide, not the index: a checkpoint written just before
         # a kill may be missing from it, and the index may be damaged.
-        indexed, _ = read_index(directory)
-        paths = sorted(set(listed) | set(indexed), key=_step_of)
+        paths = sorted(set(listed) | set(self._indexed), key=_step_of)
         if not paths:
             return None
         if self.index_problem:
