@@ -28,17 +28,22 @@ ENVIRONMENT = 1
 
 
 def _stopped_early(signum, frame):
+    """Ends the process at once: nothing is written before the job starts,
+    and an exception raised here could be swallowed (a signal that lands
+    in a garbage-collection callback is "ignored")."""
     del frame
     print(f"stopped: {signal.Signals(signum).name} before the run started; "
-          "nothing was written: rerun the same command", file=sys.stderr)
-    sys.exit(PREEMPTED)
+          "nothing was written: rerun the same command", file=sys.stderr,
+          flush=True)
+    os._exit(PREEMPTED)
 
 
-# Run as `python -m pipelines.X`: from here on (TensorFlow's import takes
-# seconds) SIGTERM and SIGINT end the process with one line, not a
-# traceback; `run_job` takes over once the job starts.
-if getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name",
-           "").startswith("pipelines."):
+# Run as `python -m pipelines.X` (not imported by a test): from here on
+# (TensorFlow's import takes seconds) SIGTERM and SIGINT end the process
+# with one line, not a traceback; `run_job` takes over once the job starts.
+AS_PIPELINE = getattr(getattr(sys.modules.get("__main__"), "__spec__", None),
+                      "name", "").startswith("pipelines.")
+if AS_PIPELINE:
     signal.signal(signal.SIGINT, _stopped_early)
     signal.signal(signal.SIGTERM, _stopped_early)
 
@@ -75,7 +80,8 @@ def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
     """
     from tf_temperature.training import signals, trainer
 
-    signals.stop_on_signals()
+    if AS_PIPELINE:
+        signals.stop_on_signals()
     try:
         return job()
     except input_errors as error:

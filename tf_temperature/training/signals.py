@@ -46,10 +46,26 @@ class Stopped(BaseException):  # noqa: N818 -- a stop, like SystemExit.
 
 
 def raise_stopped(signum, frame):
-    """A signal handler: raises `Stopped` in the main thread."""
+    """A signal handler: raises `Stopped` in the main thread.
+
+    An exception raised from a handler can be swallowed (when the signal
+    lands in a garbage-collection callback, Python prints "Exception
+    ignored" and goes on), so a timer also ends the process with one line
+    after `GRACE_SECONDS` if it is still running.
+    """
     del frame
-    raise Stopped(f"{signal.Signals(signum).name} outside training: nothing "
-                  "was left to save; rerun the same command to resume")
+    name = signal.Signals(signum).name
+    message = (f"{name} outside training: nothing was left to save; rerun "
+               "the same command to resume")
+
+    def exit_now():
+        print(f"stopped: {message}", file=sys.stderr, flush=True)
+        os._exit(STOPPED)
+
+    timer = threading.Timer(GRACE_SECONDS, exit_now)
+    timer.daemon = True
+    timer.start()
+    raise Stopped(message)
 
 
 def stop_on_signals():
