@@ -74,7 +74,8 @@ class NoDataError(ValueError):
                  else "dataset")
         super().__init__(
             f"the {split} data ran out in epoch {epoch}: the input pipeline "
-            f"read every file of {source.name} (twice, for training) "
+            f"read every file of {source.name} (at least twice, for "
+            "training) "
             "without enough that decode as images. Check the files, or set "
             "dataset.strict=True to name the first bad one. Received: "
             f"{field}={source.name.split(':', 1)[-1]!r}")

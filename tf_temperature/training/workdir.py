@@ -35,8 +35,9 @@ class WorkdirInUseError(WorkdirError):
     """Another live run holds the work directory."""
 
 
-# Kernel file systems: a run's files cannot live there.
-_VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")
+# Kernel file systems: a run's files cannot live there (/dev/shm, a
+# tmpfs, can: it is not refused).
+_VIRTUAL_ROOTS = ("/proc", "/sys")
 
 
 def _bad(reason, path):
@@ -73,7 +74,7 @@ def check_workdir(path, files=(), directories=()):
 
     Checks what can be checked without writing: a name is given, it is not
     a file, and (on a local path) each name fits the file system, it is not
-    under /proc, /sys or /dev, no dangling link is on the way, and the
+    under /proc or /sys, no dangling link is on the way, and the
     nearest existing parent is a writable directory. The entries the
     caller names in `files` and `directories` must have that type if they
     exist (a `metrics.csv` that is a directory would fail mid-run).
