@@ -96,6 +96,9 @@ def get_config():
     config.optimizer.momentum = 0.9
     config.optimizer.nesterov = False
     config.optimizer.warmup_epochs = 0.0
+    # Warmup counted in steps (added to warmup_epochs): Goyal et al.'s
+    # gradual warmup for a fixed number of updates at every B.
+    config.optimizer.warmup_steps = 0
     config.optimizer.warmup = "gradual"  # "gradual", "constant", "none".
     config.optimizer.reference_batch_size = 256
     # The lecture: the rate is halved twice.

@@ -21,6 +21,7 @@ def get_config():
     config.optimizer.warmup_epochs = 5.0
     config.optimizer.boundaries_epochs = (15.0, 25.0)
     config.tune = tune_digits.get_config().tune
+    config.tune.runner = "trainer"  # ResNets, any strategy or TPU.
     config.tune.batch_sizes = (64, 128, 256, 512, 1024, 2048, 4096)
     config.tune.eta0_min = 0.1 / 128 / 8
     config.tune.eta0_max = 0.1 / 128 * 16

@@ -20,6 +20,7 @@ def get_config():
     config = imagenet_resnet50_tpu.get_config()
     config.quiet = True
     config.tune = tune_digits.get_config().tune
+    config.tune.runner = "trainer"  # ResNets, any strategy or TPU.
     config.tune.batch_sizes = (256, 1024, 4096, 8192, 16384, 32768)
     config.tune.eta0_values = tuple(0.1 / 256 * f for f in (0.5, 1.0, 2.0))
     config.tune.epochs = 90

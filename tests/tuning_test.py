@@ -1,4 +1,7 @@
-"""The eta0-vs-B study: the verdict on known answers, searches, resume."""
+"""The eta0-vs-B study: searches, runners, resume, the known answer.
+
+The statistics on synthetic curves are in optimum_test.py.
+"""
 
 import json
 import os
@@ -12,86 +15,21 @@ import pandas as pd
 import pytest
 from conftest import override, tiny_config
 
-from tf_temperature.studies import scaling_report, tuning
+from tf_temperature.studies import runners, scaling_report, tuning
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BATCHES = (16, 32, 64, 128, 256, 512)
-GRID = tuple(2.0 ** k for k in range(-14, -5))
-
-
-def synthetic_trials(best_eta0_of, seeds=(0, 1, 2), noise=0.02,
-                     batches=BATCHES):
-    """A trials table whose best eta0 at B is `best_eta0_of(B)`."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for batch in batches:
-        for eta0 in GRID:
-            for seed in seeds:
-                distance = np.log2(eta0) - np.log2(best_eta0_of(batch))
-                rows.append({
-                    "mode": "grid", "trial": f"{batch}/{eta0}/{seed}",
-                    "batch_size": batch, "eta0": eta0, "eta": batch * eta0,
-                    "seed": seed,
-                    "objective": 1.0 + distance ** 2 + noise * rng.random(),
-                    "final_train_loss": 0.0, "diverged": False, "epochs": 1,
-                    "wall_time": 1.0})
-    return pd.DataFrame(rows, columns=scaling_report.TRIAL_COLUMNS)
-
-
-def test_linear_rule_gives_slope_one():
-    trials = synthetic_trials(lambda batch: 2.0 ** -10)
-    by_batch = scaling_report.eta0_by_batch(trials)
-    assert list(by_batch.columns) == list(scaling_report.BY_BATCH_COLUMNS)
-    assert (by_batch["best_eta0"] == 2.0 ** -10).all()
-    assert (by_batch["seeds"] == 3).all()
-    result = scaling_report.verdict(trials, samples=200)
-    assert result["slope"] == pytest.approx(1.0)
-    assert result["slope_low"] - 1e-9 <= 1.0 <= result["slope_high"] + 1e-9
-    assert result["breaking_batch_size"] is None
-    assert "consistent with the linear rule" in result["text"]
-
-
-def test_square_root_rule_gives_slope_one_half():
-    # best eta0 = 2^-8 / sqrt(B / 16): eta grows as sqrt(B). Batch sizes a
-    # factor 4 apart keep the best eta0 on the grid of powers of 2.
-    trials = synthetic_trials(
-        lambda batch: 2.0 ** -8 / np.sqrt(batch / 16), seeds=(0,),
-        batches=(16, 64, 256, 1024))
-    result = scaling_report.verdict(trials, samples=200, tolerance=0.01)
-    assert result["slope"] == pytest.approx(0.5, abs=0.05)
-    assert result["slope_low"] - 1e-9 <= 0.5 <= result["slope_high"] + 1e-9
-    assert "square-root rule" in result["text"]
-
-
-def test_breaking_batch_size():
-    trials = synthetic_trials(
-        lambda batch: 2.0 ** -10 if batch <= 128 else 2.0 ** -12)
-    result = scaling_report.verdict(trials, samples=50)
-    assert result["breaking_batch_size"] == 256
-    assert "falls from B = 256 on" in result["text"]
-    # Below the break the linear rule holds exactly.
-    assert result["slope_below_break"] == pytest.approx(1.0)
-    assert "Below B = 256: slope 1.00" in result["text"]
-
-
-def test_largest_stable_eta0_and_diverged_counts():
-    trials = synthetic_trials(lambda batch: 2.0 ** -10, seeds=(0,))
-    too_hot = trials["eta0"] >= 2.0 ** -7
-    trials.loc[too_hot, "diverged"] = True
-    trials.loc[too_hot, "objective"] = 23.0
-    by_batch = scaling_report.eta0_by_batch(trials)
-    assert (by_batch["largest_stable_eta0"] == 2.0 ** -8).all()
-    assert (by_batch["diverged_trials"] == 2).all()  # 2^-7 and 2^-6.
-    text = scaling_report.table(by_batch)
-    assert text.splitlines()[0].split()[:3] == ["B", "best", "eta0"]
 
 
 def study_config(**changes):
+    """A tiny study through the training pipeline (`tune.runner`
+    'trainer'): softmax regression, one seed."""
     from configs import tune_digits
 
     config = tune_digits.get_config()
     base = tiny_config(**{"model.family": "linear"})
     config.model = base.model
+    config.tune.runner = "trainer"
+    config.dataset.validation_fraction = 0.3
     config.steps_per_loop = 50
     config.tune.batch_sizes = (32, 64)
     # 1e6 per example is far too hot: eta = 3.2e7 overflows to NaN.
@@ -116,20 +54,24 @@ def test_grid_search_marks_divergence_and_writes_the_report(tmp_path):
     assert not trials[trials["eta0"] < 1].diverged.any()
     by_batch = pd.read_csv(tmp_path / "eta0_by_batch.csv")
     assert list(by_batch["batch_size"]) == [32, 64]
-    assert (by_batch["largest_stable_eta0"] == 4e-3).all()
-    assert (by_batch["diverged_trials"] == 1).all()
+    np.testing.assert_allclose(by_batch["eta_max"], [32 * 4e-3, 64 * 4e-3])
+    assert (by_batch["diverged_runs"] == 1).all()
     verdict = json.loads((tmp_path / "verdict.json").read_text())
-    assert verdict["trial_epochs"] == {"grid": 6}
+    assert verdict["seed_epochs"] == {"grid": 6}
     assert verdict["slope"] == pytest.approx(result["slope"])
+    assert any("fewer than 5 seeds" in note for note in verdict["notes"])
     assert (tmp_path / "eta0_vs_batch.png").read_bytes()[:4] == b"\x89PNG"
-    assert sum("(diverged: too hot)" in line for line in lines) == 2
+    assert sum("1/1 blew up" in line for line in lines) == 2
+    assert lines[0].startswith("study: grid search over 2 batch sizes")
+    assert [line[:5] for line in lines if line.startswith("[")] == [
+        f"[{k}/6]" for k in range(1, 7)]
     assert any(line.startswith("slope of log(best eta)") for line in lines)
 
 @pytest.mark.slow
 def test_interrupted_search_resumes_without_losing_or_repeating(
         tmp_path, monkeypatch):
     calls = []
-    original = tuning.trainer.train_and_evaluate
+    original = runners.trainer.train_and_evaluate
 
     def dies_on_the_third(config, workdir, **kwargs):
         calls.append(workdir)
@@ -137,11 +79,11 @@ def test_interrupted_search_resumes_without_losing_or_repeating(
             raise KeyboardInterrupt  # Like a kill: not a failed trial.
         return original(config, workdir, **kwargs)
 
-    monkeypatch.setattr(tuning.trainer, "train_and_evaluate",
+    monkeypatch.setattr(runners.trainer, "train_and_evaluate",
                         dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         tuning.Search(study_config(), str(tmp_path), None).run()
-    monkeypatch.setattr(tuning.trainer, "train_and_evaluate", original)
+    monkeypatch.setattr(runners.trainer, "train_and_evaluate", original)
     tuning.Search(study_config(), str(tmp_path), None).run()
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert len(trials) == 6
@@ -161,7 +103,7 @@ def test_transfer_mode_tests_only_the_neighbours(tmp_path):
     for batch in (64, 128):  # The best and its neighbours: 1e-3, 4e-3, 1e6.
         assert sorted(trials[trials["batch_size"] == batch]["eta0"]) == [
             1e-3, 4e-3, 1e6]
-    assert result["trial_epochs"] == {"transfer": 9}
+    assert result["seed_epochs"] == {"transfer": 9}
 
 
 @pytest.mark.slow
@@ -174,7 +116,7 @@ def test_per_batch_oracles(tmp_path, mode):
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert set(trials["mode"]) == {mode} and len(trials) >= 2
     assert trials["eta0"].between(1e-3, 4e-3).all()
-    assert result["trial_epochs"][mode] == trials["epochs"].sum()
+    assert result["seed_epochs"][mode] == trials["epochs"].sum()
     if mode == "hyperband":
         assert trials["epochs"].min() < 3  # Short rungs first.
 
@@ -196,6 +138,25 @@ def test_per_batch_oracles(tmp_path, mode):
         ({"tune.batch_sizes": (32, 4096)},
          r"`tune.batch_sizes` must be at most the 1258 training examples. "
          r"Received: 4096"),
+        ({"tune.runner": "population", "model.weight_decay": 0.0,
+          "tune.batch_sizes": (32, 48)},
+         r"`tune.batch_sizes` must divide the 1258 training examples "
+         r"\(dataset.validation_fraction=0.3\), so that every B sees the "
+         r"same examples. Received: 32 in tune.batch_sizes=\(32, 48\)"),
+        ({"tune.runner": "population", "model.weight_decay": 0.0,
+          "model.family": "cifar"},
+         r"`model.family` must be 'mlp' or 'linear' with "
+         r"tune.runner='population'"),
+        ({"tune.runner": "population",
+          "optimizer.boundaries_epochs": (1.0,)},
+         r"`optimizer.boundaries_epochs` is not supported with tune.runner="
+         r"'population'"),
+        ({"tune.runner": "population", "model.weight_decay": 0.0,
+          "optimizer.warmup_steps": -1},
+         r"`optimizer.warmup_steps` must be an integer >= 0. Received: "
+         r"optimizer.warmup_steps=-1"),
+        ({"tune.runner": "fast"}, r"`tune.runner` must be one of "
+         r"'population', 'trainer'. Received: tune.runner='fast'"),
         ({"strategy": "mirrored", "tune.batch_sizes": (32, 15)},
          r"`tune.batch_sizes` must be divisible by the 2 replicas. "
          r"Received: 15"),
@@ -231,6 +192,7 @@ def free_port():
 def test_chief_and_two_workers_on_localhost(tmp_path):
     port = free_port()
     flags = ["--config.model.family=linear", "--config.steps_per_loop=50",
+             "--config.tune.runner=trainer",
              "--config.tune.batch_sizes=(32, 64)",
              "--config.tune.eta0_values=(0.001, 0.002, 0.004)",
              "--config.tune.epochs=1", "--config.tune.seeds=(0,)",
@@ -251,6 +213,62 @@ def test_chief_and_two_workers_on_localhost(tmp_path):
     assert len(trials) == 6
     assert len(set(trials["trial"])) == 6
     # The workers ran the trials; the chief only served the oracle.
-    ran = [o[0].count("eval_loss") for o in outputs.values()]
+    ran = [o[0].count("eval_loss median") for o in outputs.values()]
     assert ran[0] == 0 and ran[1] + ran[2] == 6
     assert "slope of log(best eta)" in outputs["chief"][0]
+
+
+def test_known_answer_linear_regression_study(tmp_path):
+    # The default linear-regression study, closed form against found.
+    from configs import tune_linear
+
+    lines = []
+    result = tuning.Search(tune_linear.get_config(), str(tmp_path),
+                           lines.append).run()
+    assert result["within_one_grid_step"], lines
+    assert result["closed_form_slope_in_interval"], lines
+    assert result["slope_low"] <= result["closed_form_slope"] <= (
+        result["slope_high"])
+    by_batch = pd.read_csv(tmp_path / "eta0_by_batch.csv")
+    ratio = by_batch["best_eta0"] / by_batch["closed_form_best_eta0"]
+    assert ratio.between(2**-0.5, 2**0.5).all()
+    # The stability edge brackets 2B / (B + d + 1).
+    limit = 2 * by_batch["batch_size"] / (by_batch["batch_size"] + 17)
+    assert (by_batch["eta_max"] <= limit).all()
+    assert (limit < by_batch["first_unstable_eta"]).all()
+    assert result["category"] == "between" and result["falls_from"] == 512
+
+
+def population_cli(workdir, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.tune", f"--workdir={workdir}",
+         "--config.tune.batch_sizes=(32,64)",
+         "--config.tune.eta0_values=(0.001,0.004,0.016)",
+         "--config.tune.epochs=2", *flags], cwd=ROOT, capture_output=True,
+        text=True, timeout=300)
+
+
+def test_population_study_shows_progress_and_a_rerun_says_it_is_done(
+        tmp_path):
+    first = population_cli(tmp_path / "s")
+    assert first.returncode == 0, first.stderr[-3000:]
+    lines = first.stdout.splitlines()
+    assert lines[0].startswith(
+        "study: grid search over 2 batch sizes B = 32, 64 and 3 eta0")
+    assert "6 trials (B, eta0) x 5 seeds" in lines[0]
+    assert lines[1].startswith("estimated time: ")
+    progress = [line for line in lines if line.startswith("[")]
+    assert [line.split()[0] for line in progress] == [
+        f"[{k}/6]" for k in range(1, 7)]
+    assert all("left" in line for line in progress[:-1])
+    assert lines[-1].startswith(f"study done: 6 trials x 5 seeds in "
+                                f"{tmp_path / 's'}: trials.csv")
+    trials = pd.read_csv(tmp_path / "s" / "trials.csv")
+    assert len(trials) == 30 and trials["seed"].nunique() == 5
+    verdict = json.loads((tmp_path / "s" / "verdict.json").read_text())
+    again = population_cli(tmp_path / "s")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming: 6 of 6 trials are already done" in again.stdout
+    assert not any(line.startswith("[") for line in
+                   again.stdout.splitlines())
+    assert verdict["text"] in again.stdout

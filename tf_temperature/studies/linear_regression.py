@@ -118,6 +118,22 @@ def stationary_excess_loss(eta, batch_size, dim, noise_variance=1.0):
     return eta * dim * noise_variance / (2.0 * denominator)
 
 
+def expected_excess_loss(eta, batch_size, dim, noise_variance=1.0,
+                         start=0.0, steps=0, warmup_steps=0):
+    """`E|w - w*|^2 / 2` after `steps` SGD steps from `E|w - w*|^2 = start`:
+    the module doc's recursion for `m`, iterated, with the rate ramped up
+    linearly over `warmup_steps` (`inf` once it diverges)."""
+    _check(eta, batch_size, dim, noise_variance)
+    m = float(start)
+    for step in range(int(steps)):
+        rate = eta * min(1.0, (step + 1) / max(warmup_steps, 1))
+        m = ((1.0 - rate)**2 * m
+             + rate**2 * ((dim + 1) * m + dim * noise_variance) / batch_size)
+        if not m < 1e30:
+            return math.inf
+    return 0.5 * m
+
+
 def small_eta_excess_loss(eta, batch_size, dim, noise_variance=1.0):
     """The small-eta (equipartition) law `eta sigma^2 d / (4B) = d T / 2`."""
     _check(eta, batch_size, dim, noise_variance)

@@ -21,6 +21,7 @@ from tf_temperature import _validation
 from tf_temperature.training import experiment, io
 
 MODES = ("grid", "bayesian", "hyperband", "transfer")
+RUNNERS = ("population", "trainer")
 OBJECTIVES = {"eval_loss": "final_eval_loss",
               "eval_error": "final_eval_error"}
 # Fewer cannot locate a best eta0 or fit a slope; fewer bootstrap samples
@@ -28,9 +29,8 @@ OBJECTIVES = {"eval_loss": "final_eval_loss",
 # for percentile intervals).
 MIN_ETA0_VALUES, MIN_BATCH_SIZES, MIN_BOOTSTRAP_SAMPLES = 3, 2, 100
 # Fields that change what the report says, not what a trial measured.
-REPORT_ONLY = ("tune.mode", "tune.bootstrap_samples",
-               "tune.neighbour_tolerance", "quiet", "intra_op_threads",
-               "inter_op_threads", "tpu")
+REPORT_ONLY = ("tune.mode", "tune.bootstrap_samples", "quiet",
+               "intra_op_threads", "inter_op_threads", "tpu")
 
 
 def eta0_grid(tune):
@@ -77,6 +77,13 @@ def check_tune_config(config):
                 f"(0.001, 0.002, 0.004). Received: tune.eta0_values="
                 f"{tuple(tune.eta0_values)!r}")
     _validation.one_of("tune.mode", tune.mode, MODES)
+    _validation.one_of("tune.runner", tune.runner, RUNNERS)
+    if (config.dataset.name == "linear_regression"
+            and tune.objective != "eval_loss"):
+        raise ValueError(
+            "`tune.objective` must be 'eval_loss' (the excess loss) for "
+            "dataset.name='linear_regression'. Received: tune.objective="
+            f"{tune.objective!r}")
     _validation.one_of("tune.objective", tune.objective, tuple(OBJECTIVES))
     if not len(tune.batch_sizes):
         raise ValueError("`tune.batch_sizes` must not be empty. Received: "
@@ -114,8 +121,6 @@ def check_tune_config(config):
                            2, 100)
     _validation.integer_in("tune.bootstrap_samples", tune.bootstrap_samples,
                            MIN_BOOTSTRAP_SAMPLES, 10**7)
-    _validation.non_negative_number("tune.neighbour_tolerance",
-                                    tune.neighbour_tolerance)
     if tune.transfer_batch_size and (tune.transfer_batch_size
                                      not in tuple(tune.batch_sizes)):
         raise ValueError(
@@ -165,11 +170,23 @@ def planned_settings(config):
             for e in grid for s in tune.seeds for n in budgets]
 
 
-def worst_score(objective, num_classes):
-    """A diverged trial's finite score: worse than any trained model's.
-    Chance-level loss is log(classes), so ten times that; error 1."""
-    return (10 * math.log(max(num_classes, 2)) if objective == "eval_loss"
-            else 1.0)
+def chance_objective(objective, num_classes, task=None):
+    """The objective of an untrained model: `ln K` (loss) or `1 - 1/K`
+    (error) for a classifier; a regression task's own (`task.chance`)."""
+    if task is not None and not num_classes:
+        return float(task.chance)
+    if objective == "eval_loss":
+        return math.log(max(num_classes, 2))
+    return 1.0 - 1.0 / max(num_classes, 2)
+
+
+def worst_score(objective, num_classes, chance=None):
+    """A diverged seed's finite score: worse than any trained model's.
+    Ten times the chance loss; an error of 1."""
+    if objective == "eval_error":
+        return 1.0
+    return 10 * (chance if chance is not None
+                 else math.log(max(num_classes, 2)))
 
 
 def check_trials(setup, config, source):
@@ -192,17 +209,18 @@ def check_trials(setup, config, source):
                 f"seed={seed}, {epochs} epochs)") from None
 
 
-def missing(planned, records):
-    """The `planned` `{batch_size, eta0, seed}` settings without a row in
-    `records` (a DataFrame of trial records), as phrases."""
+def missing(planned, records, seeds):
+    """The `planned` `{batch_size, eta0}` trials lacking a row in `records`
+    (a DataFrame, one row per trial and seed) for some of `seeds`, as
+    phrases."""
     def key(batch, eta0, seed):
         return int(batch), float(f"{float(eta0):.12g}"), int(seed)
 
     have = {key(*row) for row in zip(records["batch_size"], records["eta0"],
                                      records["seed"], strict=True)}
-    return [f"B={c['batch_size']} eta0={c['eta0']:.4g} seed={c['seed']}"
-            for c in planned
-            if key(c["batch_size"], c["eta0"], c["seed"]) not in have]
+    return [f"B={c['batch_size']} eta0={c['eta0']:.4g}" for c in planned
+            if any(key(c["batch_size"], c["eta0"], s) not in have
+                   for s in seeds)]
 
 
 def _flat(config):

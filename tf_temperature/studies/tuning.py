@@ -1,17 +1,27 @@
 """Searching eta0 across batch sizes with keras-tuner.
 
-Each trial trains with the training pipeline's own `trainer` (same code
-path, same strategy handling) at one `(B, eta0, seed)`, with `eta = B * eta0`
-and the configured warmup and decay, for a budget measured in epochs (the
-same number of examples at every B, as Goyal et al. 2017 compare). The
-objective is the final validation loss or error. A trial whose loss becomes
-NaN or infinite is a measurement ("too hot"): it is recorded as diverged
-with a finite worst score, so keras-tuner never counts it as a failed trial
-(its default aborts a search after 3 consecutive failures).
+A trial is one `(B, eta0)` with `eta = B * eta0`, trained once per seed
+(`tune.seeds`) for a budget measured in epochs (the same examples at every
+B, as Goyal et al. 2017 compare); its objective is the seed median of the
+final validation loss or error, and every seed's value is recorded. Two
+runners (`tune.runner`):
+
+* `population`: the seeds train as one population of independent copies
+  in one compiled graph, traced once for the whole study
+  (`studies.population`; small BN-free models on one device: the default
+  digits study and the linear-regression known answer).
+* `trainer`: each seed is a run of the training pipeline's own `trainer`
+  (any model, `tf.distribute` strategy or TPU, warmup and decay), resumable
+  from its own checkpoints.
+
+A seed whose loss becomes NaN or infinite is a measurement ("too hot"): it
+is recorded as diverged with a finite worst score, so keras-tuner never
+counts a trial as failed (its default aborts a search after 3 consecutive
+failures).
 
 Modes (`tune.mode`):
 
-* `grid`: every (B, eta0, seed) of a log-spaced eta0 grid.
+* `grid`: every (B, eta0) of a log-spaced eta0 grid.
 * `bayesian`, `hyperband`: keras-tuner's oracles over eta0, one search per
   batch size (hyperband trains from scratch for each rung's epochs, with the
   decay boundaries scaled to that budget).
@@ -27,21 +37,25 @@ worker processes (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
 parallel, each worker training on its own devices.
 """
 
-import json
 import math
 import os
 import time
 
-import keras
 import keras_tuner
 import numpy as np
 import pandas as pd
 
-from tf_temperature.studies import _tracing, plan, scaling_report
-from tf_temperature.training import experiment, io, trainer
+from tf_temperature.studies import (
+    _tracing,
+    driver,
+    plan,
+    progress,
+    runners,
+    scaling_report,
+)
+from tf_temperature.training import io
 from tf_temperature.training import workdir as workdir_lib
 
-_SCORE = "score"
 # The study's own files and directories (a rerun checks their types).
 STUDY_FILES = ("trials.csv", "eta0_by_batch.csv", "verdict.json",
                "eta0_vs_batch.png", "plan.json")
@@ -50,105 +64,15 @@ STUDY_DIRECTORIES = ("trials", "keras_tuner")
 MODES, OBJECTIVES = plan.MODES, plan.OBJECTIVES
 eta0_grid, check_tune_config = plan.eta0_grid, plan.check_tune_config
 trial_config = plan.trial_config
+TrialError = driver.TrialError
 
 
 # Every trial builds its own model and loops.
 _tracing.expect_new_functions()
 
 
-def _save_json_atomically(path, obj):
-    """keras-tuner's `utils.save_json`, written beside and renamed: its
-    own write, cut by a full disk or a kill, leaves a truncated
-    `oracle.json` that no rerun can reload."""
-    text = json.dumps(obj)
-    io.write_text(path, text)
-    return text
-
-
-# keras-tuner 1.4's state files (oracle, trials, tuner) all go through it.
-keras_tuner.src.utils.save_json = _save_json_atomically
-
-
-class TrialError(keras_tuner.errors.FatalError):
-    """A trial raised: the search stops (keras-tuner would otherwise mark
-    the trial failed for good and go on); the trial stays planned and is
-    run again by the next run. The trial's own error is `__cause__`."""
-
-
 class IncompleteSearchError(RuntimeError):
     """The search ended without a result for some planned trials."""
-
-
-def _retry_failed(oracle):
-    """Sends trials an earlier run ended as failed or invalid back to the
-    retry queue (keras-tuner 1.4 never retries them after a reload)."""
-    status = keras_tuner.engine.trial.TrialStatus
-    for trial_id, trial in oracle.trials.items():
-        if trial.status in (status.FAILED, status.INVALID) and (
-                trial_id not in oracle._retry_queue):
-            oracle._retry_queue.append(trial_id)
-            oracle._run_times[trial_id] = 0
-            if trial_id in oracle.end_order:
-                oracle.end_order.remove(trial_id)
-
-
-class _GridOracle(keras_tuner.Oracle):
-    """Every combination once, in order, and resumable.
-
-    keras-tuner 1.4.8's `GridSearchOracle` keeps its place in the grid only
-    in memory: reloaded after an interruption, it fails with a `KeyError`
-    on the retried trial's id (keras-tuner issue 1055). This subclass uses
-    keras-tuner's private `engine.trial` API, hence the pin below 1.5 in
-    setup.py. This oracle derives its place from the
-    tried values, which the base `Oracle` saves.
-    """
-
-    def __init__(self, objective, hyperparameters, combinations):
-        super().__init__(objective=objective,
-                         max_trials=len(combinations),
-                         hyperparameters=hyperparameters)
-        self.combinations = combinations
-
-    def populate_space(self, trial_id):
-        del trial_id
-        for values in self.combinations:
-            if not self._duplicate(values):
-                return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING,
-                        "values": dict(values)}
-        return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED,
-                "values": None}
-
-
-class _EtaTuner(keras_tuner.Tuner):
-    """A keras-tuner `Tuner` whose trials are training-pipeline runs."""
-
-    def __init__(self, study, mode, project, oracle):
-        self.study = study  # Not `search`: that is the Tuner's method.
-        self.mode = mode
-        super().__init__(oracle=oracle, directory=study.tuner_dir,
-                         project_name=project, overwrite=False)
-        if isinstance(self.oracle, keras_tuner.Oracle):  # Not a client.
-            _retry_failed(self.oracle)
-
-    def run_trial(self, trial, *args, **kwargs):
-        del args, kwargs
-        try:
-            record = self.study.run_trial(self.mode, self.project_name,
-                                           trial.trial_id,
-                                           trial.hyperparameters.values)
-        except Exception as error:  # noqa: BLE001 -- see TrialError.
-            raise TrialError(f"trial {self.project_name}/{trial.trial_id}: "
-                             f"{error}") from error
-        return {_SCORE: record["objective"]}
-
-    def missing(self):
-        """This project's trials that ended without a record."""
-        done = keras_tuner.engine.trial.TrialStatus.COMPLETED
-        return [f"{self.project_name}/{trial_id}"
-                for trial_id, trial in sorted(self.oracle.trials.items())
-                if trial.status != done or not io.exists(io.join(
-                    self.study.workdir, "trials", self.project_name,
-                    f"trial_{trial_id}", "record.json"))]
 
 
 class Search:
@@ -167,74 +91,86 @@ class Search:
     """
 
     def __init__(self, config, workdir, print_fn=print):
-        self.setup = experiment.Experiment(config)
         check_tune_config(config)
-        workdir_lib.check_workdir(workdir, STUDY_FILES, STUDY_DIRECTORIES)
         self.config = config
         self.tune = config.tune
+        self.runner = runners.make_runner(config)
+        num_classes = self.runner.num_classes
+        self.chance = plan.chance_objective(
+            self.tune.objective, num_classes, getattr(self.runner, "task",
+                                                      None))
+        self.worst = plan.worst_score(self.tune.objective, num_classes,
+                                      self.chance)
+        workdir_lib.check_workdir(workdir, STUDY_FILES, STUDY_DIRECTORIES)
         self.workdir = workdir
         self.print_fn = print_fn or (lambda line: None)
         self.tuner_dir = io.join(workdir, "keras_tuner")
         self.grid = eta0_grid(self.tune)
         self.batch_sizes = tuple(sorted(int(b) for b in self.tune.batch_sizes))
-        source = self.setup.source()
-        plan.check_trials(self.setup, config, source)
+        self.seeds = tuple(int(s) for s in self.tune.seeds)
         self.plan = plan.Plan(config, workdir)
         self.plan.check_unchanged()
         self._tuners, self._planned = [], []
-        self.worst = plan.worst_score(self.tune.objective,
-                                      source.num_classes)
+        self.progress = None
 
     # --- Trials. ----------------------------------------------------------
 
     def run_trial(self, mode, project, trial_id, values):
-        """Trains one trial (or resumes it) and records the result."""
+        """Trains one trial's seeds (or resumes them); records the result."""
         batch, eta0 = int(values["batch_size"]), float(values["eta0"])
-        seed = int(values.get("seed", self.tune.seeds[0]))
         epochs = int(values.get("tuner/epochs", self.tune.epochs))
         directory = io.join(self.workdir, "trials", project,
                             f"trial_{trial_id}")
-        config = trial_config(self.config, batch, eta0, seed, epochs)
         started = time.perf_counter()
-        try:
-            summary = trainer.train_and_evaluate(
-                config, directory, print_fn=None, setup=self.setup)
-        except trainer.DivergedError:
-            summary = io.read_json(io.join(directory, "summary.json"))
-        finally:
-            keras.backend.clear_session()  # Trials must not pile up.
-        value = summary.get(OBJECTIVES[self.tune.objective])
-        diverged = bool(summary["diverged"]) or value is None or not (
-            math.isfinite(value))
-        record = {
-            "mode": mode, "trial": f"{project}/{trial_id}",
-            "batch_size": batch, "eta0": eta0, "eta": batch * eta0,
-            "seed": seed,
-            "objective": self.worst if diverged else float(value),
-            "final_train_loss": summary.get("final_train_loss",
-                                            float("nan")),
-            "diverged": diverged, "epochs": epochs,
-            "wall_time": round(time.perf_counter() - started, 2),
-        }
+        seeds = self.runner.run(directory, batch, eta0, epochs)
+        wall = round(time.perf_counter() - started, 3)
+        rows = []
+        for seed in seeds:
+            value = seed["value"]
+            finite = value is not None and math.isfinite(value)
+            rows.append({
+                "mode": mode, "trial": f"{project}/{trial_id}",
+                "batch_size": batch, "eta0": eta0, "eta": batch * eta0,
+                "seed": seed["seed"],
+                "objective": float(value) if finite else self.worst,
+                "final_train_loss": _finite_or_nan(seed["final_train_loss"]),
+                "peak_train_loss": _finite_or_nan(seed["peak_train_loss"]),
+                "diverged": seed["diverged"] or not finite,
+                "epochs": epochs, "steps": int(seed["steps"]),
+                "wall_time": wall})
+        objectives = [row["objective"] for row in rows]
+        record = {"trial": f"{project}/{trial_id}", "batch_size": batch,
+                  "eta0": eta0, "objective": float(np.median(objectives)),
+                  "objective_iqr": float(np.subtract(
+                      *np.percentile(objectives, [75, 25]))),
+                  "diverged_seeds": sum(row["diverged"] for row in rows),
+                  "wall_time": wall, "seeds": rows}
         io.write_json(io.join(directory, "record.json"), record)
-        self.print_fn(
-            f"[{record['trial']}] B={batch:<5d} eta0={eta0:<9.3g} "
-            f"eta={batch * eta0:<8.3g} seed={seed}: {self.tune.objective} "
-            f"{record['objective']:.4f}"
-            + (" (diverged: too hot)" if diverged else "")
-            + f"  {record['wall_time']:.1f}s")
+        line = (f"B={batch:<5d} eta0={eta0:<9.3g} eta={batch * eta0:<8.3g}"
+                f" {self.tune.objective} median {record['objective']:.4f}"
+                f" (IQR {record['objective_iqr']:.4f})"
+                + (f", {record['diverged_seeds']}/{len(rows)} blew up"
+                   if record["diverged_seeds"] else "") + f"  {wall:.1f} s")
+        if self.progress is None:
+            self.print_fn(line)
+        else:
+            self.progress.step(self.runner.steps(batch, epochs) * len(rows),
+                               wall,
+                               line)
         return record
 
     def records(self):
-        """Every recorded trial in the workdir, as a DataFrame."""
-        rows = [io.read_json(path) for path in io.glob(io.join(
-            self.workdir, "trials", "*", "trial_*", "record.json"))]
+        """Every recorded seed of every trial in the workdir, as a
+        DataFrame (one row per trial and seed)."""
+        rows = [row for path in io.glob(io.join(
+            self.workdir, "trials", "*", "trial_*", "record.json"))
+            for row in io.read_json(path)["seeds"]]
         return pd.DataFrame(rows, columns=scaling_report.TRIAL_COLUMNS)
 
     # --- Searches. ---------------------------------------------------------
 
     def _objective(self):
-        return keras_tuner.Objective(_SCORE, direction="min")
+        return keras_tuner.Objective(driver.SCORE, direction="min")
 
     def _hyperparameters(self, batch_sizes, eta0s=None, eta0_range=None):
         hp = keras_tuner.HyperParameters()
@@ -243,24 +179,22 @@ class Search:
             hp.Float("eta0", eta0_range[0], eta0_range[1], sampling="log")
         else:
             hp.Choice("eta0", list(eta0s), ordered=True)
-        hp.Choice("seed", [int(s) for s in self.tune.seeds], ordered=True)
         return hp
 
     def _grid(self, mode, project, batch_sizes, eta0s):
-        combinations = [
-            {"batch_size": int(b), "eta0": float(e), "seed": int(s)}
-            for b in batch_sizes for e in eta0s for s in self.tune.seeds]
+        combinations = [{"batch_size": int(b), "eta0": float(e)}
+                        for b in batch_sizes for e in eta0s]
         self._planned += combinations
-        oracle = _GridOracle(
+        oracle = driver.GridOracle(
             self._objective(),
             self._hyperparameters(batch_sizes, eta0s), combinations)
-        self._search(_EtaTuner(self, mode, project, oracle))
+        self._search(driver.EtaTuner(self, mode, project, oracle))
 
     def _search(self, tuner):
         self._tuners.append(tuner)
         try:
             tuner.search(verbose=0)
-        except TrialError as error:
+        except driver.TrialError as error:
             # The trial's own error (a full disk, ...), for the caller.
             raise error.__cause__ from None
 
@@ -282,7 +216,7 @@ class Search:
                     hyperband_iterations=1, seed=self.config.seed,
                     hyperparameters=self._hyperparameters([batch],
                                                           self.grid))
-            self._search(_EtaTuner(self, mode, project, oracle))
+            self._search(driver.EtaTuner(self, mode, project, oracle))
 
     def _transfer(self):
         reference = self.tune.transfer_batch_size or self.batch_sizes[0]
@@ -292,7 +226,7 @@ class Search:
         at_reference = at_reference[
             (at_reference["mode"] == "transfer")
             & (at_reference["batch_size"] == reference)]
-        best = scaling_report.eta0_by_batch(at_reference)["best_eta0"][0]
+        best = at_reference.groupby("eta0")["objective"].median().idxmin()
         index = int(np.argmin(np.abs(np.log(self.grid) - np.log(best))))
         neighbours = self.grid[max(index - 1, 0):index + 2]
         for batch in self.batch_sizes:
@@ -311,9 +245,35 @@ class Search:
         with workdir_lib.RunLock(self.workdir):
             return self._run()
 
+    def _start_progress(self):
+        settings = plan.planned_settings(self.config)
+        trials = sorted({(b, e, n) for b, e, _, n in settings})
+        costs = [self.runner.steps(b, n) * len(self.seeds)
+                 for b, _, n in trials]
+        done = self.records()
+        done = done[done["mode"] == self.tune.mode]["trial"].nunique()
+        self.progress = progress.Progress(costs, done, self.print_fn)
+        tune = self.tune
+        self.print_fn(
+            f"study: {tune.mode} search over {len(self.batch_sizes)} batch "
+            f"sizes B = {', '.join(map(str, self.batch_sizes))} and "
+            f"{len(self.grid)} eta0 from {min(self.grid):.3g} to "
+            f"{max(self.grid):.3g}: {len(trials)} trials (B, eta0) x "
+            f"{len(self.seeds)} seeds, {tune.epochs} epoch(s) each, "
+            f"runner {tune.runner}, objective {tune.objective}")
+        if done:
+            self.print_fn(f"resuming: {done} of {len(trials)} trials are "
+                          "already done")
+        rate = (self.runner.seconds_per_step(self.batch_sizes, self.grid[0])
+                if done < len(trials) else None)
+        if rate:
+            self.print_fn("estimated time: " + progress.duration(
+                rate * sum(costs[done:])) + " (from a timed step)")
+
     def _run(self):
         if not _is_worker():
             self.plan.write()
+        self._start_progress()
         mode = self.tune.mode
         if mode == "grid":
             self._grid("grid", "grid", self.batch_sizes, self.grid)
@@ -337,7 +297,7 @@ class Search:
         trials = self.records()
         io.write_csv(io.join(self.workdir, "trials.csv"), trials)
         current = trials[trials["mode"] == self.tune.mode]
-        missing = plan.missing(self._planned, current)
+        missing = plan.missing(self._planned, current, self.seeds)
         if self.tune.mode in ("bayesian", "hyperband"):
             missing += [name for tuner in self._tuners
                         for name in tuner.missing()]
@@ -348,8 +308,23 @@ class Search:
                 + (", ..." if len(missing) > 8 else "")
                 + "; rerun the same command to run them (no verdict was "
                 "written)")
-        return scaling_report.write_report(self.workdir, trials, self.tune,
-                                           self.print_fn)
+        result = scaling_report.write_report(
+            self.workdir, trials, self.tune, self.chance, self.print_fn,
+            known=self.runner.known_answer(self.batch_sizes, self.grid))
+        elapsed = (progress.duration(time.perf_counter()
+                                     - self.progress.started)
+                   if self.progress else "")
+        self.print_fn(
+            f"study done: {result['trials']} trials x {result['seeds']} "
+            f"seeds in {self.workdir}: trials.csv, eta0_by_batch.csv, "
+            f"verdict.json, eta0_vs_batch.png"
+            + (f" ({elapsed} this run)" if elapsed else ""))
+        return result
+
+
+def _finite_or_nan(value):
+    return float(value) if value is not None and math.isfinite(
+        value) else float("nan")
 
 
 def _is_worker():

@@ -71,6 +71,10 @@ def check_config(config):
         _validation.positive_integer("checkpoint_every_steps", every)
     _validation.one_of("model.family", config.model.family, FAMILIES)
     _validation.positive_number("optimizer.eta0", config.optimizer.eta0)
+    warmup_steps = config.optimizer.warmup_steps
+    if not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError("`optimizer.warmup_steps` must be an integer >= 0. "
+                         f"Received: optimizer.warmup_steps={warmup_steps!r}")
     momentum = config.optimizer.momentum
     if not 0.0 <= momentum < 1.0:
         raise ValueError(
@@ -122,7 +126,8 @@ def _schedule_args(optimizer_config, global_batch_size, steps_per_epoch,
         eta0=optimizer_config.eta0,
         global_batch_size=global_batch_size,
         steps_per_epoch=steps_per_epoch,
-        warmup_epochs=optimizer_config.warmup_epochs,
+        warmup_epochs=(optimizer_config.warmup_epochs
+                       + optimizer_config.warmup_steps / steps_per_epoch),
         warmup=optimizer_config.warmup,
         rule=optimizer_config.rule,
         boundaries_epochs=tuple(optimizer_config.boundaries_epochs),

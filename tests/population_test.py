@@ -1,0 +1,131 @@
+"""Population trials: a copy is a lone Keras model; one trace; known answer."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_temperature.studies import linear_regression, population, tasks
+
+
+def digits_task(hidden=(16,), n=64, features=12, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n + 40, features)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32") + 2 * (x[:, 1] > 0).astype("int32")
+    return tasks.DigitsTask(x[:n], y[:n], x[n:], y[n:], 4, tuple(hidden))
+
+
+def lone_model(task, seed, momentum, eta, batch_size, steps, warmup=0):
+    """The copy's twin: Keras `Dense` layers, the same start and batches."""
+    sizes = task.layer_sizes
+    model = keras.Sequential(
+        [keras.Input((sizes[0],))]
+        + [keras.layers.Dense(units, activation="relu")
+           for units in sizes[1:-1]] + [keras.layers.Dense(sizes[-1])])
+    start = population.initial_weights(sizes, seed)
+    model.set_weights([w if w.ndim == 2 and w.shape[0] != 1 else w[0]
+                       for w in start])
+    optimizer = keras.optimizers.SGD(learning_rate=0.0, momentum=momentum)
+    n = len(task.y_train)
+    per_epoch = n // batch_size
+    for step in range(steps):
+        epoch, index = divmod(step, per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        picked = order[index * batch_size:(index + 1) * batch_size]
+        optimizer.learning_rate.assign(
+            eta * min(1.0, (step + 1) / max(warmup, 1)))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(
+                    task.y_train[picked], model(task.x_train[picked]),
+                    from_logits=True))
+        optimizer.apply(tape.gradient(loss, model.trainable_variables),
+                        model.trainable_variables)
+    return model.get_weights()
+
+
+@pytest.mark.parametrize("momentum, warmup", [(0.0, 0), (0.9, 5)])
+def test_a_copy_trains_exactly_as_a_lone_keras_model(momentum, warmup):
+    task = digits_task()
+    pop = population.Population(task, (3, 7), epochs=2, momentum=momentum)
+    pop.run(batch_size=16, eta=0.05, epochs=2, warmup_steps=warmup)
+    want = lone_model(task, 7, momentum, 0.05, 16, task.steps(16, 2),
+                      warmup)
+    got = [v.numpy()[1] for v in pop.model.trainable_variables]
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_allclose(g.reshape(w.shape), w, rtol=2e-5,
+                                   atol=2e-6)
+
+
+def test_copies_do_not_depend_on_each_other_and_one_trace_serves_all():
+    task = digits_task()
+    pair = population.Population(task, (0, 5), epochs=3)
+    alone = population.Population(task, (5,), epochs=3)
+    for batch, eta, epochs in ((8, 0.1, 3), (32, 0.4, 1), (64, 0.02, 2)):
+        both = pair.run(batch, eta, epochs)
+        one = alone.run(batch, eta, epochs)
+        np.testing.assert_allclose(both["eval_loss"][1], one["eval_loss"][0],
+                                   rtol=1e-5)
+        assert both["steps"] == epochs * (64 // batch)
+    # B, eta, the budget and the warmup are tensors: traced once.
+    assert pair._loop.experimental_get_tracing_count() == 1
+
+
+def test_every_batch_size_sees_every_example_once_per_epoch():
+    n = 32
+    x = np.arange(n, dtype="float32")[:, None]  # A row's value is its index.
+    task = tasks.DigitsTask(x, np.zeros(n, "int32"), x[:4],
+                            np.zeros(4, "int32"), 2, ())
+    _, batch_fn, _, _ = task.make((0, 1), epochs=2)
+    for batch in (1, 4, 32):
+        for epoch in range(2):
+            seen = np.concatenate([
+                batch_fn(tf.constant(epoch * (n // batch) + i),
+                         tf.constant(batch))[0].numpy()[:, :, 0]
+                for i in range(n // batch)], axis=1)
+            for copy in seen:
+                assert sorted(copy.astype(int)) == list(range(n))
+            # A copy's order is its seed's, whatever B.
+            order = np.random.default_rng([1, epoch]).permutation(n)
+            np.testing.assert_array_equal(seen[1], order)
+
+
+def test_a_hot_copy_blows_up_alone():
+    task = digits_task()
+    pop = population.Population(task, (0, 1), epochs=1)
+    cold = pop.run(16, 0.01, 1)
+    assert not cold["diverged"].any() and np.isfinite(cold["eval_loss"]).all()
+    assert not task.blew_up(cold).any()
+    hot = pop.run(16, 1e6, 1)
+    assert task.blew_up(hot).all()
+
+
+def test_linear_regression_matches_its_closed_form():
+    # 256 copies: the mean final excess loss against its expectation.
+    rng = np.random.default_rng(0)
+    task = tasks.LinearRegressionTask(8, 1.0, 256, rng.normal(size=8)
+                                      .astype("float32"))
+    pop = population.Population(task, tuple(range(256)), epochs=1)
+    for batch, eta in ((4, 0.05), (16, 0.4), (64, 1.2)):
+        result = pop.run(batch, eta, 1)
+        measured = result["eval_loss"]
+        expected = task.expected_excess_loss(eta, batch)
+        stderr = measured.std(ddof=1) / np.sqrt(len(measured))
+        assert abs(measured.mean() - expected) < 4 * stderr, (
+            batch, eta, measured.mean(), expected, stderr)
+        assert abs(measured.mean() / expected - 1) < 0.15
+    hot = pop.run(64, 3.0, 1)  # Beyond 2B / (B + d + 1) = 1.75.
+    assert task.blew_up(hot).all()
+
+
+def test_expected_excess_loss_recursion():
+    # No noise, B large: (1 - eta)^2 per step.
+    value = linear_regression.expected_excess_loss(
+        0.5, 10**9, 4, 0.0, start=2.0, steps=3)
+    assert value == pytest.approx(0.5 * 2.0 * 0.25**3)
+    # Long runs reach the stationary law.
+    assert linear_regression.expected_excess_loss(
+        0.1, 8, 4, 1.0, start=0.0, steps=5000) == pytest.approx(
+        linear_regression.stationary_excess_loss(0.1, 8, 4, 1.0))
+    assert linear_regression.expected_excess_loss(
+        2.0, 8, 4, 1.0, start=1.0, steps=500) == float("inf")

@@ -1,0 +1,110 @@
+"""keras-tuner as the study's search driver: its oracles, its tuner, and
+the repairs keras-tuner 1.4 needs to resume a search safely.
+
+* `EtaTuner`: a `keras_tuner.Tuner` whose trial is `Search.run_trial`
+  (one `(B, eta0)`, all seeds); its score is the seed median.
+* `GridOracle`: every combination once, in order, resumable.
+* `TrialError`: a trial that raised stops the search, instead of being
+  marked failed for good; `retry_failed` sends trials an older run marked
+  failed back to the queue.
+* keras-tuner's JSON state files are written atomically.
+"""
+
+import json
+
+import keras_tuner
+
+from tf_temperature.training import io
+
+SCORE = "score"
+
+
+def _save_json_atomically(path, obj):
+    """keras-tuner's `utils.save_json`, written beside and renamed: its
+    own write, cut by a full disk or a kill, leaves a truncated
+    `oracle.json` that no rerun can reload."""
+    text = json.dumps(obj)
+    io.write_text(path, text)
+    return text
+
+
+# keras-tuner 1.4's state files (oracle, trials, tuner) all go through it.
+keras_tuner.src.utils.save_json = _save_json_atomically
+
+
+class TrialError(keras_tuner.errors.FatalError):
+    """A trial raised: the search stops (keras-tuner would otherwise mark
+    the trial failed for good and go on); the trial stays planned and is
+    run again by the next run. The trial's own error is `__cause__`."""
+
+
+def retry_failed(oracle):
+    """Sends trials an earlier run ended as failed or invalid back to the
+    retry queue (keras-tuner 1.4 never retries them after a reload)."""
+    status = keras_tuner.engine.trial.TrialStatus
+    for trial_id, trial in oracle.trials.items():
+        if trial.status in (status.FAILED, status.INVALID) and (
+                trial_id not in oracle._retry_queue):
+            oracle._retry_queue.append(trial_id)
+            oracle._run_times[trial_id] = 0
+            if trial_id in oracle.end_order:
+                oracle.end_order.remove(trial_id)
+
+
+class GridOracle(keras_tuner.Oracle):
+    """Every combination once, in order, and resumable.
+
+    keras-tuner 1.4.8's `GridSearchOracle` keeps its place in the grid only
+    in memory: reloaded after an interruption, it fails with a `KeyError`
+    on the retried trial's id (keras-tuner issue 1055). This subclass uses
+    keras-tuner's private `engine.trial` API, hence the pin below 1.5 in
+    setup.py. This oracle derives its place from the
+    tried values, which the base `Oracle` saves.
+    """
+
+    def __init__(self, objective, hyperparameters, combinations):
+        super().__init__(objective=objective,
+                         max_trials=len(combinations),
+                         hyperparameters=hyperparameters)
+        self.combinations = combinations
+
+    def populate_space(self, trial_id):
+        del trial_id
+        for values in self.combinations:
+            if not self._duplicate(values):
+                return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING,
+                        "values": dict(values)}
+        return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED,
+                "values": None}
+
+
+class EtaTuner(keras_tuner.Tuner):
+    """A keras-tuner `Tuner` whose trials are training-pipeline runs."""
+
+    def __init__(self, study, mode, project, oracle):
+        self.study = study  # Not `search`: that is the Tuner's method.
+        self.mode = mode
+        super().__init__(oracle=oracle, directory=study.tuner_dir,
+                         project_name=project, overwrite=False)
+        if isinstance(self.oracle, keras_tuner.Oracle):  # Not a client.
+            retry_failed(self.oracle)
+
+    def run_trial(self, trial, *args, **kwargs):
+        del args, kwargs
+        try:
+            record = self.study.run_trial(self.mode, self.project_name,
+                                           trial.trial_id,
+                                           trial.hyperparameters.values)
+        except Exception as error:  # noqa: BLE001 -- see TrialError.
+            raise TrialError(f"trial {self.project_name}/{trial.trial_id}: "
+                             f"{error}") from error
+        return {SCORE: record["objective"]}
+
+    def missing(self):
+        """This project's trials that ended without a record."""
+        done = keras_tuner.engine.trial.TrialStatus.COMPLETED
+        return [f"{self.project_name}/{trial_id}"
+                for trial_id, trial in sorted(self.oracle.trials.items())
+                if trial.status != done or not io.exists(io.join(
+                    self.study.workdir, "trials", self.project_name,
+                    f"trial_{trial_id}", "record.json"))]

@@ -1,0 +1,170 @@
+"""A study's trial as a population: every seed trains in one compiled graph.
+
+A trial of the eta0 study is one `(B, eta0)`; its seeds are independent
+copies of the same small model. Here they are one Keras model whose
+weights carry a leading population axis (`PopulationDense`, kernel
+`[S, in, out]`), trained by one `keras.optimizers.SGD`: the loss is the sum
+of the copies' own mean losses, so each copy's gradient is its own, and
+SGD's update (momentum included) is element-wise, so the copies never mix.
+Copy `s` follows the same path as a lone Keras model of the same layers,
+started from the same weights and fed the same batches
+(`tests/population_test.py` checks this to float32 rounding).
+
+One loop is traced once for the whole study: `B`, `eta`, the number of
+steps and the warmup are tensors, and a trial re-initializes the weights
+and the optimizer state in place (docs/PERFORMANCE.md measures the gain
+over one training-pipeline run per seed).
+
+The tasks (data, loss, evaluation) are in `tasks`.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class PopulationDense(keras.layers.Layer):
+    """`S` independent dense layers on inputs `[S, batch, in]`.
+
+    Args:
+        units: outputs per copy.
+        population: the number of copies `S`.
+        activation: a Keras activation name, or None.
+        use_bias: whether the copies have biases.
+    """
+
+    def __init__(self, units, population, activation=None, use_bias=True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.population = int(population)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+
+    def build(self, input_shape):
+        fan_in = int(input_shape[-1])
+        self.kernel = self.add_weight(
+            shape=(self.population, fan_in, self.units), name="kernel",
+            initializer="zeros")
+        self.bias = (self.add_weight(
+            shape=(self.population, 1, self.units), name="bias",
+            initializer="zeros") if self.use_bias else None)
+
+    def call(self, inputs):
+        outputs = tf.matmul(inputs, self.kernel)
+        if self.bias is not None:
+            outputs += self.bias
+        return self.activation(outputs)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "population": self.population, "use_bias": self.use_bias,
+                "activation": keras.activations.serialize(self.activation)}
+
+
+def initial_weights(layer_sizes, seed):
+    """One copy's start: the kernels and biases a Keras `Dense` stack of
+    `layer_sizes` (`[in, hidden..., out]`) gets with Glorot-uniform kernels
+    seeded by `seed` (one seed per layer) and zero biases."""
+    weights = []
+    for i, (fan_in, units) in enumerate(zip(layer_sizes[:-1],
+                                            layer_sizes[1:], strict=True)):
+        init = keras.initializers.GlorotUniform(seed=seed * 1000 + i)
+        weights += [np.asarray(init((fan_in, units))),
+                    np.zeros((1, units), np.float32)]
+    return weights
+
+
+def mlp(layer_sizes, population, use_bias=True):
+    """`S` copies of a ReLU perceptron of `layer_sizes`, no batch norm."""
+    inputs = keras.Input((None, layer_sizes[0]), batch_size=population,
+                         name="x")
+    x = inputs
+    for i, units in enumerate(layer_sizes[1:]):
+        last = i == len(layer_sizes) - 2
+        x = PopulationDense(units, population,
+                            activation=None if last else "relu",
+                            use_bias=use_bias,
+                            name="logits" if last else f"hidden{i + 1}")(x)
+    return keras.Model(inputs, x, name=f"population_mlp{len(layer_sizes)}")
+
+
+class Population:
+    """The copies of `seeds` of a task, and the one loop that trains them.
+
+    Args:
+        task: a `tasks.DigitsTask` or `tasks.LinearRegressionTask`.
+        seeds: one copy per seed.
+        epochs: the longest budget a trial will ask for.
+        momentum: SGD momentum.
+    """
+
+    def __init__(self, task, seeds, epochs, momentum=0.0):
+        self.task, self.seeds = task, tuple(int(s) for s in seeds)
+        self.epochs = int(epochs)
+        (self.model, self._batch, self._loss,
+         self._evaluate) = task.make(self.seeds, self.epochs)
+        self.optimizer = keras.optimizers.SGD(learning_rate=0.0,
+                                              momentum=momentum)
+        self.optimizer.build(self.model.trainable_variables)
+        starts = [task.initial_weights(seed) for seed in self.seeds]
+        self._starts = [np.stack(parts) for parts in zip(*starts,
+                                                          strict=True)]
+        self._loop = tf.function(self._train, reduce_retracing=True)
+
+    def _train(self, eta, batch_size, steps, warmup_steps):
+        variables = self.model.trainable_variables
+        diverged = tf.zeros([len(self.seeds)], tf.bool)
+        peak = tf.zeros([len(self.seeds)], tf.float32)
+        for step in tf.range(steps):
+            # Goyal et al. 2017's gradual warmup, counted in steps.
+            ramp = tf.cast(step + 1, tf.float32) / tf.cast(
+                tf.maximum(warmup_steps, 1), tf.float32)
+            self.optimizer.learning_rate.assign(eta * tf.minimum(ramp, 1.0))
+            x, y = self._batch(step, batch_size)
+            with tf.GradientTape() as tape:
+                losses = self._loss(self.model(x, training=True), y)
+                total = tf.reduce_sum(losses)
+            self.optimizer.apply(tape.gradient(total, variables), variables)
+            diverged = diverged | ~tf.math.is_finite(losses)
+            peak = tf.maximum(peak, tf.where(diverged, math.inf, losses))
+            if tf.reduce_all(diverged):
+                break
+        return diverged, peak
+
+    def reset(self):
+        """Every copy back to its start; the optimizer state to zero."""
+        for variable, start in zip(self.model.trainable_variables,
+                                   self._starts, strict=True):
+            variable.assign(start)
+        for variable in self.optimizer.variables:
+            if "learning_rate" not in variable.path:
+                variable.assign(tf.zeros_like(variable))
+
+    def run(self, batch_size, eta, epochs, warmup_steps=0):
+        """Trains every copy from its start at rate `eta` and batch `B`.
+
+        Returns:
+            dict of NumPy arrays over the copies: `eval_loss`,
+            `eval_error`, `train_loss` (NaN where diverged), `diverged`,
+            and `steps` (an int).
+        """
+        if epochs > self.epochs:
+            raise ValueError(f"`epochs` must be at most {self.epochs}. "
+                             f"Received: epochs={epochs!r}")
+        self.reset()
+        steps = self.task.steps(batch_size, epochs)
+        diverged, peak = self._loop(
+            tf.constant(eta, tf.float32), tf.constant(batch_size, tf.int32),
+            tf.constant(steps, tf.int32), tf.constant(warmup_steps,
+                                                      tf.int32))
+        diverged, peak = diverged.numpy(), peak.numpy().astype(np.float64)
+        result = {key: value.numpy().astype(np.float64)
+                  for key, value in self._evaluate().items()}
+        diverged |= ~np.isfinite(result["eval_loss"])
+        for key in ("eval_loss", "eval_error", "train_loss"):
+            result[key] = np.where(diverged, np.nan, result[key])
+        result.update(diverged=diverged, peak_train_loss=peak, steps=steps)
+        return result

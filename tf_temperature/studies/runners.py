@@ -1,0 +1,139 @@
+"""How a study trains one trial's seeds: as a population, or as runs of the
+training pipeline (`tune.runner`).
+
+Both give, for one `(B, eta0, epochs)`, one dict per seed: `seed`,
+`value` (the objective, None or non-finite if it diverged),
+`final_train_loss`, `peak_train_loss`, `diverged` and `steps`.
+
+* `PopulationRunner`: the seeds as one population in one compiled graph,
+  traced once for the whole study (`population`, `tasks`).
+* `TrainerRunner`: one `trainer.train_and_evaluate` run per seed, each in
+  its own workdir under the trial's, resumable from its checkpoints.
+"""
+
+import math
+import time
+
+import keras
+import tensorflow as tf
+
+from tf_temperature.studies import plan, population, tasks
+from tf_temperature.training import distribute, experiment, io, trainer
+
+
+class PopulationRunner:
+    """Trials of a small BN-free model, every seed a copy of one population.
+
+    Args:
+        config: the study config (`tune.runner = "population"`).
+
+    Raises:
+        ValueError: naming the first bad field, before anything is written.
+    """
+
+    def __init__(self, config):
+        self.config, self.tune = config, config.tune
+        self.task = tasks.make_task(config)
+        distribute.set_threads(config.intra_op_threads,
+                               config.inter_op_threads)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        self.num_classes = getattr(self.task, "num_classes", 0)
+        self.seeds = tuple(int(s) for s in self.tune.seeds)
+        self._population = None
+
+    def steps(self, batch, epochs):
+        """Steps of one seed at `B` for `epochs`."""
+        return self.task.steps(batch, epochs)
+
+    def run(self, directory, batch, eta0, epochs):
+        """Trains the seeds at `(B, eta0)`; `directory` is not used."""
+        del directory
+        if self._population is None:
+            self._population = population.Population(
+                self.task, self.seeds, self.tune.epochs,
+                self.config.optimizer.momentum)
+        result = self._population.run(batch, batch * eta0, epochs,
+                                      self.config.optimizer.warmup_steps)
+        blew_up = self.task.blew_up(result)
+        return [{"seed": seed, "value": result[self.tune.objective][i],
+                 "final_train_loss": result["train_loss"][i],
+                 "peak_train_loss": result["peak_train_loss"][i],
+                 "diverged": bool(blew_up[i]), "steps": result["steps"]}
+                for i, seed in enumerate(self.seeds)]
+
+    def seconds_per_step(self, batch_sizes, eta0):
+        """Seconds per step and seed, timed on one epoch at the smallest B
+        after a run at the largest traced the loop."""
+        self.run(None, max(batch_sizes), eta0, 1)
+        started = time.perf_counter()
+        steps = self.run(None, min(batch_sizes), eta0, 1)[0]["steps"]
+        return (time.perf_counter() - started) / (steps * len(self.seeds))
+
+    def known_answer(self, batch_sizes, grid):
+        """`{B: closed-form best eta0}` where the task has one, else None."""
+        if not hasattr(self.task, "closed_form_best_eta0"):
+            return None
+        return {b: self.task.closed_form_best_eta0(
+            b, min(grid) / 4, max(grid) * 4,
+            self.config.optimizer.warmup_steps) for b in batch_sizes}
+
+
+class TrainerRunner:
+    """Trials through the training pipeline: any model, strategy or TPU.
+
+    Args:
+        config: the study config (`tune.runner = "trainer"`).
+
+    Raises:
+        ValueError: naming the first bad field of any planned run.
+    """
+
+    def __init__(self, config):
+        self.config, self.tune = config, config.tune
+        self.setup = experiment.Experiment(config)
+        self.source = self.setup.source()
+        plan.check_trials(self.setup, config, self.source)
+        self.num_classes = self.source.num_classes
+        self.seeds = tuple(int(s) for s in self.tune.seeds)
+
+    def steps(self, batch, epochs):
+        """Steps of one seed at `B` for `epochs` (whole batches)."""
+        return epochs * max(self.source.num_train // batch, 1)
+
+    def run(self, directory, batch, eta0, epochs):
+        """Trains (or resumes) each seed in `directory/seed_S`."""
+        rows = []
+        for seed in self.seeds:
+            config = plan.trial_config(self.config, batch, eta0, seed, epochs)
+            run_dir = io.join(directory, f"seed_{seed}")
+            try:
+                summary = trainer.train_and_evaluate(
+                    config, run_dir, print_fn=None, setup=self.setup)
+            except trainer.DivergedError:
+                summary = io.read_json(io.join(run_dir, "summary.json"))
+            finally:
+                keras.backend.clear_session()  # Runs must not pile up.
+            value = summary.get(plan.OBJECTIVES[self.tune.objective])
+            rows.append({
+                "seed": seed, "value": value,
+                "final_train_loss": summary.get("final_train_loss"),
+                "peak_train_loss": math.nan,
+                "diverged": bool(summary["diverged"]),
+                "steps": self.steps(batch, epochs)})
+        return rows
+
+    def seconds_per_step(self, batch_sizes, eta0):
+        """None: the estimate comes from the first trial."""
+        del batch_sizes, eta0
+
+    def known_answer(self, batch_sizes, grid):
+        """None: a training config has no closed form."""
+        del batch_sizes, grid
+
+
+def make_runner(config):
+    """The runner `config.tune.runner` names, its config checked."""
+    if config.tune.runner == "population":
+        return PopulationRunner(config)
+    return TrainerRunner(config)

@@ -1,0 +1,304 @@
+"""The tasks a population trial trains on (see `population`).
+
+* `DigitsTask`: classification on a fixed training set. Every epoch each
+  copy sees every training example once, in its own seeded order that does
+  not depend on `B`, so every `B` sees the same examples per epoch (the
+  training set must divide by every `B`: nothing is dropped, unlike
+  `drop_remainder`).
+* `LinearRegressionTask`: `y = x . w* + noise`, `x ~ N(0, I_d)`, fresh
+  examples every step from the start `w = 0`, a fixed budget of examples;
+  its expected excess loss is known in closed form
+  (`linear_regression.expected_excess_loss`): the study's known answer.
+
+`make_task(config)` builds the one a study config names, checking its
+fields first.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tf_temperature.studies import linear_regression, population
+
+# A classifier "blew up" when its batch loss rose above BLOWUP x ln K on
+# the way: well above any start (about ln K), and measured runs that did
+# never trained well again (README, the eta0 study).
+BLOWUP = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitsTask:
+    """Classification of flattened, standardized images.
+
+    Attributes:
+        x_train, y_train: training examples `[N, features]` and labels.
+        x_eval, y_eval: the evaluation split.
+        num_classes: labels.
+        hidden: units of the hidden layers (`()`: softmax regression).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    num_classes: int
+    hidden: tuple = (64,)
+
+    @property
+    def layer_sizes(self):
+        return [self.x_train.shape[1], *self.hidden, self.num_classes]
+
+    @property
+    def chance(self):
+        """The loss of a uniform guess, `ln K`."""
+        return math.log(self.num_classes)
+
+    def steps(self, batch_size, epochs):
+        return epochs * (len(self.y_train) // batch_size)
+
+    def blew_up(self, result):
+        """Per copy: non-finite, or the batch loss rose above BLOWUP x
+        ln K."""
+        return result["diverged"] | (
+            result["peak_train_loss"] > BLOWUP * self.chance)
+
+    def make(self, seeds, epochs):
+        """Returns `(model, batch_fn, loss_fn, eval_fn)` for the copies of
+        `seeds` over at most `epochs` epochs."""
+        n = len(self.y_train)
+        orders = tf.constant(np.stack([
+            np.stack([np.random.default_rng([seed, epoch]).permutation(n)
+                      for epoch in range(epochs)]) for seed in seeds]),
+            tf.int32)  # [S, epochs, N]: a copy's order is its seed's.
+        x_train, y_train = (tf.constant(self.x_train),
+                            tf.constant(self.y_train))
+        x_eval = tf.constant(np.broadcast_to(
+            self.x_eval, (len(seeds), *self.x_eval.shape)))
+        y_eval = tf.constant(self.y_eval)
+        model = population.mlp(self.layer_sizes, len(seeds))
+
+        def batch_fn(step, batch_size):
+            per_epoch = n // batch_size
+            epoch, index = step // per_epoch, step % per_epoch
+            picked = orders[:, epoch, index * batch_size:
+                            (index + 1) * batch_size]  # [S, B]
+            return tf.gather(x_train, picked), tf.gather(y_train, picked)
+
+        def loss_fn(logits, labels):  # [S]: each copy's mean loss.
+            return tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=labels, logits=logits), axis=-1)
+
+        def eval_fn():
+            logits = model(x_eval)
+            labels = tf.broadcast_to(y_eval, tf.shape(logits)[:2])
+            wrong = tf.cast(tf.not_equal(
+                tf.argmax(logits, -1, output_type=tf.int32), labels),
+                tf.float32)
+            train_logits = model(tf.broadcast_to(
+                x_train, (len(seeds), *x_train.shape)))
+            train_labels = tf.broadcast_to(y_train,
+                                           tf.shape(train_logits)[:2])
+            return {"eval_loss": loss_fn(logits, labels),
+                    "eval_error": tf.reduce_mean(wrong, axis=-1),
+                    "train_loss": loss_fn(train_logits, train_labels)}
+
+        return model, batch_fn, loss_fn, eval_fn
+
+    def initial_weights(self, seed):
+        return population.initial_weights(self.layer_sizes, seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearRegressionTask:
+    """SGD on `y = x . w* + noise` (see `linear_regression`), from `w = 0`.
+
+    Attributes:
+        dim: input dimension `d`.
+        noise_variance: `sigma^2`.
+        examples: the budget of fresh examples per trial, `n`.
+        w_star: the true weights `[d]` (the same for every copy).
+    """
+
+    dim: int
+    noise_variance: float
+    examples: int
+    w_star: np.ndarray
+
+    @property
+    def layer_sizes(self):
+        return [self.dim, 1]
+
+    @property
+    def chance(self):
+        """The excess loss at the start, `|w*|^2 / 2`."""
+        return 0.5 * float(np.sum(self.w_star**2))
+
+    def steps(self, batch_size, epochs):
+        del epochs  # One pass over `examples` fresh examples.
+        return self.examples // batch_size
+
+    def blew_up(self, result):
+        """Per copy: non-finite, or ended farther from `w*` than the
+        start `w = 0`."""
+        return result["diverged"] | ~(result["eval_loss"] <= self.chance)
+
+    def expected_excess_loss(self, eta, batch_size, warmup_steps=0):
+        """The closed-form expectation of the objective."""
+        return linear_regression.expected_excess_loss(
+            eta, batch_size, self.dim, self.noise_variance,
+            start=2 * self.chance, steps=self.steps(batch_size, 1),
+            warmup_steps=warmup_steps)
+
+    def closed_form_best_eta0(self, batch_size, low, high, warmup_steps=0):
+        """The eta0 in `[low, high]` of least expected excess loss, on a
+        log grid 2^0.01 apart (the recursion run for all of them at once).
+        """
+        eta0s = 2.0 ** np.arange(np.log2(low), np.log2(high), 0.01)
+        rates, m = batch_size * eta0s, np.full(len(eta0s), 2 * self.chance)
+        d, noise = self.dim, self.noise_variance
+        with np.errstate(over="ignore", invalid="ignore"):
+            for step in range(self.steps(batch_size, 1)):
+                rate = rates * min(1.0, (step + 1) / max(warmup_steps, 1))
+                m = ((1 - rate) ** 2 * m
+                     + rate**2 * ((d + 1) * m + d * noise) / batch_size)
+        return float(eta0s[np.nanargmin(np.where(np.isfinite(m), m,
+                                                 np.inf))])
+
+    def make(self, seeds, epochs):
+        del epochs
+        w_star = tf.constant(self.w_star, tf.float32)
+        noise_std = math.sqrt(self.noise_variance)
+        model = population.mlp([self.dim, 1], len(seeds), use_bias=False)
+
+        def batch_fn(step, batch_size):
+            # A copy's examples depend on its seed and the step only.
+            xs, ys = [], []
+            for seed in seeds:
+                x = tf.random.stateless_normal(
+                    [batch_size, self.dim], seed=tf.stack([seed, step]))
+                noise = tf.random.stateless_normal(
+                    [batch_size], seed=tf.stack([seed, -1 - step]))
+                xs.append(x)
+                ys.append(tf.linalg.matvec(x, w_star) + noise_std * noise)
+            return tf.stack(xs), tf.stack(ys)
+
+        def loss_fn(outputs, targets):  # [S]: half the mean square.
+            return 0.5 * tf.reduce_mean(
+                tf.square(outputs[..., 0] - targets), axis=-1)
+
+        def eval_fn():
+            # The population loss is exact: E (x.(w - w*))^2 / 2 + sigma^2/2.
+            excess = 0.5 * tf.reduce_sum(tf.square(
+                model.get_layer("logits").kernel[:, :, 0] - w_star), axis=-1)
+            return {"eval_loss": excess,
+                    "eval_error": tf.fill(tf.shape(excess), math.nan),
+                    "train_loss": excess + 0.5 * self.noise_variance}
+
+        return model, batch_fn, loss_fn, eval_fn
+
+    def initial_weights(self, seed):
+        del seed  # A fixed start: w = 0.
+        return [np.zeros((self.dim, 1), np.float32)]
+
+
+
+
+RUNNERS = ("population", "trainer")
+DATASETS = ("digits", "linear_regression")
+
+
+def _refuse(field, value, why):
+    raise ValueError(f"`{field}` {why}. Received: {field}={value!r}")
+
+
+def check_population_config(config):
+    """Raises `ValueError` naming the first field a population study
+    cannot run: it trains one small BN-free model per seed on one device at
+    a constant rate after warmup, by plain or momentum SGD."""
+    from tf_temperature import _validation
+
+    opt = config.optimizer
+    _validation.integer_in("seed", config.seed, 0, 2**32 - 1)
+    for name in ("intra_op_threads", "inter_op_threads"):
+        if config[name] != 0:
+            _validation.positive_integer(name, config[name])
+    if config.dataset.name not in DATASETS:
+        _refuse("dataset.name", config.dataset.name,
+                f"must be one of {DATASETS} with tune.runner='population' "
+                "(tune.runner='trainer' runs any training config)")
+    if config.dataset.name == "digits" and config.model.family not in (
+            "mlp", "linear"):
+        _refuse("model.family", config.model.family,
+                "must be 'mlp' or 'linear' with tune.runner='population' "
+                "(no batch norm: tune.runner='trainer' runs ResNets)")
+    for field, value, ok in (
+            ("optimizer.rule", opt.rule, opt.rule == "linear"),
+            ("optimizer.boundaries_epochs", tuple(opt.boundaries_epochs),
+             not len(opt.boundaries_epochs)),
+            ("optimizer.warmup_epochs", opt.warmup_epochs,
+             opt.warmup_epochs == 0),
+            ("optimizer.nesterov", opt.nesterov, not opt.nesterov),
+            ("model.weight_decay", config.model.weight_decay,
+             config.model.weight_decay == 0)):
+        if not ok:
+            _refuse(field, value, "is not supported with tune.runner="
+                    "'population' (a constant rate eta = B * eta0 after "
+                    "optimizer.warmup_steps, no weight decay); use "
+                    "tune.runner='trainer'")
+    if not 0.0 <= opt.momentum < 1.0:
+        _refuse("optimizer.momentum", opt.momentum, "must be in [0, 1)")
+    if not isinstance(opt.warmup_steps, int) or opt.warmup_steps < 0:
+        _refuse("optimizer.warmup_steps", opt.warmup_steps,
+                "must be an integer >= 0")
+
+
+def make_task(config):
+    """The task of a population study config, its fields checked.
+
+    Raises:
+        ValueError: naming the first bad field.
+    """
+    from tf_temperature import _validation
+    from tf_temperature.training import sources
+
+    check_population_config(config)
+    batch_sizes = tuple(int(b) for b in config.tune.batch_sizes)
+    data = config.dataset
+    if data.name == "linear_regression":
+        _validation.positive_integer("dataset.dim", data.dim)
+        _validation.non_negative_number("dataset.noise_variance",
+                                        data.noise_variance)
+        _validation.positive_integer("dataset.examples", data.examples)
+        w_star = np.random.default_rng(config.seed).normal(size=data.dim)
+        task = LinearRegressionTask(data.dim, float(data.noise_variance),
+                                    int(data.examples),
+                                    w_star.astype(np.float32))
+        count, what = task.examples, "dataset.examples"
+    else:
+        sources.check_dataset_config(data)
+        (x_train, y_train), (x_eval, y_eval) = sources.load_digits_split(
+            data.validation_fraction, config.seed)
+        x_train = x_train.reshape(len(x_train), -1)
+        x_eval = x_eval.reshape(len(x_eval), -1)
+        mean, std = x_train.mean(), x_train.std()
+        hidden = ((int(config.model.width),) * int(config.model.depth)
+                  if config.model.family == "mlp" else ())
+        for field in ("model.depth", "model.width"):
+            if config.model.family == "mlp":
+                _validation.positive_integer(
+                    field, config.model[field.split(".")[1]])
+        task = DigitsTask((x_train - mean) / std, y_train,
+                          (x_eval - mean) / std, y_eval, 10, hidden)
+        count = len(y_train)
+        what = f"dataset.validation_fraction={data.validation_fraction!r}"
+    for batch in batch_sizes:
+        if batch > count or count % batch:
+            raise ValueError(
+                f"`tune.batch_sizes` must divide the {count} training "
+                f"examples ({what}), so that every B sees the same "
+                f"examples. Received: {batch} in tune.batch_sizes="
+                f"{batch_sizes}")
+    return task
