@@ -86,6 +86,8 @@ CLI_CASES = [
 # The same for config fields and workdirs, in this process: what the entry
 # point does after parsing (`_cli.run_job` around the pipeline's first
 # call). (id, pipeline, changes, workdir, the one error line.)
+# A study through the training pipeline (the checks of every planned run).
+TRAINER = {"tune.runner": "trainer"}
 FIELD_CASES = [
     ("batch_size_zero", "train", {"batch_size": 0}, None,
      "error: `batch_size` must be an integer >= 1. Received: batch_size=0"),
@@ -127,9 +129,9 @@ FIELD_CASES = [
     ("tune_no_batch_sizes", "tune", {"tune.batch_sizes": ()}, None,
      "error: `tune.batch_sizes` must not be empty. Received: "
      "tune.batch_sizes=()"),
-    ("tune_eta0_range_reversed", "tune", {"tune.eta0_min": 0.1}, None,
-     "error: `tune.eta0_min` must be below tune.eta0_max=0.03125. "
-     "Received: tune.eta0_min=0.1"),
+    ("tune_eta0_range_reversed", "tune", {"tune.eta0_min": 0.5}, None,
+     "error: `tune.eta0_min` must be below tune.eta0_max=0.25. "
+     "Received: tune.eta0_min=0.5"),
     ("tune_workdir_is_a_file", "tune", {}, "{tmp}/a_file",
      "error: `workdir` must be a directory, not a file. Received: "
      "workdir="),
@@ -184,15 +186,39 @@ FIELD_CASES = [
      "error: `dataset.image_size` must be an integer in [1, 2048]. "
      "Received: dataset.image_size=10000"),
     # A study: every planned trial checked first, no degenerate verdict.
-    ("tune_bad_depth_reaches_no_trial", "tune", {"model.depth": 9}, None,
+    ("tune_bad_depth_reaches_no_trial", "tune",
+     {**TRAINER, "model.family": "cifar", "model.depth": 9}, None,
      "error: `model.depth` must be of the form 6n+2"),
-    ("tune_decay_rate_zero", "tune", {"optimizer.decay_rate": 0.0}, None,
+    ("tune_decay_rate_zero", "tune",
+     {**TRAINER, "optimizer.decay_rate": 0.0}, None,
      "error: `optimizer.decay_rate` must be a finite number > 0. Received: "
-     "optimizer.decay_rate=0.0 (in the trial B=16"),
+     "optimizer.decay_rate=0.0 (in the trial B=8"),
     ("tune_warmup_longer_than_a_trial", "tune",
-     {"optimizer.warmup_epochs": 10.0}, None,
-     "error: `optimizer.warmup_epochs` must not exceed `total_epochs` (8). "
-     "Received: optimizer.warmup_epochs=10.0 (in the trial B=16"),
+     {**TRAINER, "optimizer.warmup_epochs": 30.0}, None,
+     "error: `optimizer.warmup_epochs` must not exceed `total_epochs` (20). "
+     "Received: optimizer.warmup_epochs=30.0 (in the trial B=8"),
+    ("tune_population_batch_not_dividing_the_data", "tune",
+     {"dataset.validation_fraction": 0.2}, None,
+     "error: `tune.batch_sizes` must divide the 1438 training examples "
+     "(dataset.validation_fraction=0.2), so that every B sees the same "
+     "examples. Received: 8 in tune.batch_sizes=(8, 16, 32, 64, 128, 256)"),
+    ("tune_population_of_resnets", "tune", {"model.family": "cifar"}, None,
+     "error: `model.family` must be 'mlp' or 'linear' with "
+     "tune.runner='population' (no batch norm: tune.runner='trainer' runs "
+     "ResNets). Received: model.family='cifar'"),
+    ("tune_population_with_decay", "tune",
+     {"optimizer.boundaries_epochs": (10.0,)}, None,
+     "error: `optimizer.boundaries_epochs` is not supported with "
+     "tune.runner='population'"),
+    ("tune_warmup_steps_negative", "tune", {"optimizer.warmup_steps": -5},
+     None, "error: `optimizer.warmup_steps` must be an integer >= 0. "
+     "Received: optimizer.warmup_steps=-5"),
+    ("tune_linear_regression_dim_zero", "tune",
+     {"dataset.name": "linear_regression", "dataset.dim": 0,
+      "dataset.noise_variance": 1.0, "dataset.examples": 64,
+      "model.family": "linear", "tune.batch_sizes": (8, 16)}, None,
+     "error: `dataset.dim` must be an integer >= 1. Received: "
+     "dataset.dim=0"),
     ("tune_negative_seed", "tune", {"tune.seeds": (-1,)}, None,
      "error: `tune.seeds` must be an integer in [0, 4294967295]. Received: "
      "tune.seeds=-1"),
@@ -218,7 +244,8 @@ FIELD_CASES = [
      "error: `tune.hyperband_factor` must be an integer in [2, 100]. "
      "Received: tune.hyperband_factor=1"),
     ("tune_evaluation_below_the_largest_batch", "tune",
-     {"dataset.validation_fraction": 0.2}, None,
+     {**TRAINER, "dataset.validation_fraction": 0.2,
+      "tune.batch_sizes": (16, 512)}, None,
      "error: `tune.batch_sizes` must be at most the 359 evaluation examples "
      "(one global batch); give more of them with "
      "dataset.validation_fraction. Received: 512 in tune.batch_sizes="),

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from conftest import override, tiny_config
 
 from pipelines import _cli
-from tf_temperature.studies import tuning
+from tf_temperature.studies import tasks, tuning
 from tf_temperature.training import experiment, trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -16,7 +16,8 @@ TRAINING_CONFIGS = ["digits_resnet", "cifar10_resnet", "imagenet_resnet50",
                     "imagenet_resnet50_tpu", "imagenette_resnet18"]
 
 
-TUNING_CONFIGS = ["tune_digits", "tune_cifar10", "tune_imagenet_tpu"]
+TUNING_CONFIGS = ["tune_digits", "tune_linear", "tune_cifar10",
+                  "tune_imagenet_tpu"]
 
 
 @pytest.mark.parametrize("name",
@@ -27,14 +28,19 @@ def test_config_docstring_gives_the_command(name):
                 else "tune" if name.startswith("tune") else "train")
     assert f"python -m pipelines.{pipeline}" in module.__doc__
     config = module.get_config()
-    if pipeline != "quickstart":
+    population = pipeline == "tune" and config.tune.runner == "population"
+    if population:
+        tasks.make_task(config)  # Its own checks: data, model, batches.
+    elif pipeline != "quickstart":
         experiment.check_config(config)
+    if pipeline != "quickstart":
         # Every field the pipeline's default config has (the CLI checks).
         reference = "tune_digits" if pipeline == "tune" else "digits_resnet"
         _cli.check_fields(config, importlib.import_module(
             f"configs.{reference}").get_config())
     if pipeline == "tune":
         tuning.check_tune_config(config)
+    if pipeline == "tune" and not population:
         # Every trial's schedule is valid at the budget.
         trial = tuning.trial_config(config, config.tune.batch_sizes[-1],
                                     tuning.eta0_grid(config.tune)[0], 0,

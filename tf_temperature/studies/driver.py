@@ -108,3 +108,33 @@ class EtaTuner(keras_tuner.Tuner):
                 if trial.status != done or not io.exists(io.join(
                     self.study.workdir, "trials", self.project_name,
                     f"trial_{trial_id}", "record.json"))]
+
+
+def objective():
+    """The score keras-tuner minimizes: the trial's seed median."""
+    return keras_tuner.Objective(SCORE, direction="min")
+
+
+def hyperparameters(batch_sizes, eta0s=None, eta0_range=None):
+    """A trial's hyperparameters: `batch_size` and `eta0` (a grid, or a
+    log-uniform range for the bayesian oracle)."""
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("batch_size", list(batch_sizes), ordered=True)
+    if eta0_range:
+        hp.Float("eta0", eta0_range[0], eta0_range[1], sampling="log")
+    else:
+        hp.Choice("eta0", list(eta0s), ordered=True)
+    return hp
+
+
+def per_batch_oracle(mode, tune, batch, grid, seed):
+    """keras-tuner's bayesian or hyperband oracle over eta0 at one B."""
+    if mode == "bayesian":
+        return keras_tuner.oracles.BayesianOptimizationOracle(
+            objective=objective(), max_trials=tune.max_trials, seed=seed,
+            hyperparameters=hyperparameters(
+                [batch], eta0_range=(min(grid), max(grid))))
+    return keras_tuner.oracles.HyperbandOracle(
+        objective=objective(), max_epochs=tune.epochs,
+        factor=tune.hyperband_factor, hyperband_iterations=1, seed=seed,
+        hyperparameters=hyperparameters([batch], grid))

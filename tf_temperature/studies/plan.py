@@ -180,6 +180,24 @@ def chance_objective(objective, num_classes, task=None):
     return 1.0 - 1.0 / max(num_classes, 2)
 
 
+def planned_trials(config):
+    """`(B, epochs)` of every trial the search will run (hyperband: every
+    rung's budget at every grid point, an upper bound)."""
+    tune = config.tune
+    grid, batches = eta0_grid(tune), sorted(int(b) for b in tune.batch_sizes)
+    if tune.mode == "bayesian":
+        return [(b, tune.epochs) for b in batches
+                for _ in range(tune.max_trials)]
+    if tune.mode == "transfer":
+        reference = tune.transfer_batch_size or batches[0]
+        return [(reference, tune.epochs)] * len(grid) + [
+            (b, tune.epochs) for b in batches if b != reference
+            for _ in range(min(3, len(grid)))]
+    budgets = (hyperband_epochs(tune.epochs, tune.hyperband_factor)
+               if tune.mode == "hyperband" else [tune.epochs])
+    return [(b, n) for b in batches for _ in grid for n in budgets]
+
+
 def worst_score(objective, num_classes, chance=None):
     """A diverged seed's finite score: worse than any trained model's.
     Ten times the chance loss; an error of 1."""

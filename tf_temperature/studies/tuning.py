@@ -41,7 +41,6 @@ import math
 import os
 import time
 
-import keras_tuner
 import numpy as np
 import pandas as pd
 
@@ -124,39 +123,15 @@ class Search:
         started = time.perf_counter()
         seeds = self.runner.run(directory, batch, eta0, epochs)
         wall = round(time.perf_counter() - started, 3)
-        rows = []
-        for seed in seeds:
-            value = seed["value"]
-            finite = value is not None and math.isfinite(value)
-            rows.append({
-                "mode": mode, "trial": f"{project}/{trial_id}",
-                "batch_size": batch, "eta0": eta0, "eta": batch * eta0,
-                "seed": seed["seed"],
-                "objective": float(value) if finite else self.worst,
-                "final_train_loss": _finite_or_nan(seed["final_train_loss"]),
-                "peak_train_loss": _finite_or_nan(seed["peak_train_loss"]),
-                "diverged": seed["diverged"] or not finite,
-                "epochs": epochs, "steps": int(seed["steps"]),
-                "wall_time": wall})
-        objectives = [row["objective"] for row in rows]
-        record = {"trial": f"{project}/{trial_id}", "batch_size": batch,
-                  "eta0": eta0, "objective": float(np.median(objectives)),
-                  "objective_iqr": float(np.subtract(
-                      *np.percentile(objectives, [75, 25]))),
-                  "diverged_seeds": sum(row["diverged"] for row in rows),
-                  "wall_time": wall, "seeds": rows}
+        record = trial_record(f"{project}/{trial_id}", mode, batch, eta0,
+                              epochs, seeds, wall, self.worst)
         io.write_json(io.join(directory, "record.json"), record)
-        line = (f"B={batch:<5d} eta0={eta0:<9.3g} eta={batch * eta0:<8.3g}"
-                f" {self.tune.objective} median {record['objective']:.4f}"
-                f" (IQR {record['objective_iqr']:.4f})"
-                + (f", {record['diverged_seeds']}/{len(rows)} blew up"
-                   if record["diverged_seeds"] else "") + f"  {wall:.1f} s")
+        line = trial_line(record, self.tune.objective)
         if self.progress is None:
             self.print_fn(line)
         else:
-            self.progress.step(self.runner.steps(batch, epochs) * len(rows),
-                               wall,
-                               line)
+            self.progress.step(
+                self.runner.steps(batch, epochs) * len(seeds), wall, line)
         return record
 
     def records(self):
@@ -169,25 +144,13 @@ class Search:
 
     # --- Searches. ---------------------------------------------------------
 
-    def _objective(self):
-        return keras_tuner.Objective(driver.SCORE, direction="min")
-
-    def _hyperparameters(self, batch_sizes, eta0s=None, eta0_range=None):
-        hp = keras_tuner.HyperParameters()
-        hp.Choice("batch_size", list(batch_sizes), ordered=True)
-        if eta0_range:
-            hp.Float("eta0", eta0_range[0], eta0_range[1], sampling="log")
-        else:
-            hp.Choice("eta0", list(eta0s), ordered=True)
-        return hp
-
     def _grid(self, mode, project, batch_sizes, eta0s):
         combinations = [{"batch_size": int(b), "eta0": float(e)}
                         for b in batch_sizes for e in eta0s]
         self._planned += combinations
         oracle = driver.GridOracle(
-            self._objective(),
-            self._hyperparameters(batch_sizes, eta0s), combinations)
+            driver.objective(),
+            driver.hyperparameters(batch_sizes, eta0s), combinations)
         self._search(driver.EtaTuner(self, mode, project, oracle))
 
     def _search(self, tuner):
@@ -201,21 +164,8 @@ class Search:
     def _per_batch(self, mode):
         for batch in self.batch_sizes:
             project = f"{mode}_B{batch}"
-            if mode == "bayesian":
-                oracle = keras_tuner.oracles.BayesianOptimizationOracle(
-                    objective=self._objective(),
-                    max_trials=self.tune.max_trials, seed=self.config.seed,
-                    hyperparameters=self._hyperparameters(
-                        [batch], eta0_range=(min(self.grid),
-                                             max(self.grid))))
-            else:
-                oracle = keras_tuner.oracles.HyperbandOracle(
-                    objective=self._objective(),
-                    max_epochs=self.tune.epochs,
-                    factor=self.tune.hyperband_factor,
-                    hyperband_iterations=1, seed=self.config.seed,
-                    hyperparameters=self._hyperparameters([batch],
-                                                          self.grid))
+            oracle = driver.per_batch_oracle(mode, self.tune, batch,
+                                             self.grid, self.config.seed)
             self._search(driver.EtaTuner(self, mode, project, oracle))
 
     def _transfer(self):
@@ -246,26 +196,20 @@ class Search:
             return self._run()
 
     def _start_progress(self):
-        settings = plan.planned_settings(self.config)
-        trials = sorted({(b, e, n) for b, e, _, n in settings})
+        trials = plan.planned_trials(self.config)
         costs = [self.runner.steps(b, n) * len(self.seeds)
-                 for b, _, n in trials]
+                 for b, n in trials]
         done = self.records()
         done = done[done["mode"] == self.tune.mode]["trial"].nunique()
         self.progress = progress.Progress(costs, done, self.print_fn)
-        tune = self.tune
-        self.print_fn(
-            f"study: {tune.mode} search over {len(self.batch_sizes)} batch "
-            f"sizes B = {', '.join(map(str, self.batch_sizes))} and "
-            f"{len(self.grid)} eta0 from {min(self.grid):.3g} to "
-            f"{max(self.grid):.3g}: {len(trials)} trials (B, eta0) x "
-            f"{len(self.seeds)} seeds, {tune.epochs} epoch(s) each, "
-            f"runner {tune.runner}, objective {tune.objective}")
+        self.print_fn(header(self.tune, self.batch_sizes, self.grid,
+                             len(trials)))
         if done:
             self.print_fn(f"resuming: {done} of {len(trials)} trials are "
                           "already done")
+        serves = os.environ.get("KERASTUNER_ORACLE_IP") and not _is_worker()
         rate = (self.runner.seconds_per_step(self.batch_sizes, self.grid[0])
-                if done < len(trials) else None)
+                if done < len(trials) and not serves else None)
         if rate:
             self.print_fn("estimated time: " + progress.duration(
                 rate * sum(costs[done:])) + " (from a timed step)")
@@ -320,6 +264,54 @@ class Search:
             f"verdict.json, eta0_vs_batch.png"
             + (f" ({elapsed} this run)" if elapsed else ""))
         return result
+
+
+def header(tune, batch_sizes, grid, num_trials):
+    """The line that says what a search will run."""
+    about = "about " if tune.mode in ("bayesian", "hyperband") else ""
+    return (f"study: {tune.mode} search over {len(batch_sizes)} batch sizes "
+            f"B = {', '.join(map(str, batch_sizes))} and {len(grid)} eta0 "
+            f"from {min(grid):.3g} to {max(grid):.3g}: {about}{num_trials} "
+            f"trials (B, eta0) x {len(tune.seeds)} seeds, {tune.epochs} "
+            f"epoch(s) each, runner {tune.runner}, objective "
+            f"{tune.objective}")
+
+
+def trial_record(name, mode, batch, eta0, epochs, seeds, wall, worst):
+    """A trial's `record.json`: the seed median and spread, and one row per
+    seed (`scaling_report.TRIAL_COLUMNS`); a seed whose objective is not
+    finite carries the finite `worst` score and counts as diverged."""
+    rows = []
+    for seed in seeds:
+        value = seed["value"]
+        finite = value is not None and math.isfinite(value)
+        rows.append({
+            "mode": mode, "trial": name, "batch_size": batch, "eta0": eta0,
+            "eta": batch * eta0, "seed": seed["seed"],
+            "objective": float(value) if finite else worst,
+            "final_train_loss": _finite_or_nan(seed["final_train_loss"]),
+            "peak_train_loss": _finite_or_nan(seed["peak_train_loss"]),
+            "diverged": bool(seed["diverged"]) or not finite,
+            "epochs": epochs, "steps": int(seed["steps"]),
+            "wall_time": wall})
+    objectives = [row["objective"] for row in rows]
+    return {"trial": name, "batch_size": batch, "eta0": eta0,
+            "objective": float(np.median(objectives)),
+            "objective_iqr": float(np.subtract(
+                *np.percentile(objectives, [75, 25]))),
+            "diverged_seeds": sum(row["diverged"] for row in rows),
+            "wall_time": wall, "seeds": rows}
+
+
+def trial_line(record, objective):
+    """One trial's line for the terminal."""
+    batch, eta0 = record["batch_size"], record["eta0"]
+    blew_up = record["diverged_seeds"]
+    return (f"B={batch:<5d} eta0={eta0:<9.3g} eta={batch * eta0:<8.3g} "
+            f"{objective} median {record['objective']:.4f} (IQR "
+            f"{record['objective_iqr']:.4f})"
+            + (f", {blew_up}/{len(record['seeds'])} blew up" if blew_up
+               else "") + f"  {record['wall_time']:.1f} s")
 
 
 def _finite_or_nan(value):
