@@ -51,15 +51,17 @@ def test_the_vertex_of_an_exact_parabola_is_exact():
     assert vertex[0] == x[0]
 
 
-@pytest.mark.parametrize("slope, category", [(1.0, "linear"),
-                                             (0.5, "square_root"),
-                                             (0.0, "below_square_root")])
-def test_verdict_finds_the_rule(slope, category):
+@pytest.mark.parametrize("slope, category, root", [
+    (1.0, "linear", "outside"), (0.5, "sublinear", "inside"),
+    (0.0, "sublinear", "outside"), (1.3, "superlinear", "outside")])
+def test_verdict_finds_the_rule(slope, category, root):
     trials = synthetic_trials(power_law(slope), noise_steps=0.3)
     by_batch, result = scaling_report.verdict(trials, chance=2.3,
                                               samples=300)
     assert result["slope"] == pytest.approx(slope, abs=0.05)
     assert result["category"] == category
+    assert f"the square-root rule's 0.5 is {root} the interval" in (
+        result["text"])
     assert result["slope_low"] <= slope <= result["slope_high"]
     assert by_batch["trained"].all() and not result["not_trained"]
     assert list(by_batch["batch_size"]) == list(BATCHES)

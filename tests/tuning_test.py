@@ -236,7 +236,7 @@ def test_known_answer_linear_regression_study(tmp_path):
     limit = 2 * by_batch["batch_size"] / (by_batch["batch_size"] + 17)
     assert (by_batch["eta_max"] <= limit).all()
     assert (limit < by_batch["first_unstable_eta"]).all()
-    assert result["category"] == "between" and result["falls_from"] == 512
+    assert result["category"] == "sublinear" and result["falls_from"] == 512
 
 
 def population_cli(workdir, *flags):

@@ -23,6 +23,12 @@ Suites (`--suites`, comma-separated):
   `keras.utils.image_dataset_from_directory` + Keras preprocessing layers.
 * `memory`: peak resident memory of a short training run per model, each
   in its own process.
+* `study`: trials of the default eta0 study (`configs/tune_digits.py`,
+  5 seeds, 20 epochs, at B = 8, 64, 256) the old way, one training-pipeline
+  run per seed (`tune.runner = "trainer"`), against the population runner
+  with one seed per population (one trace, reused) and with the 5 seeds as
+  one population; seconds per seed and trial, and the speed-ups, in this
+  process.
 * `accelerator`: ResNet-50, synthetic ImageNet data, mixed_bfloat16, XLA,
   B = 256 per GPU; images/sec and model FLOP utilization (4.1 GMAC forward
   per image, x3 for training, 2 FLOP per MAC). Skips without a GPU.
@@ -59,8 +65,10 @@ sys.path.insert(0, ROOT)
 
 _OUTPUT = flags.DEFINE_string("output_dir", "runs/benchmark", "Where the "
                               "CSV and the Markdown table go.")
-_SUITES = flags.DEFINE_list("suites", ["trainer", "knobs", "input", "memory"],
-                            "trainer, knobs, input, memory, accelerator.")
+_SUITES = flags.DEFINE_list("suites", ["trainer", "knobs", "input", "memory",
+                                       "study"],
+                            "trainer, knobs, input, memory, study, "
+                            "accelerator.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per variant.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps per ResNet-20 repeat.")
 _R50_STEPS = flags.DEFINE_integer("r50_steps", 2, "Steps per ResNet-50 "
@@ -182,6 +190,42 @@ def run_child(mode, arguments):
     raise ValueError(f"unknown child mode {mode!r}")
 
 
+def suite_study(repeats):
+    from configs import tune_digits
+    from tf_temperature.studies import runners
+
+    del repeats  # One pass: the trainer runner alone takes a minute.
+    rows, trials = [], [(8, 2.0**-7), (64, 2.0**-7), (256, 2.0**-8)]
+    config = tune_digits.get_config()
+    seeds = tuple(config.tune.seeds)
+
+    def timed(runner, per_run_seeds):
+        runner.run(tempfile.mkdtemp(prefix="bench_study_"), 64, 2.0**-7, 1)
+        started = time.perf_counter()
+        for batch, eta0 in trials:
+            for _ in range(len(seeds) // per_run_seeds):
+                runner.run(tempfile.mkdtemp(prefix="bench_study_"), batch,
+                           eta0, config.tune.epochs)
+        return (time.perf_counter() - started) / (len(trials) * len(seeds))
+
+    results = {}
+    for name, runner_name, population in (
+            ("one training-pipeline run per seed", "trainer", seeds),
+            ("population of 1 seed, one trace", "population", seeds[:1]),
+            (f"population of {len(seeds)} seeds, one trace", "population",
+             seeds)):
+        variant = config.copy_and_resolve_references()
+        variant.tune.runner, variant.tune.seeds = runner_name, population
+        runner = runners.make_runner(variant)
+        results[name] = timed(runner, len(population))
+    old = next(iter(results.values()))
+    for name, seconds in results.items():
+        rows.append({"suite": "study", "variant": name,
+                     "seconds_per_seed_trial": seconds,
+                     "speedup": old / seconds})
+    return rows
+
+
 def suite_memory():
     rows = []
     for model, batch, size, steps in (("resnet20", 128, 32, 5),
@@ -256,6 +300,11 @@ def markdown(rows):
     table = []
     for r in rows:
         value = r.get("images_per_sec")
+        if "seconds_per_seed_trial" in r:
+            table.append([r["suite"], r["variant"], "", "", "",
+                          f"{r['seconds_per_seed_trial']:.3f} s per seed "
+                          f"and trial, {r['speedup']:.1f}x the first"])
+            continue
         if value is None and "ratio" in r:
             table.append([r["suite"], r["variant"], f"ratio {r['ratio']:.3f}",
                           f"{r['min']:.3f}", f"{r['max']:.3f}",
@@ -294,7 +343,7 @@ def main(argv):
             print(f"error: `--{flag.name}` must be an integer >= 1. "
                   f"Received: {flag.value}", file=sys.stderr)
             return 2
-    known = {"trainer", "knobs", "input", "memory", "accelerator"}
+    known = {"trainer", "knobs", "input", "memory", "study", "accelerator"}
     unknown = set(_SUITES.value) - known
     if unknown:
         print(f"error: `--suites` must be among {', '.join(sorted(known))}."
@@ -317,6 +366,8 @@ def main(argv):
             rows += suite_input(_REPEATS.value)
         elif suite == "memory":
             rows += suite_memory()
+        elif suite == "study":
+            rows += suite_study(_REPEATS.value)
         else:
             result = child("accelerator", {})
             print(json.dumps(result, indent=1))

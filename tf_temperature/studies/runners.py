@@ -62,13 +62,21 @@ class PopulationRunner:
                  "diverged": bool(blew_up[i]), "steps": result["steps"]}
                 for i, seed in enumerate(self.seeds)]
 
-    def seconds_per_step(self, batch_sizes, eta0):
-        """Seconds per step and seed, timed on one epoch at the smallest B
-        after a run at the largest traced the loop."""
+    def trial_seconds(self, batch_sizes, eta0, epochs):
+        """`f(steps)`: a trial's seconds, a line `c0 + c1 steps` through
+        two timed trials, at the smallest and the largest B (after a
+        first run traced the loop)."""
         self.run(None, max(batch_sizes), eta0, 1)
-        started = time.perf_counter()
-        steps = self.run(None, min(batch_sizes), eta0, 1)[0]["steps"]
-        return (time.perf_counter() - started) / (steps * len(self.seeds))
+        points = []
+        for batch in (min(batch_sizes), max(batch_sizes)):
+            started = time.perf_counter()
+            steps = self.run(None, batch, eta0, epochs)[0]["steps"]
+            points.append((steps, time.perf_counter() - started))
+        (s0, t0), (s1, t1) = points
+        per_step = max((t0 - t1) / (s0 - s1), 0.0) if s0 != s1 else (
+            t0 / max(s0, 1))
+        fixed = max(t1 - per_step * s1, 0.0)
+        return lambda steps: fixed + per_step * steps
 
     def known_answer(self, batch_sizes, grid):
         """`{B: closed-form best eta0}` where the task has one, else None."""
@@ -123,9 +131,9 @@ class TrainerRunner:
                 "steps": self.steps(batch, epochs)})
         return rows
 
-    def seconds_per_step(self, batch_sizes, eta0):
+    def trial_seconds(self, batch_sizes, eta0, epochs):
         """None: the estimate comes from the first trial."""
-        del batch_sizes, eta0
+        del batch_sizes, eta0, epochs
 
     def known_answer(self, batch_sizes, grid):
         """None: a training config has no closed form."""

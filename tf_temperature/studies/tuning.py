@@ -130,8 +130,8 @@ class Search:
         if self.progress is None:
             self.print_fn(line)
         else:
-            self.progress.step(
-                self.runner.steps(batch, epochs) * len(seeds), wall, line)
+            self.progress.step(self._costs.get((batch, epochs), 0.0), wall,
+                               line)
         return record
 
     def records(self):
@@ -197,22 +197,25 @@ class Search:
 
     def _start_progress(self):
         trials = plan.planned_trials(self.config)
-        costs = [self.runner.steps(b, n) * len(self.seeds)
-                 for b, n in trials]
         done = self.records()
         done = done[done["mode"] == self.tune.mode]["trial"].nunique()
-        self.progress = progress.Progress(costs, done, self.print_fn)
         self.print_fn(header(self.tune, self.batch_sizes, self.grid,
                              len(trials)))
         if done:
             self.print_fn(f"resuming: {done} of {len(trials)} trials are "
                           "already done")
         serves = os.environ.get("KERASTUNER_ORACLE_IP") and not _is_worker()
-        rate = (self.runner.seconds_per_step(self.batch_sizes, self.grid[0])
-                if done < len(trials) and not serves else None)
-        if rate:
+        seconds = (self.runner.trial_seconds(self.batch_sizes, self.grid[0],
+                                             self.tune.epochs)
+                   if done < len(trials) and not serves else None)
+        # A trial's cost: its seconds as timed, else its steps.
+        costs = [seconds(steps) if seconds else steps for steps in (
+            self.runner.steps(b, n) for b, n in trials)]
+        self._costs = dict(zip(trials, costs, strict=True))
+        self.progress = progress.Progress(costs, done, self.print_fn)
+        if seconds:
             self.print_fn("estimated time: " + progress.duration(
-                rate * sum(costs[done:])) + " (from a timed step)")
+                sum(costs[done:])) + " (from two timed trials)")
 
     def _run(self):
         if not _is_worker():
