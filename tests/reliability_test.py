@@ -173,7 +173,8 @@ TUNE = ["--config.tune.batch_sizes=(32,64)",
         "--config.tune.eta0_values=(0.001,0.002,0.004)",
         "--config.tune.seeds=(0,)", "--config.tune.epochs=2",
         "--config.tune.bootstrap_samples=100",
-        "--config.model.family=linear", "--config.steps_per_loop=50"]
+        "--config.model.family=linear", "--config.steps_per_loop=50",
+        "--config.tune.runner=trainer"]
 
 
 def test_search_killed_twice_runs_every_trial_once(tmp_path):

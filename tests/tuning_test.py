@@ -255,16 +255,16 @@ def test_population_study_shows_progress_and_a_rerun_says_it_is_done(
     lines = first.stdout.splitlines()
     assert lines[0].startswith(
         "study: grid search over 2 batch sizes B = 32, 64 and 3 eta0")
-    assert "6 trials (B, eta0) x 5 seeds" in lines[0]
+    assert "6 trials (B, eta0) x 10 seeds" in lines[0]
     assert lines[1].startswith("estimated time: ")
     progress = [line for line in lines if line.startswith("[")]
     assert [line.split()[0] for line in progress] == [
         f"[{k}/6]" for k in range(1, 7)]
     assert all("left" in line for line in progress[:-1])
-    assert lines[-1].startswith(f"study done: 6 trials x 5 seeds in "
+    assert lines[-1].startswith(f"study done: 6 trials x 10 seeds in "
                                 f"{tmp_path / 's'}: trials.csv")
     trials = pd.read_csv(tmp_path / "s" / "trials.csv")
-    assert len(trials) == 30 and trials["seed"].nunique() == 5
+    assert len(trials) == 60 and trials["seed"].nunique() == 10
     verdict = json.loads((tmp_path / "s" / "verdict.json").read_text())
     again = population_cli(tmp_path / "s")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -272,3 +272,22 @@ def test_population_study_shows_progress_and_a_rerun_says_it_is_done(
     assert not any(line.startswith("[") for line in
                    again.stdout.splitlines())
     assert verdict["text"] in again.stdout
+
+
+@pytest.mark.slow
+def test_digits_verdict_reproduces_on_a_disjoint_seed_set(tmp_path):
+    # The default study on seeds 0-9 and on seeds 10-19: the same category,
+    # overlapping slope intervals, and every B trained.
+    from configs import tune_digits
+
+    results = []
+    for seeds in (tuple(range(10)), tuple(range(10, 20))):
+        config = tune_digits.get_config()
+        config.tune.seeds = seeds
+        results.append(tuning.Search(config, str(tmp_path / str(seeds[0])),
+                                     None).run())
+    first, second = results
+    assert first["category"] == second["category"] == "sublinear"
+    assert max(first["slope_low"], second["slope_low"]) <= min(
+        first["slope_high"], second["slope_high"])
+    assert not first["not_trained"] and not second["not_trained"]

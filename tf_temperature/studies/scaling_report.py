@@ -237,7 +237,17 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None):
     from tf_temperature.training import io
 
     current = trials[trials["mode"] == tune.mode]
-    by_batch, result = verdict(current, chance, tune.bootstrap_samples)
+    # Only trials of the same budget compare (hyperband's short rungs do
+    # not); every other mode trains every trial for the full budget.
+    full = current[current["epochs"] == current["epochs"].max()]
+    by_batch, result = verdict(full, chance, tune.bootstrap_samples)
+    if len(full) < len(current):
+        kept = full.groupby(["batch_size", "eta0"]).ngroups
+        short = current.groupby(["batch_size", "eta0", "epochs"]).ngroups
+        result["notes"].insert(0, (
+            f"{tune.mode}: the {kept} trials at the full budget of "
+            f"{int(full['epochs'].max())} epochs enter the analysis; "
+            f"{short - kept} shorter rung trials are left out."))
     if known:
         eta0s = np.sort(current["eta0"].unique())
         compare_known(by_batch, result, known,
@@ -250,7 +260,7 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None):
                   seeds=int(current["seed"].nunique()),
                   trials=int(len(current.groupby(["batch_size", "eta0"]))))
     io.write_json(io.join(workdir, "verdict.json"), result)
-    io.save_figure(figure(current, by_batch),
+    io.save_figure(figure(full, by_batch),
                    io.join(workdir, "eta0_vs_batch.png"))
     print_fn(table(by_batch))
     for line in result["notes"]:
