@@ -119,6 +119,9 @@ def test_per_batch_oracles(tmp_path, mode):
     assert result["seed_epochs"][mode] == trials["epochs"].sum()
     if mode == "hyperband":
         assert trials["epochs"].min() < 3  # Short rungs first.
+        # Only the full budget's trials compare.
+        assert any("shorter rung trials are left out" in note
+                   for note in result["notes"])
 
 
 @pytest.mark.parametrize(
