@@ -204,9 +204,6 @@ class LinearRegressionTask:
         return [np.zeros((self.dim, 1), np.float32)]
 
 
-
-
-RUNNERS = ("population", "trainer")
 DATASETS = ("digits", "linear_regression")
 
 
@@ -219,9 +216,10 @@ def check_population_config(config):
     cannot run: it trains one small BN-free model per seed on one device at
     a constant rate after warmup, by plain or momentum SGD."""
     from tf_temperature import _validation
+    from tf_temperature.training import experiment
 
     opt = config.optimizer
-    _validation.integer_in("seed", config.seed, 0, 2**32 - 1)
+    _validation.integer_in("seed", config.seed, 0, experiment.MAX_SEED)
     for name in ("intra_op_threads", "inter_op_threads"):
         if config[name] != 0:
             _validation.positive_integer(name, config[name])
@@ -248,11 +246,7 @@ def check_population_config(config):
                     "'population' (a constant rate eta = B * eta0 after "
                     "optimizer.warmup_steps, no weight decay); use "
                     "tune.runner='trainer'")
-    if not 0.0 <= opt.momentum < 1.0:
-        _refuse("optimizer.momentum", opt.momentum, "must be in [0, 1)")
-    if not isinstance(opt.warmup_steps, int) or opt.warmup_steps < 0:
-        _refuse("optimizer.warmup_steps", opt.warmup_steps,
-                "must be an integer >= 0")
+    experiment.check_steps_and_momentum(opt)
 
 
 def make_task(config):
@@ -284,12 +278,12 @@ def make_task(config):
         x_train = x_train.reshape(len(x_train), -1)
         x_eval = x_eval.reshape(len(x_eval), -1)
         mean, std = x_train.mean(), x_train.std()
-        hidden = ((int(config.model.width),) * int(config.model.depth)
-                  if config.model.family == "mlp" else ())
-        for field in ("model.depth", "model.width"):
-            if config.model.family == "mlp":
-                _validation.positive_integer(
-                    field, config.model[field.split(".")[1]])
+        hidden = ()
+        if config.model.family == "mlp":
+            hidden = (_validation.positive_integer(
+                "model.width", config.model.width),) * (
+                _validation.positive_integer("model.depth",
+                                             config.model.depth))
         task = DigitsTask((x_train - mean) / std, y_train,
                           (x_eval - mean) / std, y_eval, 10, hidden)
         count = len(y_train)

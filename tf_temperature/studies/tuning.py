@@ -110,7 +110,7 @@ class Search:
         self.plan = plan.Plan(config, workdir)
         self.plan.check_unchanged()
         self._tuners, self._planned = [], []
-        self.progress = None
+        self.progress, self._costs = None, {}
 
     # --- Trials. ----------------------------------------------------------
 

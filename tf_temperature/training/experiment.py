@@ -71,17 +71,23 @@ def check_config(config):
         _validation.positive_integer("checkpoint_every_steps", every)
     _validation.one_of("model.family", config.model.family, FAMILIES)
     _validation.positive_number("optimizer.eta0", config.optimizer.eta0)
-    warmup_steps = config.optimizer.warmup_steps
+    check_steps_and_momentum(config.optimizer)
+    sources.check_dataset_config(config.dataset)
+
+
+def check_steps_and_momentum(optimizer_config):
+    """Raises `ValueError` for a bad `optimizer.warmup_steps` or
+    `optimizer.momentum` (the trainer's and a population study's check)."""
+    warmup_steps = optimizer_config.warmup_steps
     if not isinstance(warmup_steps, int) or warmup_steps < 0:
         raise ValueError("`optimizer.warmup_steps` must be an integer >= 0. "
                          f"Received: optimizer.warmup_steps={warmup_steps!r}")
-    momentum = config.optimizer.momentum
+    momentum = optimizer_config.momentum
     if not 0.0 <= momentum < 1.0:
         raise ValueError(
             "`optimizer.momentum` must be in [0, 1). Received: "
             f"optimizer.momentum={momentum!r}"
         )
-    sources.check_dataset_config(config.dataset)
 
 
 def override(config, changes):
