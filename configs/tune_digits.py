@@ -66,4 +66,7 @@ def get_config():
     config.tune.hyperband_factor = 3
     config.tune.transfer_batch_size = 0  # transfer: 0 is the smallest B.
     config.tune.bootstrap_samples = 1000
+    # Steps to target (population runner): the eval loss to reach; 0 is
+    # 1.1 x the worst B's best median loss.
+    config.tune.target_loss = 0.0
     return config

@@ -89,6 +89,11 @@ CLI_CASES = [
 # A study through the training pipeline (the checks of every planned run).
 TRAINER = {"tune.runner": "trainer"}
 FIELD_CASES = [
+    ("noise_scale_odd_batch", "train",
+     {"batch_size": 31, "noise_scale": True}, None,
+     "error: `batch_size` must be even with noise_scale=True on one "
+     "replica (the noise scale compares the gradients of the batch's two "
+     "halves). Received: batch_size=31"),
     ("batch_size_zero", "train", {"batch_size": 0}, None,
      "error: `batch_size` must be an integer >= 1. Received: batch_size=0"),
     ("negative_eta0", "train", {"optimizer.eta0": -0.1}, None,

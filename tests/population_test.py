@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_temperature import noise_scale
 from tf_temperature.studies import linear_regression, population, tasks
 
 
@@ -129,3 +130,40 @@ def test_expected_excess_loss_recursion():
         linear_regression.stationary_excess_loss(0.1, 8, 4, 1.0))
     assert linear_regression.expected_excess_loss(
         2.0, 8, 4, 1.0, start=1.0, steps=500) == float("inf")
+
+
+@pytest.mark.parametrize("eta, batch_size", [(0.5, 8), (1.0, 32)])
+def test_noise_scale_at_stationarity_matches_the_closed_form(eta,
+                                                             batch_size):
+    # At SGD's stationary state of linear regression E|G|^2 = m* = 2 L_ex
+    # and E tr(Sigma) = (d + 1) m* + d sigma^2 (linear_regression's doc),
+    # at realistic rates (a quarter and a half of the stability limit).
+    dim = 16
+    task = tasks.LinearRegressionTask(
+        dim, 1.0, batch_size * 2000,
+        np.random.default_rng(0).normal(size=dim).astype(np.float32))
+    found = population.Population(task, range(32), 1).trajectory(
+        batch_size, eta, 1, eval_every=500)
+    norm_sq, trace = noise_scale.estimate(
+        found["small_sq"].mean(), found["big_sq"].mean(), batch_size // 2,
+        batch_size)
+    m_star = 2 * linear_regression.stationary_excess_loss(eta, batch_size,
+                                                          dim)
+    assert norm_sq == pytest.approx(m_star, rel=0.10)
+    assert trace == pytest.approx((dim + 1) * m_star + dim, rel=0.10)
+    assert found["eval_loss"].shape == (4, 32)
+    np.testing.assert_array_equal(found["steps"], [500, 1000, 1500, 2000])
+    # The recorded evaluation loss is the excess loss near m* / 2.
+    assert np.mean(found["eval_loss"][1:]) == pytest.approx(m_star / 2,
+                                                            rel=0.15)
+
+
+def test_halves_update_as_the_whole_batch_does():
+    # The measured loop's update is the plain loop's, to float32 rounding.
+    task = digits_task()
+    pop = population.Population(task, (0, 1), 2)
+    pop.run(8, 0.3, 2)
+    plain = [v.numpy() for v in pop.model.trainable_variables]
+    pop.trajectory(8, 0.3, 2, eval_every=4)
+    for a, b in zip(plain, pop.model.trainable_variables, strict=True):
+        np.testing.assert_allclose(b.numpy(), a, rtol=1e-5, atol=1e-6)

@@ -31,7 +31,10 @@ noisy ratios).
 passes on held data at each epoch end). The trainer
 (`config.noise_scale=True`) uses the gradients it already computes: per
 replica (`b_small = B / replicas`) against the global one (`b_big = B`),
-or, on one replica, two successive batches (`b_big = 2B`).
+or, on one replica, the two halves of the step's batch (`b_small = B / 2`,
+`halves_norms`). Both norms must be taken at the same weights: gradients of
+successive steps straddle an update, and their product carries a bias
+`-eta g^T H g` that at stationarity is as large as `|G|^2`.
 """
 
 import math
@@ -81,6 +84,31 @@ def summarize(small_norm_sq, big_norm_sq, small_batch, big_batch):
                                  big_batch)
     return {"grad_norm_sq": float(norm_sq), "grad_variance": float(variance),
             "noise_scale": float(simple_noise_scale(norm_sq, variance))}
+
+
+def pooled(grad_norm_sqs, grad_variances):
+    """`B_simple` of several estimates pooled (the ratio of their means,
+    which is unbiased term by term); None if the pooled `|G|^2 <= 0` or
+    nothing is finite."""
+    pairs = [(n, v) for n, v in zip(grad_norm_sqs, grad_variances,
+                                    strict=True)
+             if math.isfinite(n) and math.isfinite(v)]
+    if not pairs:
+        return None
+    norm = sum(n for n, _ in pairs) / len(pairs)
+    variance = sum(v for _, v in pairs) / len(pairs)
+    return variance / norm if norm > 0 else None
+
+
+def halves_norms(first, second):
+    """`(|G_small|^2, |G_big|^2)` from the two halves' shares of a batch
+    gradient (each half's loss averaged over the whole batch, so the batch
+    gradient is `first + second` and a half's own mean gradient twice its
+    share): the mean of the halves' squared norms, and the whole's."""
+    small = (squared_norm([2.0 * g for g in first])
+             + squared_norm([2.0 * g for g in second])) / 2.0
+    big = squared_norm([a + b for a, b in zip(first, second, strict=True)])
+    return small, big
 
 
 def squared_norm(tensors):

@@ -29,7 +29,8 @@ OBJECTIVES = {"eval_loss": "final_eval_loss",
 # for percentile intervals).
 MIN_ETA0_VALUES, MIN_BATCH_SIZES, MIN_BOOTSTRAP_SAMPLES = 3, 2, 100
 # Fields that change what the report says, not what a trial measured.
-REPORT_ONLY = ("tune.mode", "tune.bootstrap_samples", "quiet",
+REPORT_ONLY = ("tune.mode", "tune.bootstrap_samples", "tune.target_loss",
+               "quiet",
                "intra_op_threads", "inter_op_threads", "tpu")
 
 
@@ -121,6 +122,7 @@ def check_tune_config(config):
                            2, 100)
     _validation.integer_in("tune.bootstrap_samples", tune.bootstrap_samples,
                            MIN_BOOTSTRAP_SAMPLES, 10**7)
+    _validation.non_negative_number("tune.target_loss", tune.target_loss)
     if tune.transfer_batch_size and (tune.transfer_batch_size
                                      not in tuple(tune.batch_sizes)):
         raise ValueError(

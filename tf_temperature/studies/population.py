@@ -113,6 +113,7 @@ class Population:
         self._starts = [np.stack(parts) for parts in zip(*starts,
                                                           strict=True)]
         self._loop = tf.function(self._train, reduce_retracing=True)
+        self._traced = tf.function(self._trajectory, reduce_retracing=True)
 
     def _train(self, eta, batch_size, steps, warmup_steps):
         variables = self.model.trainable_variables
@@ -133,6 +134,95 @@ class Population:
             if tf.reduce_all(diverged):
                 break
         return diverged, peak
+
+    def _halves_step(self, x, y):
+        """One update from the batch's two halves, each its own forward and
+        backward pass (the same work as the whole batch). Returns per copy
+        the mean loss and `(|G_(B/2)|^2, |G_B|^2)` at these weights, the
+        norms `noise_scale.halves_norms` takes (McCandlish et al. 2018)."""
+        variables = self.model.trainable_variables
+        shares, losses = [], []
+        for x_half, y_half in zip(tf.split(x, 2, axis=1),
+                                  tf.split(y, 2, axis=1), strict=True):
+            with tf.GradientTape() as tape:
+                half = self._loss(self.model(x_half, training=True), y_half)
+                total = tf.reduce_sum(half) / 2.0
+            shares.append(tape.gradient(total, variables))
+            losses.append(half)
+
+        def per_copy(gradients):  # [S]: each copy's squared norm.
+            return tf.add_n([tf.reduce_sum(tf.square(g), axis=tf.range(
+                1, tf.rank(g))) for g in gradients])
+
+        grads = [a + b for a, b in zip(*shares, strict=True)]
+        small = (per_copy([2.0 * g for g in shares[0]])
+                 + per_copy([2.0 * g for g in shares[1]])) / 2.0
+        big = per_copy(grads)
+        self.optimizer.apply(grads, variables)
+        return (losses[0] + losses[1]) / 2.0, small, big
+
+    def _trajectory(self, eta, batch_size, steps, warmup_steps, eval_every,
+                    noise_from):
+        copies = len(self.seeds)
+        curve = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        small_sum = big_sum = tf.zeros([copies], tf.float32)
+        diverged = tf.zeros([copies], tf.bool)
+        for step in tf.range(steps):
+            ramp = tf.cast(step + 1, tf.float32) / tf.cast(
+                tf.maximum(warmup_steps, 1), tf.float32)
+            self.optimizer.learning_rate.assign(eta * tf.minimum(ramp, 1.0))
+            x, y = self._batch(step, batch_size)
+            losses, small, big = self._halves_step(x, y)
+            diverged = diverged | ~tf.math.is_finite(losses)
+            counted = tf.cast(step >= noise_from, tf.float32)
+            small_sum += counted * small
+            big_sum += counted * big
+            if (step + 1) % eval_every == 0:
+                curve = curve.write(curve.size(),
+                                    self._evaluate()["eval_loss"])
+        counted = tf.cast(tf.maximum(steps - noise_from, 1), tf.float32)
+        return curve.stack(), small_sum / counted, big_sum / counted, diverged
+
+    def trajectory(self, batch_size, eta, epochs, eval_every,
+                   warmup_steps=0, noise_from=None):
+        """Trains every copy as `run` does, from halves of each batch, and
+        records the evaluation loss along the way and the noise scale.
+
+        Args:
+            batch_size: `B` (even: the noise scale compares its halves).
+            eta: the rate.
+            epochs: the budget.
+            eval_every: steps between evaluations.
+            warmup_steps: as in `run`.
+            noise_from: the first step whose gradient norms count (default:
+                the middle of the run).
+
+        Returns:
+            dict: `steps` (the evaluation steps, `[n]`), `eval_loss`
+            (`[n, S]`, NaN once diverged), and per copy `small_sq`,
+            `big_sq` (mean `|G_(B/2)|^2` and `|G_B|^2`) and `diverged`.
+        """
+        if batch_size % 2:
+            raise ValueError("`batch_size` must be even (the noise scale "
+                             f"compares its halves). Received: "
+                             f"batch_size={batch_size!r}")
+        self.reset()
+        steps = self.task.steps(batch_size, epochs)
+        noise_from = steps // 2 if noise_from is None else noise_from
+        curve, small, big, diverged = self._traced(
+            tf.constant(eta, tf.float32), tf.constant(batch_size, tf.int32),
+            tf.constant(steps, tf.int32), tf.constant(warmup_steps,
+                                                      tf.int32),
+            tf.constant(eval_every, tf.int32), tf.constant(noise_from,
+                                                           tf.int32))
+        curve = curve.numpy().astype(np.float64).reshape(-1, len(self.seeds))
+        diverged = diverged.numpy()
+        curve[:, diverged] = np.nan
+        return {"steps": eval_every * np.arange(1, len(curve) + 1),
+                "eval_loss": curve,
+                "small_sq": small.numpy().astype(np.float64),
+                "big_sq": big.numpy().astype(np.float64),
+                "diverged": diverged}
 
     def reset(self):
         """Every copy back to its start; the optimizer state to zero."""

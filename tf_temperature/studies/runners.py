@@ -17,7 +17,7 @@ import time
 import keras
 import tensorflow as tf
 
-from tf_temperature.studies import plan, population, tasks
+from tf_temperature.studies import critical_batch, plan, population, tasks
 from tf_temperature.training import distribute, experiment, io, trainer
 
 
@@ -77,6 +77,18 @@ class PopulationRunner:
             t0 / max(s0, 1))
         fixed = max(t1 - per_step * s1, 0.0)
         return lambda steps: fixed + per_step * steps
+
+    def critical_batch(self, by_batch):
+        """`critical_batch.measure` on this study's population: B_noise and
+        steps to target at each B's best eta0."""
+        if self._population is None:
+            self._population = population.Population(
+                self.task, self.seeds, self.tune.epochs,
+                self.config.optimizer.momentum)
+        return critical_batch.measure(
+            self._population, self.task, by_batch,
+            self.config.optimizer.warmup_steps,
+            self.tune.target_loss or None, self.tune.bootstrap_samples)
 
     def known_answer(self, batch_sizes, grid):
         """`{B: closed-form best eta0}` where the task has one, else None."""

@@ -15,7 +15,7 @@ figure and `verdict.json`.
 import numpy as np
 import pandas as pd
 
-from tf_temperature.studies import optimum
+from tf_temperature.studies import critical_batch, optimum
 
 # One row per (trial, seed): the trials.csv columns.
 TRIAL_COLUMNS = (
@@ -111,11 +111,12 @@ def _median_curves(trials):
         "q75": grouped.quantile(0.75)}).reset_index()
 
 
-def figure(trials, by_batch):
+def figure(trials, by_batch, critical=None):
     """`eta0_vs_batch.png`: the seed-median objective against eta0 per B
     (bars: quartiles over seeds, x: a seed that blew up, dot: the smoothed
     optimum); the best eta against B with its 95% interval, eta_max(B) and
-    the slopes 1 and 0.5.
+    the slopes 1 and 0.5; with `critical` (`critical_batch.measure`'s
+    result) McCandlish et al.'s predicted best eta.
 
     Returns a `matplotlib.figure.Figure` (pyplot and the backend are left
     alone).
@@ -160,6 +161,11 @@ def figure(trials, by_batch):
     for slope, style in ((1.0, "--"), (0.5, ":")):
         right.plot(batches, anchor_eta * (batches / anchor_b) ** slope,
                    style, color="gray", label=f"slope {slope:g}")
+    if critical and np.isfinite(critical.get("eta_max", np.nan)):
+        fine = np.geomspace(batches[0], batches[-1], 100)
+        right.plot(fine, critical["eta_max"] / (1 + critical["b_noise"]
+                                                / fine), "-", color="C2",
+                   label="eta_max / (1 + B_noise / B)")
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xticks(batches, [f"{int(b)}" for b in batches])
@@ -218,7 +224,8 @@ def compare_known(by_batch, result, known, grid_step):
         + " one grid step of the closed form at every B.")
 
 
-def write_report(workdir, trials, tune, chance, print_fn, known=None):
+def write_report(workdir, trials, tune, chance, print_fn, known=None,
+                 critical=None):
     """Writes a search's report and prints its table and verdict.
 
     Args:
@@ -230,6 +237,10 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None):
         print_fn: called with the table, the notes and the verdict.
         known: `{B: closed-form best eta0}` where the task has a known
             answer (`compare_known`).
+        critical: `f(by_batch)` returning `critical_batch.measure`'s
+            `(table, result)`, or None (not measured): adds
+            `steps_to_target.csv` and `.png` and the result under
+            `critical_batch`.
 
     Returns:
         The verdict dict, as written to `verdict.json`.
@@ -253,6 +264,14 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None):
         compare_known(by_batch, result, known,
                       float(np.max(eta0s[1:] / eta0s[:-1])))
     io.write_csv(io.join(workdir, "eta0_by_batch.csv"), by_batch)
+    measured = None
+    if critical is not None:
+        steps, measured = critical(by_batch)
+        result["critical_batch"] = measured
+        if steps is not None:
+            io.write_csv(io.join(workdir, "steps_to_target.csv"), steps)
+            io.save_figure(critical_batch.figure(steps, measured),
+                           io.join(workdir, "steps_to_target.png"))
     compute = {m: int(trials[trials["mode"] == m]["epochs"].sum())
                for m in sorted(trials["mode"].unique())}
     result.update(mode=tune.mode, objective=tune.objective,
@@ -260,10 +279,12 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None):
                   seeds=int(current["seed"].nunique()),
                   trials=int(len(current.groupby(["batch_size", "eta0"]))))
     io.write_json(io.join(workdir, "verdict.json"), result)
-    io.save_figure(figure(full, by_batch),
+    io.save_figure(figure(full, by_batch, measured),
                    io.join(workdir, "eta0_vs_batch.png"))
     print_fn(table(by_batch))
     for line in result["notes"]:
         print_fn(line)
     print_fn(result["text"])
+    if measured is not None:
+        print_fn(measured["text"])
     return result

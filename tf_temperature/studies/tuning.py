@@ -257,7 +257,8 @@ class Search:
                 "written)")
         result = scaling_report.write_report(
             self.workdir, trials, self.tune, self.chance, self.print_fn,
-            known=self.runner.known_answer(self.batch_sizes, self.grid))
+            known=self.runner.known_answer(self.batch_sizes, self.grid),
+            critical=getattr(self.runner, "critical_batch", None))
         elapsed = (progress.duration(time.perf_counter()
                                      - self.progress.started)
                    if self.progress else "")
@@ -265,6 +266,8 @@ class Search:
             f"study done: {result['trials']} trials x {result['seeds']} "
             f"seeds in {self.workdir}: trials.csv, eta0_by_batch.csv, "
             f"verdict.json, eta0_vs_batch.png"
+            + (", steps_to_target.csv, steps_to_target.png"
+               if "critical_batch" in result else "")
             + (f" ({elapsed} this run)" if elapsed else ""))
         return result
 

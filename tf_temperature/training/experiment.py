@@ -223,6 +223,16 @@ class Experiment:
                     f"them with {source.eval_field.split('=')[0]}. "
                     f"Received: {shown}, {source.eval_field}")
 
+    def _check_halves(self, config):
+        """On one replica the noise scale compares the batch's halves."""
+        if config.noise_scale and self.replicas == 1 and (
+                config.batch_size % 2):
+            raise ValueError(
+                "`batch_size` must be even with noise_scale=True on one "
+                "replica (the noise scale compares the gradients of the "
+                "batch's two halves). Received: "
+                f"batch_size={config.batch_size}")
+
     def check_run(self, config, source=None):
         """Raises `ValueError` naming the first field of `config` that
         would stop `build(config)`, before a study writes anything.
@@ -234,6 +244,7 @@ class Experiment:
         if config is not self.config:
             check_config(config)
         self.check_batch_sizes([config.batch_size])
+        self._check_halves(config)
         source = source or self.source(config)
         data = input_pipeline.InputPipeline(source, config.dataset,
                                             config.batch_size, config.seed)
@@ -266,6 +277,7 @@ class Experiment:
         if config is not self.config:
             check_config(config)
         self.check_batch_sizes([config.batch_size])
+        self._check_halves(config)
         image_dtype = distribute.set_precision(config.precision)
         source = self.source(config)
         data = input_pipeline.InputPipeline(

@@ -36,9 +36,14 @@ class Hook:
         """`{name: trackable}` to save in the checkpoint."""
         return {}
 
-    def step_sums(self, gradients):
-        """`{name: scalar}` for this replica's step (inside the loop)."""
-        del gradients
+    # Whether `step_sums` needs the gradients of the batch's two halves
+    # (`loops.make_train_step`).
+    wants_halves = False
+
+    def step_sums(self, gradients, halves=None):
+        """`{name: scalar}` for this replica's step (inside the loop);
+        `halves` as `loops.make_train_step` says."""
+        del gradients, halves
         return {}
 
     def columns(self, totals):
@@ -55,10 +60,18 @@ class Hook:
 class NoiseScaleHook(Hook):
     """The gradient noise scale `B_simple = tr(Sigma) / |G|^2` per epoch.
 
-    Several replicas: the small batch is each replica's own batch and the
-    big batch the global one (one extra all-reduce of the gradients). One
-    replica: the gradients of successive steps are paired (McCandlish et
-    al. 2018, App. A.1), the previous one kept in a checkpointed variable.
+    Both norms come from gradients at the same weights (McCandlish et al.
+    2018, App. A.1). Several replicas: each replica's own batch (small)
+    against the global one (big; one extra all-reduce of the gradients).
+    One replica: the two halves of the step's batch (`B / 2`) against the
+    whole (`B`), from the halves the step computes anyway
+    (`loops.make_train_step`). Pairing successive steps instead, as this
+    hook once did, is biased: the second gradient is taken after an update,
+    and `g_t . g_(t-1)` then carries `-eta g^T H g`, which at stationarity
+    is as large as `|G|^2` itself.
+
+    The summary's `critical_batch_size` pools the last half of the epochs
+    (`noise_scale.pooled`).
     """
 
     sums = ("small_sq", "big_sq", "pairs")
@@ -66,21 +79,9 @@ class NoiseScaleHook(Hook):
     def setup(self, parts):
         self.replicas = parts.strategy.num_replicas_in_sync
         self.batch = parts.config.batch_size
-        self.state = None
-        if self.replicas > 1:
-            return
-        state = tf.Module(name="noise_scale")
-        state.gradient = [tf.Variable(tf.zeros(v.shape, tf.float32),
-                                      trainable=False)
-                          for v in parts.model.trainable_variables]
-        state.norm_sq = tf.Variable(0.0, trainable=False)
-        state.ready = tf.Variable(False, trainable=False)
-        self.state = state
+        self.wants_halves = self.replicas == 1
 
-    def trackables(self):
-        return {"noise_scale": self.state} if self.state else {}
-
-    def step_sums(self, gradients):
+    def step_sums(self, gradients, halves=None):
         grads = [tf.cast(g, tf.float32) for g in gradients]
         if self.replicas > 1:
             # Each replica's loss is averaged over the global batch: its
@@ -93,38 +94,31 @@ class NoiseScaleHook(Hook):
             share = 1.0 / self.replicas
             return {"small_sq": small * share, "big_sq": big * share,
                     "pairs": tf.constant(share)}
-        state = self.state
-        norm_sq = noise_scale.squared_norm(grads)
-        big = noise_scale.squared_norm(
-            [(g + p) / 2.0 for g, p in zip(grads, state.gradient,
-                                           strict=True)])
-        ready = tf.cast(state.ready, tf.float32)
-        small = (norm_sq + state.norm_sq) / 2.0
-        for previous, gradient in zip(state.gradient, grads, strict=True):
-            previous.assign(gradient)
-        state.norm_sq.assign(norm_sq)
-        state.ready.assign(True)
-        return {"small_sq": small * ready, "big_sq": big * ready,
-                "pairs": ready}
+        small, big = noise_scale.halves_norms(*halves)
+        return {"small_sq": small, "big_sq": big, "pairs": tf.constant(1.0)}
 
     def columns(self, totals):
         pairs = float(totals["pairs"])
         if not pairs:
             return {}
-        small_batch, big_batch = ((self.batch // self.replicas, self.batch)
-                                  if self.replicas > 1
-                                  else (self.batch, 2 * self.batch))
+        small_batch = self.batch // (self.replicas if self.replicas > 1
+                                     else 2)
         return noise_scale.summarize(float(totals["small_sq"]) / pairs,
                                      float(totals["big_sq"]) / pairs,
-                                     small_batch, big_batch)
+                                     small_batch, self.batch)
 
     def finish(self, parts, run_dir, rows, print_fn):
-        trains = [r for r in rows if r["split"] == "train"]
-        if trains and trains[-1].get("noise_scale"):
-            # McCandlish et al. 2018: B_crit ~ B_simple, where the linear
-            # scaling rule stops paying.
-            return {"critical_batch_size": float(trains[-1]["noise_scale"])}
-        return {}
+        trains = [r for r in rows if r["split"] == "train"
+                  and "grad_norm_sq" in r]
+        if not trains:
+            return {}
+        # McCandlish et al. 2018: B_crit ~ B_simple, where the linear
+        # scaling rule stops paying. One epoch's estimate is noisy (and
+        # often all noise late in training): pool the last half.
+        last = trains[len(trains) // 2:]
+        return {"critical_batch_size": noise_scale.pooled(
+            [float(r["grad_norm_sq"]) for r in last],
+            [float(r["grad_variance"]) for r in last])}
 
 
 class CalibrationHook(Hook):

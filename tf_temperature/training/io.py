@@ -16,6 +16,7 @@ at all when its upload ends, so it is written in place.
 import contextlib
 import io
 import json
+import math
 import os
 import posixpath
 
@@ -126,11 +127,27 @@ def read_json(path):
     return json.loads(read_text(path))
 
 
+def _strict(value):
+    """`value` with every non-finite float (NaN, inf) as None: strict JSON
+    (Python's `json` would write `NaN` and `Infinity`, which other parsers
+    reject)."""
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        return _strict(value.tolist())  # NumPy scalars and arrays.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path, value):
-    """Writes `value` as indented JSON, atomically: a reader sees the old
-    file or the new one, never half of one."""
-    write_text(path, json.dumps(value, indent=2, sort_keys=True,
-                                default=str) + "\n")
+    """Writes `value` as indented strict JSON (non-finite numbers as null),
+    atomically: a reader sees the old file or the new one, never half of
+    one."""
+    write_text(path, json.dumps(_strict(value), indent=2, sort_keys=True,
+                                default=str, allow_nan=False) + "\n")
 
 
 def write_csv(path, frame):

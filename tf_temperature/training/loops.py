@@ -38,33 +38,103 @@ def metric_sums(labels, logits, per_example_loss, weights, top5):
     }
 
 
+def _has_batch_statistics(model):
+    """Whether a layer's training output depends on the whole batch."""
+    return any(isinstance(layer, keras.layers.BatchNormalization)
+               for layer in model._flatten_layers())
+
+
 def make_train_step(model, optimizer, global_batch_size, top5, hooks=(),
                     jit_compile=False):
     """One replica's training step: forward, backward, update, sums.
 
-    Each hook's `step_sums(gradients)` sees the step's unscaled gradients
-    (a `LossScaleOptimizer` scales the loss) before the update.
+    Each hook's `step_sums(gradients, halves)` sees the step's unscaled
+    gradients (a `LossScaleOptimizer` scales the loss) before the update.
+    `halves` is None unless a hook sets `wants_halves`: then it is the two
+    halves' shares of `gradients` (each half's loss averaged over the whole
+    batch, so `gradients = halves[0] + halves[1]`), at the same weights.
+    Without batch norm the halves are two forward and backward passes of
+    half the batch (the same work as one pass of the whole) and the update
+    is their sum: the same as without them up to float32 rounding. With
+    batch norm (each half's statistics would differ from the batch's) the
+    whole batch runs forward once and the first half's gradient takes one
+    extra backward pass; the update is then unchanged.
     """
+    halves_wanted = any(getattr(hook, "wants_halves", False)
+                        for hook in hooks)
+    one_pass = _has_batch_statistics(model)
 
-    def step_fn(images, labels):
+    def losses_of(images, labels):
+        logits = model(images, training=True)
+        per_example = keras.losses.sparse_categorical_crossentropy(
+            labels, logits, from_logits=True)
+        return logits, per_example
+
+    def regularization(share=1.0):
+        if not model.losses:
+            return 0.0
+        # Weight decay, once over the replicas (and over the halves).
+        return share * tf.nn.scale_regularization_loss(
+            tf.add_n(model.losses))
+
+    def whole(images, labels):
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True)
+            logits, per_example = losses_of(images, labels)
             loss = tf.nn.compute_average_loss(
                 per_example, global_batch_size=global_batch_size)
-            if model.losses:  # Weight decay, once over the replicas.
-                loss += tf.nn.scale_regularization_loss(
-                    tf.add_n(model.losses))
-            scaled = optimizer.scale_loss(loss)
+            scaled = optimizer.scale_loss(loss + regularization())
         grads = tape.gradient(scaled, model.trainable_variables)
+        return logits, per_example, grads, None
+
+    def split(images, labels):
+        parts, logits, per_example = [], [], []
+        for x, y in zip(tf.split(images, 2), tf.split(labels, 2),
+                        strict=True):
+            with tf.GradientTape() as tape:
+                half_logits, half_loss = losses_of(x, y)
+                loss = tf.nn.compute_average_loss(
+                    half_loss, global_batch_size=global_batch_size)
+                scaled = optimizer.scale_loss(loss + regularization(0.5))
+            parts.append(tape.gradient(scaled, model.trainable_variables))
+            logits.append(half_logits)
+            per_example.append(half_loss)
+        grads = [a + b for a, b in zip(*parts, strict=True)]
+        return (tf.concat(logits, 0), tf.concat(per_example, 0), grads,
+                parts)
+
+    def split_one_pass(images, labels):
+        half = tf.shape(images)[0] // 2
+        with tf.GradientTape(persistent=True) as tape:
+            logits, per_example = losses_of(images, labels)
+            loss = tf.nn.compute_average_loss(
+                per_example, global_batch_size=global_batch_size)
+            scaled = optimizer.scale_loss(loss + regularization())
+            first = optimizer.scale_loss(tf.nn.compute_average_loss(
+                per_example[:half], global_batch_size=global_batch_size)
+                + regularization(0.5))
+        grads = tape.gradient(scaled, model.trainable_variables)
+        part = tape.gradient(first, model.trainable_variables)
+        del tape
+        return logits, per_example, grads, [
+            part, [g - p for g, p in zip(grads, part, strict=True)]]
+
+    forward_backward = (whole if not halves_wanted
+                        else split_one_pass if one_pass else split)
+
+    def step_fn(images, labels):
+        logits, per_example, grads, parts = forward_backward(images, labels)
         sums = metric_sums(labels, logits, per_example,
                            tf.ones_like(per_example), top5)
         if hooks:
             unscale = 1.0 / optimizer.scale_loss(tf.constant(1.0))
-            unscaled = [g * tf.cast(unscale, g.dtype) for g in grads]
+
+            def unscaled(gradients):
+                return [g * tf.cast(unscale, g.dtype) for g in gradients]
+
+            halves = (None if parts is None
+                      else tuple(unscaled(p) for p in parts))
             for hook in hooks:
-                sums.update(hook.step_sums(unscaled))
+                sums.update(hook.step_sums(unscaled(grads), halves))
         optimizer.apply(grads, model.trainable_variables)
         return sums
 
