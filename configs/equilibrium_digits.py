@@ -5,15 +5,16 @@ r"""SGD's equilibrium on the digits: `python -m pipelines.equilibrium`.
 
 An MLP (2 x 128 ReLU, no batch norm: its training loss depends on the
 weights alone, not on B through batch statistics) on the bundled digits, 20%
-of the training labels redrawn at random every epoch (a loss floor of 0.867
-nats that no network can memorize), plain SGD at constant rates:
+of the training labels redrawn at random at every visit (a loss floor of
+0.867 nats that no network can memorize), SGD at constant rates, 4 seeds:
 
-* eta sweep at B = 16: eta = 0.05, 0.1, 0.2, 0.4;
-* B sweep at eta = 0.2: B = 8, 16, 32, 64 (the same eta / B values);
+* eta sweep at B = 16: eta / (1 - m) = 0.05, 0.1, 0.2, 0.4, for momentum
+  m = 0, 0.5 and 0.9;
+* B sweep at eta = 0.2, plain SGD: B = 8, 16, 32, 64 (the same eta / B);
 * the lecture's schedule at B = 16: eta = 0.4, halved twice.
 
-Every run lasts the same SGD time eta x steps = 400 (and >= 12 epochs); the
-equilibrium loss is the mean training loss of its last half.
+Every run lasts at least SGD time eta / (1 - m) x steps = 400 (and 12
+epochs); its plateau is the mean expected training loss of its last half.
 """
 
 import ml_collections
@@ -40,6 +41,10 @@ def get_config():
     config.equilibrium.etas = (0.05, 0.1, 0.2, 0.4)
     config.equilibrium.eta = 0.2  # eta of the B sweep.
     config.equilibrium.batch_sizes = (8, 16, 32, 64)
+    # The eta sweep is run at every momentum, eta scaled by 1 - m so that
+    # the sweeps share T = eta / (B (1 - m)).
+    config.equilibrium.momenta = (0.0, 0.5, 0.9)
+    config.equilibrium.seeds = 4  # Seeds seed .. seed + 3 of every run.
     # eta x steps of every run (of every phase of the schedule run).
     config.equilibrium.sgd_time = 400.0
     config.equilibrium.min_epochs = 12

@@ -3,9 +3,9 @@ r"""SGD's equilibrium loss against eta, B and eta / B: a thermometer run.
     python -m pipelines.equilibrium --config=configs/equilibrium_digits.py \
         --workdir=runs/equilibrium
 
-Writes `equilibrium.csv`, `equilibrium.png` and `schedule.png` in the
-workdir, one training run directory per run under `runs/`. Rerunning the
-same command resumes. The work is in `tf_temperature.studies.equilibrium`.
+Writes `equilibrium.csv`, `curves.csv`, `equilibrium.json`,
+`equilibrium.png` and `schedule.png` in the workdir. The work is in
+`tf_temperature.studies.equilibrium`.
 """
 
 from absl import app, flags
@@ -23,13 +23,12 @@ def main(argv):
     del argv  # Checked by the flags parser.
     _cli.quiet_info_logs()
     workdir = _WORKDIR.value or ""
-    table = _cli.run_job(lambda: equilibrium.run_experiment(
+    table, fits = _cli.run_job(lambda: equilibrium.run_experiment(
         _CONFIG.value, workdir, print), workdir=workdir)
-    spread = equilibrium.collapse_spread(table)
-    print(f"collapse: eta sweep and B sweep differ by at most "
-          f"{100 * spread:.1f}% at equal eta / B")
-    print(f"wrote {_WORKDIR.value}/equilibrium.csv, equilibrium.png, "
-          "schedule.png")
+    for line in equilibrium.summary_lines(table, fits):
+        print(line)
+    print(f"equilibrium done: wrote {', '.join(equilibrium.FILES)} in "
+          f"{workdir}")
     return 0
 
 

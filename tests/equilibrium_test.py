@@ -1,5 +1,7 @@
-"""The equilibrium experiment: plan, plateaus, and the pipeline end to end."""
+"""The equilibrium experiment: plan, plateaus, drift, collapse, end to end."""
 
+import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -9,39 +11,81 @@ import pandas as pd
 import pytest
 
 from configs import equilibrium_digits
-from tf_temperature.studies import equilibrium
+from tf_temperature.studies import equilibrium, plateaus, thermometer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_plan_shares_runs_and_sizes_them_by_sgd_time():
     config = equilibrium_digits.get_config()
-    runs = {name: (sweeps, eta, batch, epochs, boundaries)
-            for name, sweeps, eta, batch, epochs, boundaries
-            in equilibrium.plan(config, num_train=1438)}
-    # 4 + 4 sweep points share (0.2, 16); plus the schedule run.
-    assert len(runs) == 8
-    assert runs["eta0.2_B16"][0] == ["eta", "batch"]
-    # SGD time 400 at eta 0.05 and B 16: 8000 steps of 89 = 90 epochs.
-    assert runs["eta0.05_B16"][3] == 90
-    # eta 0.4 would need 1000 steps (12 epochs): min_epochs = 12 holds.
-    assert runs["eta0.4_B16"][3] == 12
-    # Schedule: phases of 12 (0.4), 23 (0.2) and 45 (0.1) epochs.
-    sweeps, eta, batch, epochs, boundaries = runs["schedule"]
-    assert (eta, batch, epochs, boundaries) == (0.4, 16, 80, (12.0, 35.0))
+    runs = {r["name"]: r for r in equilibrium.plan(config, num_train=1438)}
+    # 4 etas x 3 momenta + 3 more B + the schedule; (0.2, 16) is shared.
+    assert len(runs) == 16
+    assert runs["eta0.2_B16"]["sweeps"] == ["eta", "batch"]
+    # SGD time 400 at eta 0.05: 8000 steps; 12 epochs of 89 at eta 0.4.
+    assert runs["eta0.05_B16"]["phases"] == [8000]
+    assert runs["eta0.4_B16"]["phases"] == [12 * 89]
+    # Momentum 0.9: eta scaled by 1 - m, the steps of the same T.
+    assert runs["eta0.005_B16_m0.9"]["phases"] == [8000]
+    assert runs["schedule"]["phases"] == [12 * 89, 2000, 4000]
 
 
-def test_plateau_averages_the_last_fraction():
-    rows = pd.DataFrame({"epoch": np.arange(1, 11),
-                         "loss": [9, 9, 9, 9, 9, 9, 1.0, 2.0, 3.0, 2.0]})
-    mean, stderr, used = equilibrium.plateau(rows, 1, 10, 0.4)
-    assert used == 4 and mean == pytest.approx(2.0)
-    assert stderr == pytest.approx(np.std([1, 2, 3, 2], ddof=1) / 2)
-    # A phase inside the run: epochs 3..6 only.
-    assert equilibrium.plateau(rows, 3, 6, 0.5)[0] == pytest.approx(9.0)
+def test_plateau_drift_test_and_seed_errors():
+    rng = np.random.default_rng(0)
+    times = np.arange(100.0)
+    # AR(1) noise (autocorrelated along a run), 8 seeds, no drift.
+    noise = np.zeros((100, 8))
+    for i in range(1, 100):
+        noise[i] = 0.95 * noise[i - 1] + 0.01 * rng.normal(size=8)
+    flat = plateaus.plateau(times, 1.0 + noise)
+    assert flat["equilibrated"]
+    assert flat["level"] == pytest.approx(1.0, abs=0.02)
+    # The points of a run are not independent: the seeds' error is larger.
+    assert flat["stderr"] > 1.5 * flat["naive_stderr"]
+    falling = plateaus.plateau(times, 1.0 - 0.001 * times[:, None] + noise)
+    assert not falling["equilibrated"]
+    assert falling["drift"] == pytest.approx(-0.099, abs=0.03)
 
 
-def run(args, timeout=600):
+def test_collapse_exponent_recovers_a_known_alpha():
+    rng = np.random.default_rng(1)
+    etas = np.array([0.05, 0.1, 0.2, 0.4, 0.2, 0.2, 0.2])
+    batches = np.array([16, 16, 16, 16, 8, 32, 64])
+    u = np.log(etas) - 0.7 * np.log(batches)
+    truth = 0.9 + 0.02 * (u + 6) ** 2
+    levels = truth[:, None] + 0.002 * rng.normal(size=(7, 6))
+    fit = plateaus.collapse_exponent(levels, np.log(etas), np.log(batches),
+                                     samples=200)
+    assert fit["exponent"] == pytest.approx(0.7, abs=0.05)
+    assert fit["low"] <= 0.7 <= fit["high"]
+    few = plateaus.collapse_exponent(levels[:3], np.log(etas[:3]),
+                                     np.log(batches[:3]))
+    assert math.isnan(few["exponent"])
+
+
+def test_thermometer_momentum_copy_matches_its_recursion():
+    # One copy, m = 0.5, no label noise: the first two steps by hand.
+    x, y = thermometer.digits(0.2, 0)
+    x, y = x[:32], y[:32]
+    pop = thermometer.Thermometer(x, y, (), 10, 0.0, [0.1], [0.5], [0],
+                                  [()])
+    start = [v.numpy().copy() for v in pop.model.trainable_variables]
+    loss, small, big = pop.run(2, 16, 1)
+    assert loss.shape == small.shape == (2, 1)
+    assert (small > big).all() and (big > 0).all()
+    # The expected loss without label noise is the plain training loss.
+    kernel = pop.model.trainable_variables[0].numpy()[0]
+    bias = pop.model.trainable_variables[1].numpy()[0]
+    logits = x @ kernel + bias
+    log_q = logits - np.log(np.exp(logits - logits.max(1, keepdims=True))
+                            .sum(1, keepdims=True)) - logits.max(
+                                1, keepdims=True)
+    want = -log_q[np.arange(32), y].mean()
+    assert loss[-1, 0] == pytest.approx(want, rel=1e-4)
+    assert not np.allclose(start[0], kernel)
+
+
+def run(args, timeout=900):
     return subprocess.run([sys.executable, "-m", "pipelines.equilibrium",
                            *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
@@ -50,48 +94,56 @@ def run(args, timeout=600):
 SMALL = ["--config.equilibrium.etas=(0.05,0.4)",
          "--config.equilibrium.eta=0.4",
          "--config.equilibrium.batch_sizes=(16,128)",
+         "--config.equilibrium.momenta=(0.0,0.9)",
+         "--config.equilibrium.seeds=3",
          "--config.equilibrium.sgd_time=60",
          "--config.equilibrium.min_epochs=8",
-         "--config.equilibrium.schedule_cuts=1",
-         "--config.noise_scale=False"]
+         "--config.equilibrium.schedule_cuts=1"]
+
 
 @pytest.mark.slow
 def test_pipeline_hot_runs_equilibrate_higher_and_collapse(tmp_path):
     workdir = tmp_path / "eq"
     result = run([f"--workdir={workdir}", *SMALL])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "collapse:" in result.stdout
+    assert "[2/2] B = 128" in result.stdout
+    assert "collapse L = f(eta / B^alpha)" in result.stdout
+    assert "equilibrium done: wrote equilibrium.csv" in result.stdout
     table = pd.read_csv(workdir / "equilibrium.csv")
     assert list(table.columns) == list(equilibrium.COLUMNS)
+    assert table["noise_scale"].map(np.isfinite).all()
+    fits = json.loads((workdir / "equilibrium.json").read_text(),
+                      parse_constant=lambda name: pytest.fail(name))
+    assert set(fits) >= {"alpha", "gamma", "equilibrated_runs"}
+    curves = pd.read_csv(workdir / "curves.csv")
+    assert curves["loss"].dtype == float and len(curves) > 0
     for name in ("equilibrium.png", "schedule.png"):
         assert (workdir / name).read_bytes()[:4] == b"\x89PNG"
 
-    def loss(sweep, eta, batch):
-        row = table[(table["sweep"] == sweep) & (table["eta"] == eta)
-                    & (table["batch_size"] == batch)].iloc[0]
+    def loss(sweep, eta, batch, momentum=0.0):
+        row = table[(table["sweep"] == sweep)
+                    & np.isclose(table["eta"], eta)
+                    & (table["batch_size"] == batch)
+                    & np.isclose(table["momentum"], momentum)].iloc[0]
         return row["equilibrium_loss"], row["stderr"]
 
     cold, cold_err = loss("eta", 0.05, 16)  # T = 0.003125
     hot, hot_err = loss("eta", 0.4, 16)  # T = 0.025
     big, big_err = loss("batch", 0.4, 128)  # T = 0.003125
-    # Hotter (larger eta) equilibrates higher; a larger B cools.
+    heavy, _ = loss("eta", 0.005, 16, 0.9)  # T = 0.003125, m = 0.9
+    # Hotter (larger eta) sits higher; a larger B cools.
     assert hot - cold > 3 * np.hypot(hot_err, cold_err)
     assert hot - big > 3 * np.hypot(hot_err, big_err)
-    # Equal eta / B, equal loss: 8x eta and 8x B land together.
+    # Equal T, equal loss: 8x eta and 8x B, and eta (1 - m) with m = 0.9.
     assert abs(cold - big) < 3 * np.hypot(cold_err, big_err)
-    # Above the label-noise floor, -0.82 ln 0.82 - 0.18 ln 0.02.
+    # (At this short SGD time the heavy ball's start still shows: 0.3%
+    # apart, 7 of its small standard errors; 8x T apart is 6%.)
+    assert abs(cold - heavy) < 0.1 * (hot - cold)
     assert (table["equilibrium_loss"] > table["loss_floor"]).all()
-    # The schedule: halving eta cools to a lower plateau.
     phases = table[table["sweep"] == "schedule"].sort_values("phase")
     assert list(phases["eta"]) == [0.4, 0.2]
     first, second = phases["equilibrium_loss"]
     assert second < first - 3 * np.hypot(*phases["stderr"])
-
-    # Rerunning resumes finished runs: the same table.
-    again = run([f"--workdir={workdir}", *SMALL])
-    assert again.returncode == 0, again.stderr[-3000:]
-    pd.testing.assert_frame_equal(table,
-                                  pd.read_csv(workdir / "equilibrium.csv"))
 
 
 @pytest.mark.slow
@@ -99,8 +151,9 @@ def test_pipeline_hot_runs_equilibrate_higher_and_collapse(tmp_path):
     ("--config.equilibrium.etas=()",
      "error: `equilibrium.etas` must not be empty. Received: "
      "equilibrium.etas=()"),
-    ("--config.optimizer.momentum=0.9",
-     "error: `optimizer.momentum` must be 0 for the equilibrium experiment"),
+    ("--config.equilibrium.momenta=(0.0,1.0)",
+     "error: `equilibrium.momenta` must hold numbers in [0, 1). Received: "
+     "1.0 in equilibrium.momenta=(0.0, 1.0)"),
     ("--config.equilibrium.measure_fraction=0",
      "error: `equilibrium.measure_fraction` must be in (0, 1]. Received: "
      "equilibrium.measure_fraction=0"),

@@ -155,12 +155,12 @@ def test_equilibrium_study_on_ram_equals_local(tmp_path, in_empty_cwd):
             "equilibrium.etas": (0.4,), "equilibrium.eta": 0.4,
             "equilibrium.batch_sizes": (64,), "equilibrium.sgd_time": 8.0,
             "equilibrium.min_epochs": 2, "equilibrium.schedule_cuts": 1,
-            "noise_scale": False})
+            "equilibrium.momenta": (0.0,), "equilibrium.seeds": 2})
 
-    local = equilibrium.run_experiment(config(), str(tmp_path / "local"),
-                                       None)
+    local, _ = equilibrium.run_experiment(config(), str(tmp_path / "local"),
+                                          None)
     remote = ram("studies/equilibrium")
-    table = equilibrium.run_experiment(config(), remote, None)
+    table, _ = equilibrium.run_experiment(config(), remote, None)
     pd.testing.assert_frame_equal(table, local)
     pd.testing.assert_frame_equal(io.read_csv(f"{remote}/equilibrium.csv"),
                                   io.read_csv(str(tmp_path / "local"

@@ -12,7 +12,8 @@ beyond which a larger batch stops paying:
       eta_opt(B) = eta_max / (1 + B_noise / B),
 
   linear in B below B_noise and flat above: the best eta0 = eta / B falls
-  to half of its value at the smallest B, `B_0`, at `B = B_noise + 2 B_0`. `eta_max` is fitted
+  to half of its value at the smallest B, `B_0`, at
+  `B = B_noise + 2 B_0`. `eta_max` is fitted
   to the measured optima (one parameter, in log eta).
 * **Steps to target** (Shallue et al. 2019, "Measuring the Effects of Data
   Parallelism on Neural Network Training"): at each B's best eta0, the steps

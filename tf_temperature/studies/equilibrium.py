@@ -1,56 +1,59 @@
-"""Equilibrium of SGD on a network: the loss against eta, B and eta / B.
+"""Equilibrium of SGD on a network: the loss against eta, B, m and T.
 
 The lecture (McAllester, "The Learning Rate as Temperature"): at a constant
 learning rate SGD does not converge to a minimum but to an equilibrium
 distribution over the weights, at a training loss that rises with the
-temperature `T = eta / B`; halving eta cools the run to a lower plateau
-(the sharp drops of ResNet training curves); and only `eta / B` matters,
-which is why `eta = B * eta0` (Goyal et al. 2017) keeps the temperature
-fixed across batch sizes.
+temperature `T = eta / B` (with momentum `m`, `eta / (B (1 - m))`: the
+heavy ball's effective rate is `eta / (1 - m)`); halving eta cools the run
+to a lower plateau; and only `T` matters, which is why `eta = B * eta0`
+(Goyal et al. 2017) keeps the temperature fixed across batch sizes.
 
-This module measures it with the training pipeline's own code
-(`trainer.train_and_evaluate`, one run directory per run):
+The runs (`plan`), every one with `seeds` independent seeds:
 
-* an eta sweep at a fixed B and a B sweep at a fixed eta, each run at a
-  constant rate, plain SGD (no momentum: `T = eta / B` exactly);
-* every run lasts the same *SGD time* `eta * steps` (the time of the
-  stochastic differential equation SGD discretizes), so slow cold runs get
-  the steps they need to settle, and at least `min_epochs` epochs;
-* the equilibrium loss of a run is the training loss averaged over the last
-  `measure_fraction` of its epochs, with the spread of the epoch means as
-  standard error;
-* the lecture's schedule: a constant rate until equilibrium, then halved
-  `schedule_cuts` times, each phase as long as its own rate needs; the
-  plateau of each phase is measured the same way.
+* an eta sweep at a fixed B, for every momentum in `momenta` (eta scaled by
+  `1 - m`, so the sweeps share their temperatures);
+* a B sweep at a fixed eta, plain SGD;
+* the lecture's schedule: plain SGD at `schedule_eta`, halved
+  `schedule_cuts` times, each phase lasting `sgd_time` of its own rate.
+
+All runs at one B train together as copies of one population
+(`thermometer`), for the steps its coldest run needs: SGD time
+`eta / (1 - m) x steps >= sgd_time` (the time of the stochastic differential
+equation SGD discretizes) and `min_epochs`; hotter runs get more. Every
+epoch the training loss is measured at frozen weights as its expectation
+over the label redraws, and the noise scale from the halves of every batch.
+A plateau is the mean of the last `measure_fraction` of a run's own SGD
+time (of each phase): runs compare at equal SGD time, where equal `T`
+gives the same process (the SDE's) whether or not it has equilibrated. It
+is declared an equilibrium only when its drift test passes (`plateaus`);
+the collapse exponents are fitted over all constant-rate runs.
 
 The default (`configs/equilibrium_digits.py`) trains a BN-free MLP on the
-digits with label noise drawn afresh every epoch
-(`input_pipeline.noisy_label`): the noise is a loss floor no network can
-memorize (`label_noise_entropy`), the classifier's analogue of the noise
-`sigma^2` of the exactly solvable linear regression
-(`tf_temperature.studies.linear_regression`). Without it an over-parameterized
-network interpolates the 1,438 digits and the loss falls towards zero at
-every temperature; with batch norm the training loss would also depend on
-B through the batch statistics.
+digits, 20% of the labels redrawn at every visit: the noise is a loss floor
+no network can memorize (`label_noise_entropy`), the classifier's analogue
+of the noise `sigma^2` of the exactly solvable linear regression
+(`tf_temperature.studies.linear_regression`).
 """
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
 
-from tf_temperature import _validation
-from tf_temperature.studies import _tracing
-from tf_temperature.training import experiment, input_pipeline, io, trainer
+from tf_temperature import _validation, noise_scale
+from tf_temperature.studies import plateaus, progress, thermometer
+from tf_temperature.training import experiment, input_pipeline, io
 from tf_temperature.training import workdir as workdir_lib
 
 COLUMNS = (
-    "sweep", "run", "phase", "eta", "batch_size", "eta_over_b", "epochs",
-    "steps", "sgd_time", "equilibrium_loss", "stderr", "measured_epochs",
-    "loss_floor", "noise_scale", "final_eval_error",
+    "sweep", "run", "phase", "eta", "momentum", "batch_size", "temperature",
+    "steps", "sgd_time", "equilibrium_loss", "stderr", "naive_stderr",
+    "drift", "drift_low", "drift_high", "equilibrated", "seeds",
+    "loss_floor", "noise_scale",
 )
-
-_tracing.expect_new_functions()  # Every run builds its own model and loops.
+FILES = ("equilibrium.csv", "curves.csv", "equilibrium.json",
+         "equilibrium.png", "schedule.png")
 
 
 def check_config(config):
@@ -59,15 +62,31 @@ def check_config(config):
     eq = config.equilibrium
     _validation.positive_integer("equilibrium.batch_size", eq.batch_size)
     _validation.positive_number("equilibrium.eta", eq.eta)
-    for name in ("etas", "batch_sizes"):
+    for name in ("etas", "batch_sizes", "momenta"):
         values = tuple(eq[name])
         if not values:
             raise ValueError(f"`equilibrium.{name}` must not be empty. "
                              f"Received: equilibrium.{name}={values!r}")
-        check = (_validation.positive_number if name == "etas"
-                 else _validation.positive_integer)
         for value in values:
-            check(f"equilibrium.{name}", value)
+            if name == "etas":
+                _validation.positive_number("equilibrium.etas", value)
+            elif name == "batch_sizes":
+                _validation.positive_integer("equilibrium.batch_sizes", value)
+            elif not (isinstance(value, (int, float))
+                      and 0.0 <= value < 1.0):
+                raise ValueError(
+                    "`equilibrium.momenta` must hold numbers in [0, 1). "
+                    f"Received: {value!r} in equilibrium.momenta={values!r}")
+    for field, sizes in (("equilibrium.batch_size", (eq.batch_size,)),
+                         ("equilibrium.batch_sizes", tuple(eq.batch_sizes))):
+        for batch in sizes:
+            if batch % 2:
+                shown = (f"{field}={batch}" if len(sizes) == 1
+                         else f"{batch} in {field}={sizes}")
+                raise ValueError(
+                    f"`{field}` must be even (the noise scale compares the "
+                    f"halves of each batch). Received: {shown}")
+    _validation.integer_in("equilibrium.seeds", eq.seeds, 2, 1000)
     _validation.positive_number("equilibrium.sgd_time", eq.sgd_time)
     _validation.positive_integer("equilibrium.min_epochs", eq.min_epochs)
     if not 0.0 < eq.measure_fraction <= 1.0:
@@ -78,271 +97,339 @@ def check_config(config):
     if eq.schedule_cuts != 0:
         _validation.positive_integer("equilibrium.schedule_cuts",
                                      eq.schedule_cuts)
-    if config.optimizer.momentum != 0.0:
+    if config.model.family != "mlp":
         raise ValueError(
-            "`optimizer.momentum` must be 0 for the equilibrium experiment "
-            "(plain SGD, T = eta / B). Received: "
-            f"optimizer.momentum={config.optimizer.momentum!r}")
-
-
-def epochs_for(eta, steps_per_epoch, sgd_time, min_epochs):
-    """Epochs giving at least `sgd_time / eta` steps and `min_epochs`."""
-    return max(min_epochs, math.ceil(sgd_time / eta / steps_per_epoch))
-
-
-def _run_config(config, eta, batch_size, num_epochs, boundaries=()):
-    """A constant-rate (or piecewise, halving) training config."""
-    return experiment.variant(config, {
-        "batch_size": batch_size,
-        "num_epochs": num_epochs,
-        "optimizer.eta0": eta / batch_size,
-        "optimizer.rule": "linear",
-        "optimizer.warmup": "none",
-        "optimizer.warmup_epochs": 0.0,
-        "optimizer.decay": "piecewise" if boundaries else "constant",
-        "optimizer.boundaries_epochs": tuple(boundaries),
-        "optimizer.decay_rate": 0.5,
-    })
+            "`model.family` must be 'mlp' for the equilibrium experiment "
+            "(a BN-free perceptron of model.depth x model.width). "
+            f"Received: model.family={config.model.family!r}")
+    _validation.positive_integer("model.depth", config.model.depth)
+    _validation.positive_integer("model.width", config.model.width)
 
 
 def plan(config, num_train):
-    """The runs: `[(name, sweeps, eta, B, epochs, boundaries), ...]`.
-
-    Runs of the eta and B sweeps at the same (eta, B) are one run. The
-    schedule run starts at `schedule_eta` and halves it `schedule_cuts`
-    times; each phase lasts `epochs_for` its own rate.
-    """
+    """The runs: one dict per run with `name`, `sweeps`, `eta`,
+    `momentum`, `batch_size` and `phases` (steps per phase; one phase
+    except for the schedule). Runs of both sweeps at the same point are one
+    run."""
     eq = config.equilibrium
     runs = {}
 
-    def add(sweep, eta, batch):
-        key = (float(eta), int(batch))
-        if key not in runs:
-            epochs = epochs_for(eta, num_train // batch, eq.sgd_time,
-                                eq.min_epochs)
-            runs[key] = [f"eta{eta:g}_B{batch}", [], eta, batch, epochs, ()]
-        runs[key][1].append(sweep)
+    def steps_for(rate, batch):
+        per_epoch = num_train // batch
+        return max(math.ceil(eq.sgd_time / rate), eq.min_epochs * per_epoch)
 
-    for eta in eq.etas:
-        add("eta", eta, eq.batch_size)
+    def add(sweep, rate, batch, momentum):
+        eta = rate * (1.0 - momentum)
+        key = (round(eta, 12), int(batch), float(momentum))
+        if key not in runs:
+            name = f"eta{eta:g}_B{batch}" + (f"_m{momentum:g}"
+                                             if momentum else "")
+            runs[key] = {"name": name, "sweeps": [], "eta": eta,
+                         "momentum": float(momentum), "batch_size": batch,
+                         "phases": [steps_for(rate, batch)]}
+        runs[key]["sweeps"].append(sweep)
+
+    for momentum in eq.momenta:
+        for rate in eq.etas:
+            add("eta", rate, eq.batch_size, momentum)
     for batch in eq.batch_sizes:
-        add("batch", eq.eta, batch)
-    planned = [tuple(run) for run in runs.values()]
+        add("batch", eq.eta, batch, 0.0)
+    planned = list(runs.values())
     if eq.schedule_cuts:
-        spe = num_train // eq.batch_size
-        phases = [epochs_for(eq.schedule_eta / 2**i, spe, eq.sgd_time,
-                             eq.min_epochs)
-                  for i in range(eq.schedule_cuts + 1)]
-        boundaries = tuple(float(b) for b in np.cumsum(phases)[:-1])
-        planned.append(("schedule", ["schedule"], eq.schedule_eta,
-                        eq.batch_size, int(sum(phases)), boundaries))
+        planned.append({
+            "name": "schedule", "sweeps": ["schedule"],
+            "eta": eq.schedule_eta, "momentum": 0.0,
+            "batch_size": eq.batch_size,
+            "phases": [steps_for(eq.schedule_eta / 2**i, eq.batch_size)
+                       for i in range(eq.schedule_cuts + 1)]})
     return planned
 
 
-def plateau(train_rows, first_epoch, last_epoch, fraction):
-    """Mean training loss over the last `fraction` of epochs
-    `first_epoch..last_epoch` (1-based, inclusive).
-
-    Returns:
-        `(mean, stderr, epochs_used)`; the standard error is that of the
-        epoch means (0 from a single epoch).
-    """
-    count = last_epoch - first_epoch + 1
-    used = max(1, round(fraction * count))
-    rows = train_rows[(train_rows["epoch"] > last_epoch - used)
-                      & (train_rows["epoch"] <= last_epoch)]
-    losses = rows["loss"].to_numpy(float)
-    stderr = (float(losses.std(ddof=1) / math.sqrt(len(losses)))
-              if len(losses) > 1 else 0.0)
-    return float(losses.mean()), stderr, len(losses)
+def _populations(runs):
+    """`{B: [runs]}` with the steps each population trains."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(run["batch_size"], []).append(run)
+    return {b: (group, max(sum(r["phases"]) for r in group))
+            for b, group in sorted(groups.items())}
 
 
-def _measure(run, run_dir, summary, config, source):
-    """The rows of `equilibrium.csv` for one finished run."""
-    name, sweeps, eta, batch, epochs, boundaries = run
-    metrics = io.read_csv(io.join(run_dir, "metrics.csv"))
-    train = metrics[metrics["split"] == "train"]
-    fraction = config.equilibrium.measure_fraction
-    floor = input_pipeline.label_noise_entropy(config.dataset.label_noise,
-                                               source.num_classes)
-    edges = [0, *[int(b) for b in boundaries], epochs]
-    rows = []
+def _measure(run, index, losses, small, big, steps_per_point, seeds, eq,
+             floor):
+    """The rows of `equilibrium.csv` for one run (its copies' columns)."""
+    batch, rows = run["batch_size"], []
+    rate = run["eta"] / (1.0 - run["momentum"])
+    columns = index[run["name"]]
+    # Each phase is measured at the end of its own SGD time, not the
+    # population's: runs compare at equal SGD time (the SDE's time), where
+    # equal T gives the same process whether or not it has equilibrated.
+    edges = -(-np.cumsum([0, *run["phases"]]) // steps_per_point)
     for phase in range(len(edges) - 1):
-        first, last = edges[phase] + 1, edges[phase + 1]
-        phase_eta = eta * 0.5**phase
-        mean, stderr, used = plateau(train, first, last, fraction)
-        phase_rows = train[(train["epoch"] >= first)
-                           & (train["epoch"] <= last)]
-        noise = (phase_rows["noise_scale"].tail(used).mean()
-                 if "noise_scale" in phase_rows else math.nan)
-        steps = (last - first + 1) * (source.num_train // batch)
-        for sweep in sweeps:
+        first, last = int(edges[phase]), int(edges[phase + 1])
+        used = max(2, round(eq.measure_fraction * (last - first)))
+        points = np.arange(last - used, last)
+        phase_rate = rate * 0.5**phase
+        times = phase_rate * steps_per_point * (points + 1)
+        found = plateaus.plateau(times, losses[points][:, columns])
+        noise = noise_scale.summarize(
+            small[points][:, columns].mean(), big[points][:, columns].mean(),
+            batch // 2, batch)["noise_scale"]
+        steps = (last - first) * steps_per_point
+        for sweep in run["sweeps"]:
             rows.append({
-                "sweep": sweep, "run": name, "phase": phase,
-                "eta": phase_eta, "batch_size": batch,
-                "eta_over_b": phase_eta / batch, "epochs": last - first + 1,
-                "steps": steps, "sgd_time": phase_eta * steps,
-                "equilibrium_loss": mean, "stderr": stderr,
-                "measured_epochs": used, "loss_floor": floor,
-                "noise_scale": float(noise),
-                "final_eval_error": summary.get("final_eval_error",
-                                                math.nan),
-            })
+                "sweep": sweep, "run": run["name"], "phase": phase,
+                "eta": run["eta"] * 0.5**phase,
+                "momentum": run["momentum"], "batch_size": batch,
+                "temperature": phase_rate / batch, "steps": steps,
+                "sgd_time": phase_rate * steps,
+                "equilibrium_loss": found["level"],
+                "stderr": found["stderr"],
+                "naive_stderr": found["naive_stderr"],
+                "drift": found["drift"], "drift_low": found["drift_low"],
+                "drift_high": found["drift_high"],
+                "equilibrated": found["equilibrated"], "seeds": seeds,
+                "loss_floor": floor, "noise_scale": noise,
+                "_seed_levels": found["seed_levels"]})
     return rows
 
 
 def run_experiment(config, workdir, print_fn=print):
-    """Runs (or resumes) every run of `plan` and writes the results.
+    """Runs every population of `plan` and writes the results.
 
-    Writes `workdir/runs/<run>/` (ordinary training run directories),
-    `workdir/equilibrium.csv` (`COLUMNS`), `workdir/equilibrium.png` and
-    `workdir/schedule.png`.
+    Writes in `workdir`: `equilibrium.csv` (`COLUMNS`, one row per run and
+    phase), `curves.csv` (every seed's measured loss), `equilibrium.json`
+    (the collapse exponents), `equilibrium.png` and `schedule.png`.
 
     Returns:
-        The `equilibrium.csv` table as a DataFrame.
+        `(table, fits)`: the `equilibrium.csv` DataFrame and the fits.
 
     Raises:
         ValueError: bad input, before anything is written.
-        trainer.DivergedError: if a run diverges (lower the etas).
     """
     check_config(config)
-    workdir_lib.check_workdir(workdir, ("equilibrium.csv", "equilibrium.png",
-                                        "schedule.png"), ("runs",))
-    setup = experiment.Experiment(config)
-    source = setup.source()
+    workdir_lib.check_workdir(workdir, FILES)
     eq = config.equilibrium
+    x, y = thermometer.digits(config.dataset.validation_fraction,
+                              config.seed)
     for field, sizes in (("equilibrium.batch_size", (eq.batch_size,)),
                          ("equilibrium.batch_sizes", tuple(eq.batch_sizes))):
-        setup.check_batch_sizes(sizes, field, source.num_train, source)
-    runs = plan(config, source.num_train)
-    for name, _, eta, batch, epochs, boundaries in runs:
-        # Check every run's config before the first one writes anything.
-        try:
-            setup.check_run(_run_config(config, eta, batch, epochs,
-                                        boundaries), source)
-        except ValueError as error:
-            raise ValueError(f"{error} (in the run {name})") from None
-    rows = []
+        for batch in sizes:
+            shown = (f"{field}={batch}" if len(sizes) == 1
+                     else f"{batch} in {field}={sizes}")
+            if batch > len(y):
+                raise ValueError(
+                    f"`{field}` must be at most the {len(y)} training "
+                    f"examples. Received: {shown}")
+    runs = plan(config, len(y))
+    groups = _populations(runs)
+    seeds = list(range(config.seed, config.seed + eq.seeds))
+    floor = input_pipeline.label_noise_entropy(config.dataset.label_noise,
+                                               10)
+    hidden = (config.model.width,) * config.model.depth
+    costs = [steps * len(group) for group, steps in groups.values()]
+    clock = progress.Progress(costs, print_fn=print_fn or (lambda _: None))
+    if print_fn:
+        print_fn(
+            f"equilibrium: {len(runs)} runs x {eq.seeds} seeds in "
+            f"{len(groups)} populations (B = "
+            f"{', '.join(str(b) for b in groups)}), "
+            f"{sum(s for _, s in groups.values()):,} steps in all; "
+            "one line per population")
     with workdir_lib.RunLock(workdir):
-        for run in runs:
-            name, _, eta, batch, epochs, boundaries = run
-            run_dir = io.join(workdir, "runs", name)
-            run_config = _run_config(config, eta, batch, epochs, boundaries)
-            summary = trainer.train_and_evaluate(run_config, run_dir,
-                                                 print_fn=None, setup=setup)
-            found = _measure(run, run_dir, summary, config, source)
-            rows.extend(found)
-            if print_fn:
-                for row in found[:1] if name != "schedule" else found:
-                    print_fn(
-                        f"{name:>14s} phase {row['phase']}: eta "
-                        f"{row['eta']:<6g} B {batch:<4d} T=eta/B "
-                        f"{row['eta_over_b']:.5f}  equilibrium loss "
-                        f"{row['equilibrium_loss']:.4f} +- "
-                        f"{row['stderr']:.4f} ({row['steps']} steps)")
-        table = pd.DataFrame(rows, columns=list(COLUMNS))
+        rows, curves = [], []
+        for batch, (group, steps) in groups.items():
+            started = time.perf_counter()
+            per_point = len(y) // batch  # Measure once per epoch.
+            steps = math.ceil(steps / per_point) * per_point
+            copies = [(run, seed) for run in group for seed in seeds]
+            index = {run["name"]: [i * eq.seeds + j for j in range(eq.seeds)]
+                     for i, run in enumerate(group)}
+            pop = thermometer.Thermometer(
+                x, y, hidden, 10, config.dataset.label_noise,
+                [r["eta"] for r, _ in copies],
+                [r["momentum"] for r, _ in copies], [s for _, s in copies],
+                [tuple(np.cumsum(r["phases"])[:-1]) for r, _ in copies])
+            losses, small, big = pop.run(steps, batch, per_point)
+            for run in group:
+                rows += _measure(run, index, losses, small, big, per_point,
+                                 eq.seeds, eq, floor)
+                for j, column in enumerate(index[run["name"]]):
+                    curves.append(pd.DataFrame({
+                        "run": run["name"], "seed": seeds[j],
+                        "step": per_point * np.arange(1, len(losses) + 1),
+                        "loss": losses[:, column]}))
+            clock.step(steps * len(group), time.perf_counter() - started,
+                       f"B = {batch}: {len(group)} runs x {eq.seeds} seeds, "
+                       f"{steps:,} steps")
+        table = pd.DataFrame(rows)
+        fits = collapse_fits(table, eq.batch_size)
+        table = table[list(COLUMNS)]
         io.write_csv(io.join(workdir, "equilibrium.csv"), table)
+        io.write_csv(io.join(workdir, "curves.csv"), pd.concat(curves))
+        io.write_json(io.join(workdir, "equilibrium.json"), fits)
         io.save_figure(figure(table), io.join(workdir, "equilibrium.png"))
-        if config.equilibrium.schedule_cuts:
-            io.save_figure(
-                schedule_figure(io.join(workdir, "runs", "schedule"), table),
-                io.join(workdir, "schedule.png"))
-    return table
+        if eq.schedule_cuts:
+            io.save_figure(schedule_figure(pd.concat(curves), table, len(y)),
+                           io.join(workdir, "schedule.png"))
+    return table, fits
 
 
-def collapse_spread(table):
-    """Largest relative difference between the eta-sweep and B-sweep
-    equilibrium losses at equal `eta / B` (`nan` if no pair)."""
-    sweeps = table[table["sweep"].isin(["eta", "batch"])]
-    spreads = []
-    for _, group in sweeps.groupby("eta_over_b"):
-        by_sweep = group.groupby("sweep")["equilibrium_loss"].mean()
-        if len(by_sweep) == 2:
-            spreads.append(abs(by_sweep["eta"] - by_sweep["batch"])
-                           / by_sweep.mean())
-    return float(max(spreads)) if spreads else math.nan
+def collapse_fits(table, batch_size):
+    """`alpha` in `eta / B^alpha` (plain SGD runs) and `gamma` in
+    `eta / (1 - m)^gamma` (the eta sweeps at `batch_size`), from the
+    constant-rate plateaus at equal SGD time (`plateaus.collapse_exponent`),
+    and which runs passed the drift test."""
+    constant = table[table["sweep"] != "schedule"].drop_duplicates("run")
+    plain = constant[constant["momentum"] == 0.0]
+    swept = constant[constant["batch_size"] == batch_size]
+    fits = {}
+    for name, frame, scale in (
+            ("alpha", plain, np.log(plain["batch_size"].to_numpy(float))),
+            ("gamma", swept, np.log1p(-swept["momentum"].to_numpy(float)))):
+        levels = (np.stack(frame["_seed_levels"].to_list()) if len(frame)
+                  else np.zeros((0, 2)))
+        fits[name] = plateaus.collapse_exponent(
+            levels, np.log(frame["eta"].to_numpy(float)), scale)
+    fits["equilibrated_runs"] = int(constant["equilibrated"].sum())
+    fits["runs"] = int(len(constant))
+    fits["not_equilibrated"] = constant.loc[~constant["equilibrated"],
+                                            "run"].to_list()
+    return fits
+
+
+def summary_lines(table, fits):
+    """The closing lines: plateaus that passed the drift test, the
+    exponents, and each momentum against plain SGD at equal T."""
+    lines = [f"drift test: {fits['equilibrated_runs']} of {fits['runs']} "
+             "runs equilibrated"
+             + (f" (not: {', '.join(fits['not_equilibrated'])})"
+                if fits["not_equilibrated"] else "")]
+    for name, what in (("alpha", "L = f(eta / B^alpha)"),
+                       ("gamma", "L = f(eta / (1 - m)^gamma)")):
+        fit = fits[name]
+        lines.append(f"collapse {what}: {name} = {fit['exponent']:.2f} "
+                     f"[{fit['low']:.2f}, {fit['high']:.2f}] (95%, "
+                     f"{fit['runs']} runs at equal SGD time; the lecture: "
+                     "1)")
+    swept = table[(table["sweep"] == "eta")]
+    plain = swept[swept["momentum"] == 0].set_index("temperature")
+    for momentum, frame in swept[swept["momentum"] > 0].groupby("momentum"):
+        gaps = []
+        for r in frame.itertuples():
+            match = plain.loc[plain.index.to_series().sub(
+                r.temperature).abs() < 1e-12]
+            if len(match):
+                base = match.iloc[0]
+                gaps.append((r.equilibrium_loss - base["equilibrium_loss"])
+                            / math.hypot(r.stderr, base["stderr"]))
+        if gaps:
+            lines.append(
+                f"momentum {momentum:g} against plain SGD at equal T = "
+                f"eta / (B (1 - m)): differences of "
+                + ", ".join(f"{g:+.1f}" for g in gaps) + " standard errors")
+    return lines
 
 
 def figure(table):
-    """Three panels: loss vs eta (fixed B), vs B (fixed eta), vs eta/B.
+    """Three panels: plateau vs eta / (1 - m) at fixed B (one line per
+    momentum), vs B at fixed eta, and vs `T = eta / (B (1 - m))` for
+    every run (open markers: the drift test failed); the label-noise floor.
 
     Returns a `matplotlib.figure.Figure`.
     """
     from matplotlib.figure import Figure
 
-    eta_sweep = table[table["sweep"] == "eta"].sort_values("eta")
-    batch_sweep = table[table["sweep"] == "batch"].sort_values("batch_size")
-    fig = Figure(figsize=(10.5, 3.3))
+    runs = table[table["sweep"] != "schedule"]
+    fig = Figure(figsize=(11, 3.6), dpi=80)
     axes = fig.subplots(1, 3, sharey=True)
-    panels = [
-        (axes[0], eta_sweep, "eta", "learning rate eta",
-         f"B = {int(eta_sweep['batch_size'].iloc[0])}"
-         if len(eta_sweep) else ""),
-        (axes[1], batch_sweep, "batch_size", "batch size B",
-         f"eta = {batch_sweep['eta'].iloc[0]:g}" if len(batch_sweep) else ""),
-    ]
-    for ax, frame, column, label, title in panels:
-        ax.errorbar(frame[column], frame["equilibrium_loss"],
-                    yerr=frame["stderr"], marker="o", capsize=3)
+
+    def points(ax, frame, x, label, marker, color):
+        for ok, fill in ((True, color), (False, "none")):
+            part = frame[frame["equilibrated"] == ok]
+            ax.errorbar(part[x], part["equilibrium_loss"], yerr=part["stderr"],
+                        marker=marker, linestyle="none", capsize=3,
+                        color=color, markerfacecolor=fill,
+                        label=label if ok else None)
+
+    eta_sweep = runs[runs["sweep"] == "eta"].copy()
+    eta_sweep["rate"] = eta_sweep["eta"] / (1 - eta_sweep["momentum"])
+    for i, (momentum, frame) in enumerate(eta_sweep.groupby("momentum")):
+        frame = frame.sort_values("rate")
+        axes[0].plot(frame["rate"], frame["equilibrium_loss"], color=f"C{i}",
+                     linewidth=0.8)
+        points(axes[0], frame, "rate", f"m = {momentum:g}", "o", f"C{i}")
+        points(axes[2], frame, "temperature", f"eta sweep, m = {momentum:g}",
+               "o", f"C{i}")
+    batch_sweep = runs[runs["sweep"] == "batch"].sort_values("batch_size")
+    axes[1].plot(batch_sweep["batch_size"], batch_sweep["equilibrium_loss"],
+                 color="C3", linewidth=0.8)
+    points(axes[1], batch_sweep, "batch_size", "m = 0", "s", "C3")
+    points(axes[2], batch_sweep, "temperature", "B sweep, m = 0", "s", "C3")
+    titles = [
+        f"B = {int(eta_sweep['batch_size'].iloc[0])}" if len(eta_sweep)
+        else "", f"eta = {batch_sweep['eta'].iloc[0]:g}"
+        if len(batch_sweep) else "", "collapse onto T = eta / (B (1 - m))"]
+    labels = ["effective rate eta / (1 - m)", "batch size B",
+              "temperature T = eta / (B (1 - m))"]
+    floor = table["loss_floor"].iloc[0] if len(table) else None
+    for ax, title, label in zip(axes, titles, labels, strict=True):
         ax.set_xscale("log", base=2)
         ax.set_xlabel(label)
         ax.set_title(title, fontsize=9)
-    ax = axes[2]
-    for frame, marker, name in ((eta_sweep, "o", "eta sweep"),
-                                (batch_sweep, "s", "B sweep")):
-        ax.errorbar(frame["eta_over_b"], frame["equilibrium_loss"],
-                    yerr=frame["stderr"], marker=marker, linestyle="none",
-                    capsize=3, label=name, alpha=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("temperature eta / B")
-    ax.set_title("collapse onto eta / B", fontsize=9)
-    ax.legend(fontsize=8)
-    floor = table["loss_floor"].iloc[0] if len(table) else None
-    for ax in axes:
         if floor:
-            ax.axhline(floor, color="gray", linestyle=":", linewidth=1)
+            ax.axhline(floor, color="gray", linestyle=":", linewidth=1,
+                       label="label-noise floor")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("equilibrium training loss")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0].set_ylabel("plateau: expected training loss")
     fig.tight_layout()
     return fig
 
 
-def schedule_figure(run_dir, table):
-    """Training loss per epoch of the schedule run, the learning rate on a
-    second axis, each phase's measured plateau as a horizontal segment.
+def schedule_figure(curves, table, num_train):
+    """The schedule run's loss (mean over seeds) against steps, the rate on
+    a second axis, each phase's plateau as a segment labelled below it.
 
     Returns a `matplotlib.figure.Figure`.
     """
     from matplotlib.figure import Figure
 
-    metrics = io.read_csv(io.join(run_dir, "metrics.csv"))
-    train = metrics[metrics["split"] == "train"]
-    fig = Figure(figsize=(6.4, 3.6))
+    run = curves[curves["run"] == "schedule"]
+    mean = run.groupby("step")["loss"].mean()
+    phases = table[table["sweep"] == "schedule"].sort_values("phase")
+    fig = Figure(figsize=(6.4, 3.6), dpi=80)
     ax = fig.subplots()
-    ax.plot(train["epoch"], train["loss"], color="C0", linewidth=1,
-            label="training loss (epoch mean)")
-    phases = table[table["sweep"] == "schedule"]
-    end = 0
-    for _, row in phases.iterrows():
-        end += int(row["epochs"])
-        used = int(row["measured_epochs"])
-        ax.hlines(row["equilibrium_loss"], end - used + 0.5, end + 0.5,
-                  color="C3", linewidth=2.5,
-                  label="plateau" if row["phase"] == 0 else None)
-        ax.text(end - used / 2, row["equilibrium_loss"],
-                f"{row['equilibrium_loss']:.3f}", ha="center",
-                va="bottom", fontsize=8, color="C3")
+    ax.plot(mean.index, mean.to_numpy(), color="C0", linewidth=1,
+            label="expected training loss (mean over seeds)")
+    end, edges = 0, [0]
+    for r in phases.itertuples():
+        end += r.steps
+        edges.append(end)
+        width = r.steps * 0.5
+        ax.hlines(r.equilibrium_loss, end - width, end, color="C3",
+                  linewidth=2.5, label="plateau" if r.phase == 0 else None)
+        low = min(mean.loc[(mean.index > end - width)
+                           & (mean.index <= end)].min(), r.equilibrium_loss)
+        ax.annotate(f"{r.equilibrium_loss:.3f}"
+                    + ("" if r.equilibrated else " (drifting)"),
+                    (end - width / 2, low), xytext=(0, -14),
+                    textcoords="offset points", ha="center", fontsize=8,
+                    color="C3")
     if len(phases):
         ax.axhline(phases["loss_floor"].iloc[0], color="gray",
                    linestyle=":", linewidth=1, label="label-noise floor")
-    ax.set_xlabel("epoch")
+        ax.set_ylim(phases["loss_floor"].iloc[0] - 0.03,
+                    float(mean.quantile(0.98)) + 0.02)
+    ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     rate = ax.twinx()
-    rate.step(train["epoch"], train["learning_rate"], where="pre",
-              color="C2", linewidth=1)
+    etas = [phases["eta"].iloc[i] for i in range(len(phases))]
+    rate.step(edges, [etas[0], *etas], where="pre", color="C2",
+              linewidth=1)
     rate.set_ylabel("learning rate eta", color="C2")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=7, loc="upper right")
     ax.set_title("constant eta to equilibrium, then halved: cooling",
                  fontsize=9)
+    del num_train
     fig.tight_layout()
     return fig

@@ -1,0 +1,111 @@
+"""Statistics of the equilibrium experiment: plateaus, drift, collapse.
+
+* A **plateau** is the mean of a run's loss over the last part of its run
+  (the window). Its error bar comes from independent seeds: each seed's
+  window mean is one number, and the standard error is their spread over
+  `sqrt(seeds)`. Successive measurements along one run are autocorrelated
+  (the weights move little between them), so the spread of the points of
+  one run over `sqrt(points)` (`naive_stderr`, what the first version of
+  this experiment reported) understates the error.
+* The **drift test**: each seed's least-squares slope of the loss against
+  SGD time over the window, times the window's length, is the loss's change
+  across the window; its mean over seeds with a Student-t 95% interval. The
+  run is `equilibrated` when that interval contains 0.
+* The **collapse**: the lecture says the plateau depends on `eta / B`
+  alone, and with momentum `m` on `eta / (B (1 - m))`. `collapse_exponent`
+  fits `L = f(log eta - alpha log B)` with `f` quadratic, weighted by the
+  plateaus' errors, over a grid of `alpha`; the interval is a bootstrap
+  over seeds. The same function fits `gamma` in `eta / (1 - m)^gamma`.
+"""
+
+import math
+
+import numpy as np
+from scipy import stats
+
+EXPONENTS = np.round(np.arange(0.0, 2.0001, 0.01), 2)
+
+
+def plateau(times, losses):
+    """One run's plateau from its window.
+
+    Args:
+        times: `[n]` SGD times of the window's measurements.
+        losses: `[n, S]` the losses there, one column per seed.
+
+    Returns:
+        dict: `level`, `stderr` (over seeds), `naive_stderr` (over the
+        points, as if independent), `drift` (mean change across the window)
+        and `drift_low`, `drift_high` (its 95% interval), `equilibrated`,
+        `seed_levels` (`[S]`).
+    """
+    seeds = losses.shape[1]
+    levels = losses.mean(axis=0)
+    span = times[-1] - times[0]
+    centred = times - times.mean()
+    slopes = (centred @ (losses - levels)) / max(centred @ centred, 1e-300)
+    drifts = slopes * span
+    t = stats.t.ppf(0.975, seeds - 1) if seeds > 1 else math.inf
+    drift_err = drifts.std(ddof=1) / math.sqrt(seeds) if seeds > 1 else 0.0
+    drift = float(drifts.mean())
+    low, high = drift - t * drift_err, drift + t * drift_err
+    return {
+        "level": float(levels.mean()),
+        "stderr": (float(levels.std(ddof=1) / math.sqrt(seeds))
+                   if seeds > 1 else math.nan),
+        "naive_stderr": float(losses.std(ddof=1) / math.sqrt(losses.size)),
+        "drift": drift, "drift_low": float(low), "drift_high": float(high),
+        "equilibrated": bool(low <= 0.0 <= high),
+        "seed_levels": levels,
+    }
+
+
+def _chi2(levels, errors, log_rate, log_scale, exponents):
+    """Weighted residual sum of squares of the quadratic fit of `levels`
+    against `log_rate - exponent * log_scale`, for every exponent."""
+    weights = 1.0 / np.maximum(errors, 1e-12)
+    out = np.empty(len(exponents))
+    for i, exponent in enumerate(exponents):
+        u = log_rate - exponent * log_scale
+        design = np.stack([np.ones_like(u), u, u * u], axis=1)
+        coef, *_ = np.linalg.lstsq(design * weights[:, None],
+                                   levels * weights, rcond=None)
+        out[i] = np.sum(((design @ coef - levels) * weights) ** 2)
+    return out
+
+
+def collapse_exponent(seed_levels, log_rate, log_scale, samples=1000,
+                      seed=0):
+    """Fits `x` in `L = f(log_rate - x log_scale)` (see the module doc).
+
+    Args:
+        seed_levels: `[runs, S]` every run's plateau per seed.
+        log_rate: `[runs]` log eta (or log of the rate in the collapse).
+        log_scale: `[runs]` log B (alpha) or log(1 - m) (gamma).
+        samples: bootstrap replicates over seeds.
+        seed: the bootstrap's random seed.
+
+    Returns:
+        dict: `exponent`, `low`, `high` (95% bootstrap interval),
+        `chi2_per_dof` at the best exponent, `runs`. NaN where fewer than 4
+        runs or one scale value.
+    """
+    seed_levels = np.asarray(seed_levels, float)
+    runs, seeds = seed_levels.shape
+    if runs < 4 or len(np.unique(log_scale)) < 2 or seeds < 2:
+        return {"exponent": math.nan, "low": math.nan, "high": math.nan,
+                "chi2_per_dof": math.nan, "runs": runs}
+
+    def fit(levels):
+        mean = levels.mean(axis=1)
+        errors = levels.std(axis=1, ddof=1) / math.sqrt(levels.shape[1])
+        chi2 = _chi2(mean, errors, log_rate, log_scale, EXPONENTS)
+        return EXPONENTS[int(np.argmin(chi2))], float(chi2.min())
+
+    best, chi2 = fit(seed_levels)
+    rng = np.random.default_rng(seed)
+    boot = [fit(seed_levels[:, rng.integers(0, seeds, seeds)])[0]
+            for _ in range(samples)]
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {"exponent": float(best), "low": float(low), "high": float(high),
+            "chi2_per_dof": chi2 / max(runs - 4, 1), "runs": runs}

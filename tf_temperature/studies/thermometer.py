@@ -1,0 +1,183 @@
+"""The equilibrium experiment's runs: many (eta, B, m) copies in one graph.
+
+Every run of the equilibrium experiment (`equilibrium`) at one batch size
+`B` is a copy of one population (`population.PopulationDense` weights with a
+leading copy axis): each copy has its own rate `eta`, momentum `m`, rate
+schedule and seed, and the update is heavy-ball SGD written out per copy,
+
+    v <- m v - eta g,    w <- w + v,
+
+Keras' `SGD(momentum=m)` update, with `eta` and `m` vectors over the copies.
+Each copy visits the training set once per epoch in its seed's own order
+(the last `N mod B` examples of an order wait for the next epoch's); the
+labels are redrawn at every visit with probability `label_noise`
+(symmetric noise, drawn for the whole population: a loss floor no network
+can memorize, the classifier's `sigma^2`).
+
+Measured every `measure_every` steps, at frozen weights:
+
+* the training loss's **expectation over the label redraws** over the
+  whole training set, `(1 - p) CE(y) + p mean_k CE(k)`: the redraws' noise
+  (about 0.04 per epoch on the digits) does not enter the plateau;
+* the gradient norms of the two halves of every batch since the last
+  measurement (`noise_scale.halves_norms`, McCandlish et al. 2018): the
+  noise scale at the same weights.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tf_temperature.studies import population
+
+
+class Thermometer:
+    """The copies at one batch size and the loop that trains them.
+
+    Args:
+        x_train, y_train: the training set (`[N, features]`, labels).
+        hidden: hidden layer widths of the perceptron.
+        num_classes: `K`.
+        label_noise: the redraw probability `p`.
+        etas, momenta: per copy.
+        seeds: per copy (the start and the batch order).
+        halvings: per copy, the steps at which its rate halves (may be
+            empty; padded with `inf`).
+    """
+
+    def __init__(self, x_train, y_train, hidden, num_classes, label_noise,
+                 etas, momenta, seeds, halvings):
+        copies = len(etas)
+        sizes = [x_train.shape[1], *hidden, num_classes]
+        self.model = population.mlp(sizes, copies)
+        starts = [population.initial_weights(sizes, int(s)) for s in seeds]
+        for variable, parts in zip(self.model.trainable_variables,
+                                   zip(*starts, strict=True), strict=True):
+            variable.assign(np.stack(parts))
+        self.velocity = [tf.Variable(tf.zeros_like(v), trainable=False)
+                         for v in self.model.trainable_variables]
+        self.x = tf.constant(x_train, tf.float32)
+        self.y = tf.constant(y_train, tf.int32)
+        self.classes, self.noise = num_classes, float(label_noise)
+        self.eta = tf.constant(etas, tf.float32)
+        self.momentum = tf.constant(momenta, tf.float32)
+        self._seed_list = [int(s) for s in seeds]
+        width = max([len(h) for h in halvings] + [1])
+        self.halvings = tf.constant(
+            [list(h) + [math.inf] * (width - len(h)) for h in halvings],
+            tf.float32)
+        n = len(y_train)
+        self.order = tf.Variable(tf.zeros([copies, n], tf.int32),
+                                 trainable=False)
+        # (XLA on the step was slower here: 50 s against 40 s.)
+        self._step = self._update
+        self._loop = tf.function(self._train)
+
+    def _expected_loss(self):
+        """`[S]`: each copy's training loss averaged over the label
+        redraws, over the whole training set, at the current weights."""
+        copies = self.eta.shape[0]
+        logits = self.model(tf.broadcast_to(self.x, (copies, *self.x.shape)))
+        log_q = tf.nn.log_softmax(logits)
+        labels = tf.broadcast_to(self.y, tf.shape(log_q)[:2])
+        true = -tf.gather(log_q, labels, batch_dims=2)
+        uniform = -tf.reduce_mean(log_q, axis=-1)
+        return tf.reduce_mean((1.0 - self.noise) * true
+                              + self.noise * uniform, axis=-1)
+
+    def _per_copy_rate(self, step):
+        cut = tf.reduce_sum(tf.cast(
+            tf.cast(step, tf.float32) >= self.halvings, tf.float32), axis=-1)
+        return self.eta * tf.pow(0.5, cut)
+
+    def _update(self, step, picked):
+        """One step of every copy on its batch `picked` (`[S, B]`)."""
+        copies = self.eta.shape[0]
+        variables = self.model.trainable_variables
+        x = tf.gather(self.x, picked)
+        y = tf.gather(self.y, picked)
+        redraw = tf.random.stateless_uniform(tf.shape(y), seed=[11, step])
+        random = tf.random.stateless_uniform(
+            tf.shape(y), seed=[13, step], minval=0, maxval=self.classes,
+            dtype=tf.int32)
+        y = tf.where(redraw < self.noise, random, y)
+        shares = []
+        for x_half, y_half in zip(tf.split(x, 2, axis=1),
+                                  tf.split(y, 2, axis=1), strict=True):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        labels=y_half, logits=self.model(x_half)), axis=-1)
+                total = tf.reduce_sum(loss) / 2.0
+            shares.append(tape.gradient(total, variables))
+        grads = [a + b for a, b in zip(*shares, strict=True)]
+        rate = self._per_copy_rate(step)
+        for variable, velocity, grad in zip(variables, self.velocity, grads,
+                                            strict=True):
+            shape = [copies] + [1] * (len(variable.shape) - 1)
+            velocity.assign(tf.reshape(self.momentum, shape) * velocity
+                            - tf.reshape(rate, shape) * grad)
+            variable.assign_add(velocity)
+        # noise_scale.halves_norms per copy: (|2a|^2 + |2b|^2) / 2, |a + b|^2.
+        return (_norms(shares[0]) + _norms(shares[1])) * 2.0, _norms(grads)
+
+    def _train(self, steps, batch_size, measure_every):
+        copies, n = self.eta.shape[0], self.y.shape[0]
+        per_epoch = n // batch_size
+        losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        smalls = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        bigs = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        small_sum = big_sum = tf.zeros([copies], tf.float32)
+        for step in tf.range(steps):
+            epoch, index = step // per_epoch, step % per_epoch
+            if index == 0:  # A new order per epoch, each seed's own.
+                keys = tf.stack([tf.random.stateless_uniform(
+                    [n], seed=tf.stack([seed, epoch]))
+                    for seed in self._seed_list])
+                self.order.assign(tf.argsort(keys, axis=-1))
+            picked = self.order[:, index * batch_size:
+                                (index + 1) * batch_size]
+            small, big = self._step(step, picked)
+            small_sum += small
+            big_sum += big
+            if (step + 1) % measure_every == 0:
+                count = tf.cast(measure_every, tf.float32)
+                losses = losses.write(losses.size(), self._expected_loss())
+                smalls = smalls.write(smalls.size(), small_sum / count)
+                bigs = bigs.write(bigs.size(), big_sum / count)
+                small_sum = big_sum = tf.zeros([copies], tf.float32)
+        return losses.stack(), smalls.stack(), bigs.stack()
+
+    def run(self, steps, batch_size, measure_every):
+        """Trains every copy `steps` steps from its start.
+
+        Returns:
+            `(loss, small_sq, big_sq)`, each `[steps // measure_every, S]`:
+            the expected training loss at every measurement, and the mean
+            `|G_(B/2)|^2` (halves; `4 |share|^2`, averaged over the two)
+            and `|G_B|^2` over the steps since the previous one.
+        """
+        found = self._loop(tf.constant(steps), tf.constant(batch_size),
+                           tf.constant(measure_every))
+        loss, small, big = (f.numpy().astype(np.float64) for f in found)
+        return loss, small, big
+
+
+def _norms(gradients):
+    """`[S]`: each copy's squared norm of a list of `[S, ...]` tensors."""
+    return tf.add_n([tf.reduce_sum(tf.square(g),
+                                   axis=list(range(1, len(g.shape))))
+                     for g in gradients])
+
+
+def digits(validation_fraction, seed):
+    """The standardized digits training set `(x [N, 64], y [N])`."""
+    from tf_temperature.training import sources
+
+    (x_train, y_train), _ = sources.load_digits_split(validation_fraction,
+                                                      seed)
+    x_train = x_train.reshape(len(x_train), -1)
+    x_train = (x_train - x_train.mean()) / x_train.std()
+    return x_train.astype(np.float32), y_train.astype(np.int32)
+
