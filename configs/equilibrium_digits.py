@@ -6,7 +6,7 @@ r"""SGD's equilibrium on the digits: `python -m pipelines.equilibrium`.
 An MLP (2 x 128 ReLU, no batch norm: its training loss depends on the
 weights alone, not on B through batch statistics) on the bundled digits, 20%
 of the training labels redrawn at random at every visit (a loss floor of
-0.867 nats that no network can memorize), SGD at constant rates, 4 seeds:
+0.867 nats that no network can memorize), SGD at constant rates, 6 seeds:
 
 * eta sweep at B = 16: eta / (1 - m) = 0.05, 0.1, 0.2, 0.4, for momentum
   m = 0, 0.5 and 0.9;
@@ -44,7 +44,7 @@ def get_config():
     # The eta sweep is run at every momentum, eta scaled by 1 - m so that
     # the sweeps share T = eta / (B (1 - m)).
     config.equilibrium.momenta = (0.0, 0.5, 0.9)
-    config.equilibrium.seeds = 4  # Seeds seed .. seed + 3 of every run.
+    config.equilibrium.seeds = 6  # Seeds seed .. seed + 5 of every run.
     # eta x steps of every run (of every phase of the schedule run).
     config.equilibrium.sgd_time = 400.0
     config.equilibrium.min_epochs = 12

@@ -240,6 +240,20 @@ def test_known_answer_linear_regression_study(tmp_path):
     assert (by_batch["eta_max"] <= limit).all()
     assert (limit < by_batch["first_unstable_eta"]).all()
     assert result["category"] == "sublinear" and result["falls_from"] == 512
+    # Steps to target against the closed-form mean curve (measured: within
+    # 9% at every B), and B_crit and B_noise's intervals hold the truth.
+    steps = pd.read_csv(tmp_path / "steps_to_target.csv")
+    ratio = steps["steps_to_target"] / steps["closed_form_steps"]
+    assert ratio.between(0.8, 1.25).all(), steps
+    critical = result["critical_batch"]
+    assert critical["b_crit_low"] <= critical["closed_form_b_crit"] <= (
+        critical["b_crit_high"])
+    assert critical["b_noise_low"] <= critical["closed_form_b_noise"] <= (
+        critical["b_noise_high"])
+    json.loads((tmp_path / "verdict.json").read_text(),
+               parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+    assert (tmp_path / "steps_to_target.png").read_bytes()[:4] == (
+        b"\x89PNG")
 
 
 def population_cli(workdir, *flags):

@@ -155,6 +155,11 @@ def measure(population, task, by_batch, warmup_steps=0, target=None,
                      "steps_to_target": float(np.median(reached)),
                      "reached": int(np.isfinite(reached).sum()),
                      "seeds": len(reached)})
+        if hasattr(task, "expected_curve"):  # The known answer.
+            mean = task.expected_curve(batch * r.best_eta0, batch,
+                                       warmup_steps) / 2
+            rows[-1]["closed_form_steps"] = float(steps_to_target(
+                np.arange(1, len(mean) + 1), mean[:, None], target)[0])
         if noise is None:  # McCandlish et al.: at the smallest B's optimum.
             noise = (found["small_sq"], found["big_sq"], batch)
     table = pd.DataFrame(rows)
@@ -196,6 +201,11 @@ def measure(population, task, by_batch, warmup_steps=0, target=None,
         result[f"{name}_low"], result[f"{name}_high"] = _interval(
             [v for v in values if np.isfinite(v)])
     result.update(b_half_low=b_half_low, b_half_high=b_half_high)
+    if "closed_form_steps" in table:
+        closed = table["closed_form_steps"].to_numpy()
+        result["closed_form_b_crit"] = fit_steps(batches, closed)[1]
+        result["closed_form_b_noise"] = task.expected_noise_scale(
+            batches[0] * eta0s[0], int(batches[0]), warmup_steps)
     result["text"] = describe(result, batches)
     return table, result
 
@@ -224,6 +234,11 @@ def describe(result, batches):
         f"{_range(result['b_crit_low'], result['b_crit_high'])} from "
         f"S(B) = {result['s_min']:.3g} (1 + B_crit / B)",
     ]
+    if "closed_form_b_noise" in result:
+        lines.append(
+            f"known answer: closed-form B_noise "
+            f"{result['closed_form_b_noise']:.3g}, B_crit from the "
+            f"closed-form mean curve {result['closed_form_b_crit']:.3g}")
     low, high = result["b_half_low"], result["b_half_high"]
     shift = 2 * float(batches[0])  # eta0 halves at B_noise + 2 B_0.
     noise_low = result["b_noise_low"] + shift

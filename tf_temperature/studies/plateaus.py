@@ -14,8 +14,9 @@
 * The **collapse**: the lecture says the plateau depends on `eta / B`
   alone, and with momentum `m` on `eta / (B (1 - m))`. `collapse_exponent`
   fits `L = f(log eta - alpha log B)` with `f` quadratic, weighted by the
-  plateaus' errors, over a grid of `alpha`; the interval is a bootstrap
-  over seeds. The same function fits `gamma` in `eta / (1 - m)^gamma`.
+  plateaus' errors, over a grid of `alpha`; the interval is the spread of a
+  bootstrap over seeds times Student's t (coverage in `collapse_exponent`).
+  The same function fits `gamma` in `eta / (1 - m)^gamma`.
 """
 
 import math
@@ -86,7 +87,8 @@ def collapse_exponent(seed_levels, log_rate, log_scale, samples=1000,
         seed: the bootstrap's random seed.
 
     Returns:
-        dict: `exponent`, `low`, `high` (95% bootstrap interval),
+        dict: `exponent`, `low`, `high` (95% interval: the exponent +- t
+        times the bootstrap's standard deviation),
         `chi2_per_dof` at the best exponent, `runs`. NaN where fewer than 4
         runs or one scale value.
     """
@@ -106,6 +108,11 @@ def collapse_exponent(seed_levels, log_rate, log_scale, samples=1000,
     rng = np.random.default_rng(seed)
     boot = [fit(seed_levels[:, rng.integers(0, seeds, seeds)])[0]
             for _ in range(samples)]
-    low, high = np.percentile(boot, [2.5, 97.5])
+    # A percentile interval from a bootstrap over 4-8 seeds is too narrow
+    # (it covered a known exponent in 87% of 60 synthetic repeats, at 4 and
+    # at 8 seeds): the bootstrap's spread, widened by Student's t with
+    # seeds - 1 degrees of freedom, as for a mean of that many numbers.
+    half = stats.t.ppf(0.975, seeds - 1) * float(np.std(boot, ddof=1))
+    low, high = best - half, best + half
     return {"exponent": float(best), "low": float(low), "high": float(high),
             "chi2_per_dof": chi2 / max(runs - 4, 1), "runs": runs}

@@ -265,7 +265,11 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None,
                       float(np.max(eta0s[1:] / eta0s[:-1])))
     io.write_csv(io.join(workdir, "eta0_by_batch.csv"), by_batch)
     measured = None
-    if critical is not None:
+    if critical is None:
+        result["notes"].append(
+            "critical batch size: not measured with this runner (the "
+            "training runs log the noise scale with noise_scale=True)")
+    else:
         steps, measured = critical(by_batch)
         result["critical_batch"] = measured
         if steps is not None:

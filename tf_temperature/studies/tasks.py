@@ -167,6 +167,26 @@ class LinearRegressionTask:
         return float(eta0s[np.nanargmin(np.where(np.isfinite(m), m,
                                                  np.inf))])
 
+    def expected_curve(self, eta, batch_size, warmup_steps=0):
+        """`[steps]`: `E|w - w*|^2` after each step of one trial (the
+        recursion of `linear_regression`'s module doc)."""
+        d, noise = self.dim, self.noise_variance
+        m, out = 2 * self.chance, []
+        for step in range(self.steps(batch_size, 1)):
+            rate = eta * min(1.0, (step + 1) / max(warmup_steps, 1))
+            m = ((1 - rate)**2 * m
+                 + rate**2 * ((d + 1) * m + d * noise) / batch_size)
+            out.append(m)
+        return np.array(out)
+
+    def expected_noise_scale(self, eta, batch_size, warmup_steps=0):
+        """The noise scale's expectation over the second half of a trial:
+        `E|G|^2 = E|delta|^2 = m` and `E tr(Sigma) = (d + 1) m + d
+        sigma^2`, pooled as `critical_batch` pools the measurement."""
+        curve = self.expected_curve(eta, batch_size, warmup_steps)
+        m = float(np.mean(curve[len(curve) // 2:]))
+        return ((self.dim + 1) * m + self.dim * self.noise_variance) / m
+
     def make(self, seeds, epochs):
         del epochs
         w_star = tf.constant(self.w_star, tf.float32)
