@@ -211,6 +211,7 @@ def pooled_run(tmp_path, strategy):
                      for key in ("grad_norm_sq", "grad_variance")}
 
 
+@pytest.mark.tensorflow_only
 def test_one_replica_agrees_with_two_at_a_realistic_rate(tmp_path):
     # The estimate that paired successive steps gave a negative |G|^2 here
     # (the -eta g^T H g bias); the halves must agree with two replicas.

@@ -243,6 +243,8 @@ def test_known_answer_linear_regression_study(tmp_path):
     # Steps to target against the closed-form mean curve (measured: within
     # 9% at every B), and B_crit and B_noise's intervals hold the truth.
     steps = pd.read_csv(tmp_path / "steps_to_target.csv")
+    assert (steps["steps_q25"] <= steps["steps_to_target"]).all()
+    assert (steps["steps_to_target"] <= steps["steps_q75"]).all()
     ratio = steps["steps_to_target"] / steps["closed_form_steps"]
     assert ratio.between(0.8, 1.25).all(), steps
     critical = result["critical_batch"]

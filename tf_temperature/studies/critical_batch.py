@@ -130,7 +130,8 @@ def measure(population, task, by_batch, warmup_steps=0, target=None,
 
     Returns:
         `(table, result)`: one row per B (`batch_size`, `eta0`,
-        `steps_to_target` median over seeds, `reached` seeds), and a dict
+        `steps_to_target` median over seeds and its quartiles `steps_q25`,
+        `steps_q75`, `reached` seeds), and a dict
         with `target`, `b_noise`, `b_crit`, `s_min`, `b_half`, `eta_max`,
         their intervals (`_low`, `_high`) and `text`, one line per measure
         and the verdict.
@@ -153,6 +154,12 @@ def measure(population, task, by_batch, warmup_steps=0, target=None,
         per_seed.append(reached)
         rows.append({"batch_size": batch, "eta0": r.best_eta0,
                      "steps_to_target": float(np.median(reached)),
+                     # Without interpolation: a seed that never reached
+                     # the target counts as inf, not as NaN.
+                     "steps_q25": float(np.percentile(reached, 25,
+                                                      method="lower")),
+                     "steps_q75": float(np.percentile(reached, 75,
+                                                      method="higher")),
                      "reached": int(np.isfinite(reached).sum()),
                      "seeds": len(reached)})
         if hasattr(task, "expected_curve"):  # The known answer.
@@ -274,8 +281,13 @@ def figure(table, result):
     ax = fig.subplots()
     batches = table["batch_size"].to_numpy(float)
     steps = table["steps_to_target"].to_numpy(float)
-    ax.loglog(batches, steps, "o", color="C0",
-              label="measured (median over seeds)")
+    spread = np.abs(table[["steps_q25", "steps_q75"]].to_numpy(float).T
+                    - steps)
+    spread[~np.isfinite(spread)] = 0.0
+    ax.errorbar(batches, steps, yerr=spread, fmt="o", color="C0", capsize=3,
+                label="measured (median, quartiles over seeds)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.plot(batches, steps[0] * batches[0] / batches, "--", color="gray",
             label="perfect scaling")
     if math.isfinite(result["b_crit"]):
