@@ -63,24 +63,25 @@ def test_collapse_exponent_recovers_a_known_alpha():
     assert math.isnan(few["exponent"])
 
 
-def test_thermometer_momentum_copy_matches_its_recursion():
-    # One copy, m = 0.5, no label noise: the first two steps by hand.
+@pytest.mark.parametrize("label_noise", [0.0, 0.2])
+def test_thermometer_measures_the_expected_loss_over_redraws(label_noise):
+    # One copy, m = 0.5: after two steps the measured loss is, at the
+    # copy's weights, (1 - p) CE(y) + p mean_k CE(k) over the training set.
     x, y = thermometer.digits(0.2, 0)
     x, y = x[:32], y[:32]
-    pop = thermometer.Thermometer(x, y, (), 10, 0.0, [0.1], [0.5], [0],
-                                  [()])
+    pop = thermometer.Thermometer(x, y, (), 10, label_noise, [0.1], [0.5],
+                                  [0], [()])
     start = [v.numpy().copy() for v in pop.model.trainable_variables]
     loss, small, big = pop.run(2, 16, 1)
     assert loss.shape == small.shape == (2, 1)
     assert (small > big).all() and (big > 0).all()
-    # The expected loss without label noise is the plain training loss.
     kernel = pop.model.trainable_variables[0].numpy()[0]
     bias = pop.model.trainable_variables[1].numpy()[0]
-    logits = x @ kernel + bias
-    log_q = logits - np.log(np.exp(logits - logits.max(1, keepdims=True))
-                            .sum(1, keepdims=True)) - logits.max(
-                                1, keepdims=True)
-    want = -log_q[np.arange(32), y].mean()
+    logits = (x @ kernel + bias).astype(np.float64)
+    shifted = logits - logits.max(1, keepdims=True)
+    log_q = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    want = ((1 - label_noise) * -log_q[np.arange(32), y]
+            + label_noise * -log_q.mean(1)).mean()
     assert loss[-1, 0] == pytest.approx(want, rel=1e-4)
     assert not np.allclose(start[0], kernel)
 
@@ -94,7 +95,7 @@ def run(args, timeout=900):
 SMALL = ["--config.equilibrium.etas=(0.05,0.4)",
          "--config.equilibrium.eta=0.4",
          "--config.equilibrium.batch_sizes=(16,128)",
-         "--config.equilibrium.momenta=(0.0,0.9)",
+         "--config.equilibrium.momenta=(0.0,0.5,0.9)",
          "--config.equilibrium.seeds=3",
          "--config.equilibrium.sgd_time=60",
          "--config.equilibrium.min_epochs=8",
@@ -131,6 +132,8 @@ def test_pipeline_hot_runs_equilibrate_higher_and_collapse(tmp_path):
     hot, hot_err = loss("eta", 0.4, 16)  # T = 0.025
     big, big_err = loss("batch", 0.4, 128)  # T = 0.003125
     heavy, _ = loss("eta", 0.005, 16, 0.9)  # T = 0.003125, m = 0.9
+    half, _ = loss("eta", 0.025, 16, 0.5)  # T = 0.003125, m = 0.5
+    hot_heavy, hot_heavy_err = loss("eta", 0.04, 16, 0.9)  # T = 0.025
     # Hotter (larger eta) sits higher; a larger B cools.
     assert hot - cold > 3 * np.hypot(hot_err, cold_err)
     assert hot - big > 3 * np.hypot(hot_err, big_err)
@@ -139,6 +142,9 @@ def test_pipeline_hot_runs_equilibrate_higher_and_collapse(tmp_path):
     # (At this short SGD time the heavy ball's start still shows: 0.3%
     # apart, 7 of its small standard errors; 8x T apart is 6%.)
     assert abs(cold - heavy) < 0.1 * (hot - cold)
+    assert abs(cold - half) < 0.1 * (hot - cold)
+    # Hot, the seeds scatter more: within 3 standard errors.
+    assert abs(hot - hot_heavy) < 3 * np.hypot(hot_err, hot_heavy_err)
     assert (table["equilibrium_loss"] > table["loss_floor"]).all()
     phases = table[table["sweep"] == "schedule"].sort_values("phase")
     assert list(phases["eta"]) == [0.4, 0.2]
