@@ -91,6 +91,46 @@ def mlp(layer_sizes, population, use_bias=True):
     return keras.Model(inputs, x, name=f"population_mlp{len(layer_sizes)}")
 
 
+def halves_step(model, loss_fn, x, y):
+    """The gradients of a population batch's two halves, each its own
+    forward and backward pass (the same work as the whole batch), and the
+    noise scale's norms from them (McCandlish et al. 2018; per copy, as
+    `noise_scale.halves_norms` takes them for one model).
+
+    Args:
+        model: the population model.
+        loss_fn: `(outputs, targets) -> [S]`, each copy's mean loss.
+        x, y: the batch, `[S, B, ...]` and `[S, B]`.
+
+    Returns:
+        `(grads, loss, small, big)`: the batch gradient (the halves' sum),
+        each copy's mean loss `[S]`, and per copy the mean `|G_(B/2)|^2` of
+        the halves and `|G_B|^2` of the whole.
+    """
+    variables = model.trainable_variables
+    shares, losses = [], []
+    for x_half, y_half in zip(tf.split(x, 2, axis=1), tf.split(y, 2, axis=1),
+                              strict=True):
+        with tf.GradientTape() as tape:
+            half = loss_fn(model(x_half, training=True), y_half)
+            # Half of each copy's half-batch mean: the shares add up to the
+            # gradient of the whole batch's mean.
+            total = tf.reduce_sum(half) / 2.0
+        shares.append(tape.gradient(total, variables))
+        losses.append(half)
+    grads = [a + b for a, b in zip(*shares, strict=True)]
+    small = (_per_copy_norm([2.0 * g for g in shares[0]])
+             + _per_copy_norm([2.0 * g for g in shares[1]])) / 2.0
+    return grads, (losses[0] + losses[1]) / 2.0, small, _per_copy_norm(grads)
+
+
+def _per_copy_norm(gradients):
+    """`[S]`: each copy's squared norm of a list of `[S, ...]` tensors."""
+    return tf.add_n([tf.reduce_sum(tf.square(g),
+                                   axis=list(range(1, len(g.shape))))
+                     for g in gradients])
+
+
 class Population:
     """The copies of `seeds` of a task, and the one loop that trains them.
 
@@ -135,32 +175,6 @@ class Population:
                 break
         return diverged, peak
 
-    def _halves_step(self, x, y):
-        """One update from the batch's two halves, each its own forward and
-        backward pass (the same work as the whole batch). Returns per copy
-        the mean loss and `(|G_(B/2)|^2, |G_B|^2)` at these weights, the
-        norms `noise_scale.halves_norms` takes (McCandlish et al. 2018)."""
-        variables = self.model.trainable_variables
-        shares, losses = [], []
-        for x_half, y_half in zip(tf.split(x, 2, axis=1),
-                                  tf.split(y, 2, axis=1), strict=True):
-            with tf.GradientTape() as tape:
-                half = self._loss(self.model(x_half, training=True), y_half)
-                total = tf.reduce_sum(half) / 2.0
-            shares.append(tape.gradient(total, variables))
-            losses.append(half)
-
-        def per_copy(gradients):  # [S]: each copy's squared norm.
-            return tf.add_n([tf.reduce_sum(tf.square(g), axis=tf.range(
-                1, tf.rank(g))) for g in gradients])
-
-        grads = [a + b for a, b in zip(*shares, strict=True)]
-        small = (per_copy([2.0 * g for g in shares[0]])
-                 + per_copy([2.0 * g for g in shares[1]])) / 2.0
-        big = per_copy(grads)
-        self.optimizer.apply(grads, variables)
-        return (losses[0] + losses[1]) / 2.0, small, big
-
     def _trajectory(self, eta, batch_size, steps, warmup_steps, eval_every,
                     noise_from):
         copies = len(self.seeds)
@@ -172,7 +186,9 @@ class Population:
                 tf.maximum(warmup_steps, 1), tf.float32)
             self.optimizer.learning_rate.assign(eta * tf.minimum(ramp, 1.0))
             x, y = self._batch(step, batch_size)
-            losses, small, big = self._halves_step(x, y)
+            grads, losses, small, big = halves_step(self.model, self._loss,
+                                                    x, y)
+            self.optimizer.apply(grads, self.model.trainable_variables)
             diverged = diverged | ~tf.math.is_finite(losses)
             counted = tf.cast(step >= noise_from, tf.float32)
             small_sum += counted * small

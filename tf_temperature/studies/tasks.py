@@ -28,6 +28,12 @@ from tf_temperature.studies import linear_regression, population
 BLOWUP = 3.0
 
 
+def mean_cross_entropy(logits, labels):
+    """`[S]`: each copy's mean cross-entropy over its batch."""
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits), axis=-1)
+
+
 @dataclasses.dataclass(frozen=True)
 class DigitsTask:
     """Classification of flattened, standardized images.
@@ -86,10 +92,7 @@ class DigitsTask:
                             (index + 1) * batch_size]  # [S, B]
             return tf.gather(x_train, picked), tf.gather(y_train, picked)
 
-        def loss_fn(logits, labels):  # [S]: each copy's mean loss.
-            return tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=labels, logits=logits), axis=-1)
+        loss_fn = mean_cross_entropy
 
         def eval_fn():
             logits = model(x_eval)

@@ -29,7 +29,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tf_temperature.studies import population
+from tf_temperature.studies import population, tasks
 
 
 class Thermometer:
@@ -102,16 +102,8 @@ class Thermometer:
             tf.shape(y), seed=[13, step], minval=0, maxval=self.classes,
             dtype=tf.int32)
         y = tf.where(redraw < self.noise, random, y)
-        shares = []
-        for x_half, y_half in zip(tf.split(x, 2, axis=1),
-                                  tf.split(y, 2, axis=1), strict=True):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(
-                    tf.nn.sparse_softmax_cross_entropy_with_logits(
-                        labels=y_half, logits=self.model(x_half)), axis=-1)
-                total = tf.reduce_sum(loss) / 2.0
-            shares.append(tape.gradient(total, variables))
-        grads = [a + b for a, b in zip(*shares, strict=True)]
+        grads, _, small, big = population.halves_step(
+            self.model, tasks.mean_cross_entropy, x, y)
         rate = self._per_copy_rate(step)
         for variable, velocity, grad in zip(variables, self.velocity, grads,
                                             strict=True):
@@ -119,8 +111,7 @@ class Thermometer:
             velocity.assign(tf.reshape(self.momentum, shape) * velocity
                             - tf.reshape(rate, shape) * grad)
             variable.assign_add(velocity)
-        # noise_scale.halves_norms per copy: (|2a|^2 + |2b|^2) / 2, |a + b|^2.
-        return (_norms(shares[0]) + _norms(shares[1])) * 2.0, _norms(grads)
+        return small, big
 
     def _train(self, steps, batch_size, measure_every):
         copies, n = self.eta.shape[0], self.y.shape[0]
@@ -163,13 +154,6 @@ class Thermometer:
                            tf.constant(measure_every))
         loss, small, big = (f.numpy().astype(np.float64) for f in found)
         return loss, small, big
-
-
-def _norms(gradients):
-    """`[S]`: each copy's squared norm of a list of `[S, ...]` tensors."""
-    return tf.add_n([tf.reduce_sum(tf.square(g),
-                                   axis=list(range(1, len(g.shape))))
-                     for g in gradients])
 
 
 def digits(validation_fraction, seed):
