@@ -105,4 +105,10 @@ def get_config():
     config.optimizer.decay = "piecewise"  # "piecewise", "cosine", "constant".
     config.optimizer.boundaries_epochs = (15.0, 23.0)
     config.optimizer.decay_rate = 0.5
+    # Batch-size schedule (Smith et al. 2018): multiply the global batch by
+    # these factors at boundaries_epochs, e.g. (4, 4); () keeps B fixed.
+    # eta then stays ("constant": the temperature eta/B falls with each
+    # growth) or follows optimizer.rule at each phase's B ("scaled").
+    config.optimizer.batch_growth = ()
+    config.optimizer.batch_growth_eta = "constant"
     return config

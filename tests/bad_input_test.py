@@ -94,6 +94,25 @@ FIELD_CASES = [
      "error: `batch_size` must be even with noise_scale=True on one "
      "replica (the noise scale compares the gradients of the batch's two "
      "halves). Received: batch_size=31"),
+    ("batch_growth_breaks_replica_divisibility", "train",
+     {"strategy": "mirrored", "batch_size": 4, "num_epochs": 2,
+      "optimizer.boundaries_epochs": (1.0,),
+      "optimizer.batch_growth": (1.25,)}, None,
+     "error: `optimizer.batch_growth` must keep the global batch divisible "
+     "by the 2 replicas; phase 2 has 5. Received: batch_size=4, "
+     "optimizer.batch_growth=(1.25,)"),
+    ("batch_growth_without_its_boundaries", "train",
+     {"num_epochs": 3, "optimizer.boundaries_epochs": (1.0, 2.0),
+      "optimizer.batch_growth": (2,)}, None,
+     "error: `optimizer.batch_growth` must have one factor for each of the "
+     "2 `optimizer.boundaries_epochs` (1.0, 2.0). Received: "
+     "optimizer.batch_growth=(2,)"),
+    ("batch_growth_in_a_study", "tune",
+     {"optimizer.boundaries_epochs": (1.0,), "optimizer.batch_growth": (2,)},
+     None, "error: `optimizer.batch_growth` is not supported by the "
+     "learning-rate search (it compares fixed batch sizes; `python -m "
+     "pipelines.train` runs a batch-size schedule). Received: "
+     "optimizer.batch_growth=(2,)"),
     ("batch_size_zero", "train", {"batch_size": 0}, None,
      "error: `batch_size` must be an integer >= 1. Received: batch_size=0"),
     ("negative_eta0", "train", {"optimizer.eta0": -0.1}, None,

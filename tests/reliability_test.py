@@ -108,6 +108,47 @@ def test_sigkill_and_rerun_is_bit_for_bit(tmp_path, straight, fault,
     assert_same_run(tmp_path, straight)
 
 
+# 1b. A batch growth (Smith et al. 2018): B 32 -> 64 after epoch 2, so
+# epochs 1-2 are 44 steps each (0-88) and epoch 3 is 22 (88-110). Killed in
+# the last epoch of the first phase, and in the first epoch of the second.
+GROWTH = [*MODEL, "--config.num_epochs=3", "--config.batch_size=32",
+          "--config.optimizer.boundaries_epochs=(2,)",
+          "--config.optimizer.batch_growth=(2,)",
+          "--config.optimizer.decay=constant"]
+
+
+@pytest.fixture(scope="module")
+def straight_growth(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("straight_growth")
+    result = cli("train", [f"--workdir={workdir}", *GROWTH])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = metrics(workdir)
+    assert list(rows["batch_size"][::2]) == [32, 32, 64]
+    assert list(rows["step"][::2]) == [44, 88, 110]
+    return workdir
+
+
+@pytest.mark.parametrize("fault, signame, checkpoint_left", [
+    ("train_step@66", "KILL", 44),  # Mid epoch 2: the first phase's last.
+    ("evaluating@88", "KILL", 44),  # Its last step trained and evaluated.
+    ("train_step@99", "KILL", 88),  # Mid epoch 3: the second phase's first.
+    # SIGTERM saves mid epoch 3: the rerun skips 11 steps of the new phase.
+    ("train_step@99", "TERM", 99),
+], ids=["last_epoch_of_phase", "phase_boundary", "first_epoch_of_phase",
+        "sigterm_inside_new_phase"])
+def test_stop_across_a_batch_growth_and_rerun_is_bit_for_bit(
+        tmp_path, straight_growth, fault, signame, checkpoint_left):
+    args = [f"--workdir={tmp_path}", *GROWTH]
+    killed = cli("train", args, fault=fault, signame=signame)
+    expected = 75 if signame == "TERM" else -signal.SIGKILL
+    assert killed.returncode == expected, killed.stderr[-2000:]
+    assert latest_step(tmp_path) == checkpoint_left
+    rerun = cli("train", args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed at step {checkpoint_left} from ckpt-" in rerun.stdout
+    assert_same_run(tmp_path, straight_growth)
+
+
 # 2. SIGTERM: save at a step boundary, exit 75, resume from that step.
 def test_sigterm_saves_at_a_step_boundary_and_exits_75(tmp_path, straight):
     args = [f"--workdir={tmp_path}", *TRAIN]

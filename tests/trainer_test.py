@@ -220,20 +220,68 @@ def test_mlp_family_is_batch_norm_free():
     assert not model.non_trainable_weights  # No batch-norm statistics.
 
 
-def test_hot_loop_traces_once_and_calls_python_once_per_host_call(tmp_path):
-    # Two epochs of 22 steps in host calls of 11 steps: 4 calls of one
-    # traced function, no per-step Python (the loop is `tf.range` inside).
-    run = trainer.prepare(tiny_config(num_epochs=2, steps_per_loop=11),
+def test_batch_growth_rows_and_a_factor_of_one_changes_nothing(tmp_path):
+    fixed = trainer.train_and_evaluate(tiny_config(), str(tmp_path / "a"))
+    # A phase of the same batch: a new loop and pipeline, the same run.
+    same = trainer.train_and_evaluate(
+        tiny_config(**{"optimizer.batch_growth": (1,)}), str(tmp_path / "b"))
+    assert same["all_weights"] == fixed["all_weights"]
+
+    def timeless(rows):
+        return [{k: v for k, v in r.items() if k != "wall_time"}
+                for r in rows]
+
+    assert timeless(read_metrics(tmp_path / "b")) == timeless(
+        read_metrics(tmp_path / "a"))
+    # B 64 -> 256 after epoch 1 at constant eta = 0.05: T falls 4x.
+    grown = trainer.train_and_evaluate(
+        tiny_config(num_epochs=3, **{"optimizer.batch_growth": (4,),
+                                     "optimizer.decay": "constant"}),
+        str(tmp_path / "c"))
+    rows = read_metrics(tmp_path / "c")[::2]
+    assert [int(r["batch_size"]) for r in rows] == [64, 256, 256]
+    assert [int(r["step"]) for r in rows] == [22, 27, 32]
+    assert [int(r["examples_seen"]) for r in rows] == [
+        22 * 64, 22 * 64 + 5 * 256, 22 * 64 + 10 * 256]
+    np.testing.assert_allclose([float(r["learning_rate"]) for r in rows],
+                               [0.05] * 3, rtol=1e-6)
+    np.testing.assert_allclose([float(r["temperature"]) for r in rows],
+                               [0.05 / 64, 0.05 / 256, 0.05 / 256],
+                               rtol=1e-6)
+    assert grown["batch_sizes"] == [64, 256] and grown["step"] == 32
+
+
+@pytest.mark.parametrize("growth, expected", [
+    ((), [(0, 11), (0, 11), (0, 11), (0, 11)]),
+    # B 64 -> 128 after epoch 1: epoch 2 is 11 steps of a second loop.
+    ((2,), [(0, 11), (0, 11), (1, 11)]),
+], ids=["fixed_batch", "batch_growth"])
+def test_hot_loop_traces_once_per_phase_and_calls_python_once_per_host_call(
+        tmp_path, monkeypatch, growth, expected):
+    # Two epochs of 22 steps in host calls of 11 steps: one traced function
+    # per phase, no per-step Python (the loop is `tf.range` inside).
+    made, calls = [], []
+    make_loop = trainer.loops.make_loop
+
+    def counting_make_loop(strategy, step_fn, names, **kwargs):
+        loop = make_loop(strategy, step_fn, names, **kwargs)
+        if not kwargs.get("stop_if_not_finite"):
+            return loop  # The evaluation loop.
+        made.append(loop)
+        index = len(made) - 1
+
+        def counting(iterator, num_steps):
+            calls.append((index, int(num_steps)))
+            return loop(iterator, num_steps)
+
+        return counting
+
+    monkeypatch.setattr(trainer.loops, "make_loop", counting_make_loop)
+    run = trainer.prepare(tiny_config(num_epochs=2, steps_per_loop=11,
+                                      **{"optimizer.batch_growth": growth}),
                           str(tmp_path))
-    calls = []
-    traced = run.train_loop
-
-    def counting(iterator, num_steps):
-        calls.append(int(num_steps))
-        return traced(iterator, num_steps)
-
-    run.train_loop = counting
     run.run()
-    assert calls == [11, 11, 11, 11]
-    assert traced.experimental_get_tracing_count() == 1
+    assert calls == expected
+    assert [loop.experimental_get_tracing_count() for loop in made] == [
+        1] * len(made)
     assert run.eval_loop.experimental_get_tracing_count() == 1

@@ -90,7 +90,8 @@ class TemperatureLogger(keras.callbacks.Callback):
             return {
                 "learning_rate": _as_float(scaling.learning_rate),
                 "eta0": scaling.eta0,
-                "batch_size": float(scaling.global_batch_size),
+                # The batch now: it grows with a `batch_growth`.
+                "batch_size": _as_float(scaling.batch_size),
                 "temperature": _as_float(scaling.temperature),
                 "effective_temperature": _as_float(
                     scaling.effective_temperature

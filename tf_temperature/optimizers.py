@@ -54,7 +54,8 @@ class LinearScalingOptimizer(keras.optimizers.Optimizer):
         name: optional name.
         **schedule_kwargs: the other `LinearScalingSchedule` arguments:
             `warmup_epochs`, `warmup`, `rule`, `boundaries_epochs`,
-            `decay_rate`, `decay`, `total_epochs`, `reference_batch_size`.
+            `decay_rate`, `decay`, `total_epochs`, `reference_batch_size`,
+            `batch_growth`, `batch_growth_eta`.
 
     Raises:
         ValueError: if `optimizer` is not a Keras optimizer or was already
@@ -113,8 +114,16 @@ class LinearScalingOptimizer(keras.optimizers.Optimizer):
 
     @property
     def global_batch_size(self):
-        """The global batch size `B` (an int)."""
+        """The global batch size `B` (an int; the first phase's with a
+        `batch_growth`)."""
         return self.schedule.global_batch_size
+
+    @property
+    def batch_size(self):
+        """The global batch size now, `B(step)` (float32 tensor): it grows
+        at the boundaries with a `batch_growth`, and the data must follow
+        (the trainer does; in `model.fit`, `callbacks.BatchGrowth`)."""
+        return self.schedule.batch_size(self.iterations)
 
     @property
     def learning_rate(self):
@@ -128,8 +137,9 @@ class LinearScalingOptimizer(keras.optimizers.Optimizer):
 
     @property
     def temperature(self):
-        """The current SGD temperature `eta(step) / B` (float32 tensor)."""
-        return self.learning_rate / float(self.global_batch_size)
+        """The current SGD temperature `eta(step) / B(step)` (float32
+        tensor)."""
+        return self.learning_rate / self.batch_size
 
     @property
     def momentum(self):

@@ -18,10 +18,13 @@ import keras
 from keras import ops
 
 from tf_temperature import _validation
+from tf_temperature.batch_schedules import BatchSizeSchedule
 
 RULES = ("linear", "sqrt", "none")
 WARMUPS = ("gradual", "constant", "none")
 DECAYS = ("piecewise", "cosine", "constant")
+# How eta follows a growing batch: kept, or scaled by `rule` with B.
+BATCH_GROWTH_ETAS = ("constant", "scaled")
 
 
 def scaled_learning_rate(eta0, batch_size, rule="linear"):
@@ -106,14 +109,29 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
       the lecture: 0.5 twice); `"cosine"` follows half a cosine from `eta`
       after warmup to 0 at `total_epochs` (Loshchilov & Hutter 2017);
       `"constant"` keeps `eta`.
+    - Batch growth (Smith et al. 2018, "Don't Decay the Learning Rate,
+      Increase the Batch Size"): with `batch_growth`, the global batch is
+      multiplied by `batch_growth[i]` at `boundaries_epochs[i]`
+      (`batch_schedules.BatchSizeSchedule`; each phase has its own steps
+      per epoch, and epochs are counted phase by phase). `eta` then stays
+      at its first-phase value (`batch_growth_eta="constant"`: the
+      temperature falls with each growth, as a decay would lower it) or
+      follows `rule` at each phase's batch (`"scaled"`: with the linear
+      rule, eta grows with B and the growth alone leaves the temperature
+      unchanged). A piecewise decay still applies at the same boundaries;
+      set `decay="constant"` to cool by the batch alone.
 
-    `temperature(step)` is `eta(step) / B`: with the linear rule it is
-    `eta0` times the warmup and decay factors whatever `B` is.
+    `temperature(step)` is `eta(step) / B(step)`: with the linear rule and
+    no batch growth it is `eta0` times the warmup and decay factors
+    whatever `B` is.
 
     Args:
         eta0: the per-example learning rate (see `rule`), > 0.
-        global_batch_size: the global batch size `B` (all replicas), >= 1.
-        steps_per_epoch: optimizer steps per epoch at this batch size, >= 1.
+        global_batch_size: the global batch size `B` (all replicas), >= 1;
+            with `batch_growth`, the first phase's.
+        steps_per_epoch: optimizer steps per epoch at this batch size, >= 1
+            (with `batch_growth`, or one per phase: see
+            `BatchSizeSchedule`).
         warmup_epochs: length of the warmup in epochs, >= 0.
         warmup: `"gradual"`, `"constant"` or `"none"`.
         rule: `"linear"`, `"sqrt"` or `"none"`.
@@ -124,6 +142,8 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
         total_epochs: length of training in epochs; required by
             `"cosine"`, checked against warmup and boundaries when given.
         reference_batch_size: the batch size whose rate starts the warmup.
+        batch_growth: one batch multiplier >= 1 per boundary, or empty.
+        batch_growth_eta: `"constant"` or `"scaled"` (see above).
         name: optional name.
 
     Raises:
@@ -131,7 +151,8 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
             decay rate, a negative warmup, an unknown `rule`, `warmup` or
             `decay`, boundaries that are not increasing or that fall inside
             the warmup or after the end, a cosine decay without
-            `total_epochs`, or a warmup longer than training.
+            `total_epochs`, a warmup longer than training, or a bad
+            `batch_growth`.
     """
 
     def __init__(
@@ -147,6 +168,8 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
         decay="piecewise",
         total_epochs=None,
         reference_batch_size=256,
+        batch_growth=(),
+        batch_growth_eta="constant",
         name=None,
     ):
         super().__init__()
@@ -154,9 +177,11 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.global_batch_size = _validation.positive_integer(
             "global_batch_size", global_batch_size
         )
-        self.steps_per_epoch = _validation.positive_integer(
-            "steps_per_epoch", steps_per_epoch
-        )
+        self.steps_per_epoch = (
+            tuple(steps_per_epoch)
+            if isinstance(steps_per_epoch, (list, tuple))
+            else _validation.positive_integer(
+                "steps_per_epoch", steps_per_epoch))
         self.warmup_epochs = _validation.non_negative_number(
             "warmup_epochs", warmup_epochs
         )
@@ -174,6 +199,11 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.boundaries_epochs = _check_boundaries(
             boundaries_epochs, self._effective_warmup_epochs,
             self.total_epochs)
+        self.batch_growth_eta = _validation.one_of(
+            "batch_growth_eta", batch_growth_eta, BATCH_GROWTH_ETAS)
+        self.batches = BatchSizeSchedule(
+            self.global_batch_size, steps_per_epoch,
+            self.boundaries_epochs, batch_growth)
         if self.decay == "cosine" and self.total_epochs is None:
             raise ValueError(
                 '`total_epochs` is required by decay="cosine". Received: '
@@ -212,17 +242,24 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
     @property
     def warmup_steps(self):
         """The warmup length in optimizer steps (a float)."""
-        return self._effective_warmup_epochs * self.steps_per_epoch
+        return (self._effective_warmup_epochs
+                * self.batches.phases[0].steps_per_epoch)
 
     def __call__(self, step):
         """The learning rate at optimizer step `step` (float32 tensor)."""
         step = ops.cast(step, "float32")
-        epoch = step / float(self.steps_per_epoch)
+        epoch = self.batches.epoch(step)
         target = self.target_learning_rate
         start = self.warmup_start_learning_rate
         warmup_epochs = self._effective_warmup_epochs
 
         rate = ops.convert_to_tensor(target, "float32")
+        if self.batch_growth_eta == "scaled" and len(self.batches.phases) > 1:
+            # Each phase's rate by the rule at its own batch.
+            rate = ops.take(ops.convert_to_tensor(
+                [scaled_learning_rate(self.eta0, p.batch_size, self.rule)
+                 for p in self.batches.phases], "float32"),
+                self.batches.phase_index(step))
         if warmup_epochs > 0 and self.warmup == "gradual":
             ramp = start + (target - start) * epoch / warmup_epochs
             rate = ops.where(epoch < warmup_epochs, ramp, rate)
@@ -246,19 +283,26 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
             rate = rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
         return rate
 
-    def temperature(self, step):
-        """The SGD temperature `eta(step) / B` (float32 tensor).
+    def batch_size(self, step):
+        """The global batch `B(step)` (float32 tensor; constant without
+        `batch_growth`)."""
+        return self.batches.batch_size(step)
 
-        With `rule="linear"` this is `eta0` times the warmup and decay
-        factors, the same at every batch size.
+    def temperature(self, step):
+        """The SGD temperature `eta(step) / B(step)` (float32 tensor).
+
+        With `rule="linear"` and no batch growth this is `eta0` times the
+        warmup and decay factors, the same at every batch size.
         """
-        return self(step) / float(self.global_batch_size)
+        return self(step) / self.batch_size(step)
 
     def get_config(self):
         return {
             "eta0": self.eta0,
             "global_batch_size": self.global_batch_size,
-            "steps_per_epoch": self.steps_per_epoch,
+            "steps_per_epoch": (list(self.steps_per_epoch)
+                                if isinstance(self.steps_per_epoch, tuple)
+                                else self.steps_per_epoch),
             "warmup_epochs": self.warmup_epochs,
             "warmup": self.warmup,
             "rule": self.rule,
@@ -267,5 +311,7 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "decay": self.decay,
             "total_epochs": self.total_epochs,
             "reference_batch_size": self.reference_batch_size,
+            "batch_growth": list(self.batches.batch_growth),
+            "batch_growth_eta": self.batch_growth_eta,
             "name": self.name,
         }

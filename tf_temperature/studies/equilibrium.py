@@ -64,6 +64,7 @@ FILES = ("equilibrium.csv", "curves.csv", "equilibrium.json",
 def check_config(config):
     """Raises `ValueError` naming the first bad field (nothing written)."""
     experiment.check_config(config)
+    experiment.refuse_batch_growth(config, "the equilibrium experiment")
     eq = config.equilibrium
     _validation.positive_integer("equilibrium.batch_size", eq.batch_size)
     _validation.positive_number("equilibrium.eta", eq.eta)

@@ -67,6 +67,7 @@ def _sequence(name, value, example):
 def check_tune_config(config):
     """Raises `ValueError` naming the first bad `tune.*` field."""
     tune = config.tune
+    experiment.refuse_batch_growth(config, "the learning-rate search")
     for name, example in (("batch_sizes", "(32, 64, 128)"),
                           ("eta0_values", "(0.001, 0.002, 0.004)"),
                           ("seeds", "(0, 1, 2)")):

@@ -21,10 +21,10 @@ import re
 import keras
 import tensorflow as tf
 
-from tf_temperature import _validation
+from tf_temperature import _validation, batch_schedules
 from tf_temperature.models import FAMILIES, build_model
 from tf_temperature.optimizers import LinearScalingOptimizer
-from tf_temperature.schedules import LinearScalingSchedule
+from tf_temperature.schedules import BATCH_GROWTH_ETAS, LinearScalingSchedule
 from tf_temperature.training import distribute, input_pipeline, sources
 
 # Config sections that belong to a study, not to a training run.
@@ -72,7 +72,23 @@ def check_config(config):
     _validation.one_of("model.family", config.model.family, FAMILIES)
     _validation.positive_number("optimizer.eta0", config.optimizer.eta0)
     check_steps_and_momentum(config.optimizer)
+    _validation.one_of("optimizer.batch_growth_eta",
+                       config.optimizer.batch_growth_eta,
+                       BATCH_GROWTH_ETAS)
+    phase_batch_sizes(config)
     sources.check_dataset_config(config.dataset)
+
+
+def refuse_batch_growth(config, study):
+    """Raises `ValueError` if `config` grows the batch: a study compares
+    fixed batch sizes (`study` names it in the message)."""
+    growth = tuple(config.optimizer.batch_growth)
+    if growth:
+        raise ValueError(
+            f"`optimizer.batch_growth` is not supported by {study} (it "
+            "compares fixed batch sizes; `python -m pipelines.train` runs "
+            f"a batch-size schedule). Received: optimizer.batch_growth="
+            f"{growth!r}")
 
 
 def check_steps_and_momentum(optimizer_config):
@@ -126,14 +142,34 @@ def variant(config, changes):
     return override(run, changes)
 
 
+def phase_batch_sizes(config):
+    """Each phase's global batch under `optimizer.batch_growth` (one
+    phase, `[batch_size]`, without it)."""
+    with fields_of("optimizer", config.optimizer):
+        return batch_schedules.phase_batch_sizes(
+            config.batch_size, tuple(config.optimizer.boundaries_epochs),
+            tuple(config.optimizer.batch_growth))
+
+
+def phase_steps(config, num_train):
+    """The schedule's `steps_per_epoch`: `num_train // B`, or one such
+    count per phase with a batch growth."""
+    batches = phase_batch_sizes(config)
+    if len(batches) == 1:
+        return num_train // batches[0]
+    return tuple(num_train // batch for batch in batches)
+
+
 def _schedule_args(optimizer_config, global_batch_size, steps_per_epoch,
                    num_epochs):
+    first_steps = (steps_per_epoch[0] if isinstance(steps_per_epoch, tuple)
+                   else steps_per_epoch)
     return dict(
         eta0=optimizer_config.eta0,
         global_batch_size=global_batch_size,
         steps_per_epoch=steps_per_epoch,
         warmup_epochs=(optimizer_config.warmup_epochs
-                       + optimizer_config.warmup_steps / steps_per_epoch),
+                       + optimizer_config.warmup_steps / first_steps),
         warmup=optimizer_config.warmup,
         rule=optimizer_config.rule,
         boundaries_epochs=tuple(optimizer_config.boundaries_epochs),
@@ -141,6 +177,8 @@ def _schedule_args(optimizer_config, global_batch_size, steps_per_epoch,
         decay=optimizer_config.decay,
         total_epochs=num_epochs,
         reference_batch_size=optimizer_config.reference_batch_size,
+        batch_growth=tuple(optimizer_config.batch_growth),
+        batch_growth_eta=optimizer_config.batch_growth_eta,
     )
 
 
@@ -223,6 +261,27 @@ class Experiment:
                     f"them with {source.eval_field.split('=')[0]}. "
                     f"Received: {shown}, {source.eval_field}")
 
+    def check_phases(self, config, source):
+        """Raises `ValueError` unless every phase's batch (under
+        `optimizer.batch_growth`) divides over the replicas and fits an
+        epoch of `source`'s training data; returns the batches."""
+        batches = phase_batch_sizes(config)
+        growth = tuple(config.optimizer.batch_growth)
+        for index, batch in enumerate(batches[1:], start=2):
+            shown = (f"batch_size={config.batch_size}, "
+                     f"optimizer.batch_growth={growth!r}")
+            if batch % self.replicas:
+                raise ValueError(
+                    f"`optimizer.batch_growth` must keep the global batch "
+                    f"divisible by the {self.replicas} replicas; phase "
+                    f"{index} has {batch}. Received: {shown}")
+            if batch > source.num_train:
+                raise ValueError(
+                    f"`optimizer.batch_growth` must keep the global batch "
+                    f"at most the {source.num_train} training examples; "
+                    f"phase {index} has {batch}. Received: {shown}")
+        return batches
+
     def _check_halves(self, config):
         """On one replica the noise scale compares the batch's halves."""
         if config.noise_scale and self.replicas == 1 and (
@@ -248,10 +307,11 @@ class Experiment:
         source = source or self.source(config)
         data = input_pipeline.InputPipeline(source, config.dataset,
                                             config.batch_size, config.seed)
+        self.check_phases(config, source)
         with fields_of("optimizer", config.optimizer):
             LinearScalingSchedule(**_schedule_args(
-                config.optimizer, config.batch_size, data.steps_per_epoch,
-                config.num_epochs))
+                config.optimizer, config.batch_size,
+                phase_steps(config, source.num_train), config.num_epochs))
         key = (repr(sorted(config.model.items())), data.image_shape,
                source.num_classes)
         if key not in self._checked_models:
@@ -283,13 +343,14 @@ class Experiment:
         data = input_pipeline.InputPipeline(
             source, config.dataset, config.batch_size, config.seed,
             image_dtype=image_dtype, deterministic=config.deterministic)
+        self.check_phases(config, source)
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope(), fields_of("model", config.model):
             model = build_model(config.model, data.image_shape,
                                 source.num_classes)
-            scaling = build_optimizer(config.optimizer, config.batch_size,
-                                      data.steps_per_epoch,
-                                      config.num_epochs)
+            scaling = build_optimizer(
+                config.optimizer, config.batch_size,
+                phase_steps(config, source.num_train), config.num_epochs)
             optimizer = scaling
             if config.precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(scaling)

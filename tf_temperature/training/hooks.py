@@ -36,6 +36,10 @@ class Hook:
         """`{name: trackable}` to save in the checkpoint."""
         return {}
 
+    def set_batch_size(self, global_batch_size):
+        """Called before each epoch with its global batch (it changes at
+        the phases of `optimizer.batch_growth`)."""
+
     # Whether `step_sums` needs the gradients of the batch's two halves
     # (`loops.make_train_step`).
     wants_halves = False
@@ -80,6 +84,9 @@ class NoiseScaleHook(Hook):
         self.replicas = parts.strategy.num_replicas_in_sync
         self.batch = parts.config.batch_size
         self.wants_halves = self.replicas == 1
+
+    def set_batch_size(self, global_batch_size):
+        self.batch = global_batch_size
 
     def step_sums(self, gradients, halves=None):
         grads = [tf.cast(g, tf.float32) for g in gradients]

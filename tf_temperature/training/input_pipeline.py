@@ -12,6 +12,7 @@ with zero-weight examples, so that every example is counted once. The
 sources are in `sources`.
 """
 
+import copy
 import math
 
 import tensorflow as tf
@@ -120,6 +121,16 @@ class InputPipeline:
         self.image_shape = (config.image_size, config.image_size,
                             source.channels)
 
+    def with_batch_size(self, global_batch_size):
+        """This pipeline at another global batch, for a phase of a batch
+        growth (`optimizer.batch_growth`): the same data order seeds, its
+        own steps per epoch. Only its training data are used (evaluation
+        keeps the first phase's batch, so its numbers compare)."""
+        other = copy.copy(self)
+        other.global_batch_size = global_batch_size
+        other.steps_per_epoch = self.source.num_train // global_batch_size
+        return other
+
     # --- Per-example preprocessing. -----------------------------------------
 
     def _decode(self, image):
@@ -178,13 +189,16 @@ class InputPipeline:
     def _epoch_seed(self, epoch, pipeline_id):
         return self.seed * 1_000_003 + epoch * 1_009 + pipeline_id
 
-    def train_dataset(self, context, epoch, skip_steps=0):
+    def train_dataset(self, context, epoch, skip_steps=0, first_step=None):
         """The training batches of one epoch for one input pipeline.
 
         Args:
             context: a `tf.distribute.InputContext`.
             epoch: the epoch (seeds the shuffle and the augmentation).
             skip_steps: batches of this epoch already trained (resume).
+            first_step: the optimizer step of the epoch's first batch
+                (default `epoch * steps_per_epoch`; a batch growth starts
+                later epochs elsewhere).
 
         Returns:
             A dataset of `steps_per_epoch - skip_steps` batches of
@@ -215,8 +229,9 @@ class InputPipeline:
         dataset = dataset.skip(skip_steps * replicas * batch)
         stall = faults.input_stall_step()
         if stall is not None:  # A test of stopping while input waits.
-            dataset = _stall_from(dataset, (stall - epoch
-                                            * self.steps_per_epoch)
+            if first_step is None:
+                first_step = epoch * self.steps_per_epoch
+            dataset = _stall_from(dataset, (stall - first_step)
                                   * replicas * batch)
 
         noise = self.config.label_noise
@@ -272,10 +287,12 @@ class InputPipeline:
         return dataset.prefetch(tf.data.AUTOTUNE).with_options(
             self._options())
 
-    def distributed_train(self, strategy, epoch, skip_steps=0):
+    def distributed_train(self, strategy, epoch, skip_steps=0,
+                          first_step=None):
         """`train_dataset` for every input pipeline of `strategy`."""
         return strategy.distribute_datasets_from_function(
-            lambda context: self.train_dataset(context, epoch, skip_steps))
+            lambda context: self.train_dataset(context, epoch, skip_steps,
+                                               first_step))
 
     def distributed_eval(self, strategy):
         """`eval_dataset` for every input pipeline of `strategy`."""

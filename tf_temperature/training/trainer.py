@@ -153,22 +153,48 @@ class Trainer:
         self.epoch_sums = {name: tf.Variable(0.0, dtype=tf.float64,
                                              trainable=False)
                            for name in self.sum_names}
-        self.train_loop = loops.make_loop(
-            parts.strategy, loops.make_train_step(
-                parts.model, parts.optimizer, config.batch_size, top5,
-                self.hooks, config.jit_compile),
-            self.sum_names, stop_if_not_finite=True)
+        self.top5 = top5
+        # The batch-size schedule (one phase without optimizer.batch_growth)
+        # and the current phase's compiled loop and input pipeline: rebuilt
+        # once per phase (a new global batch is a new loss average and new
+        # input shapes), never per step.
+        self.batches = parts.scaling.schedule.batches
+        self._phase = None
         self.eval_loop = loops.make_loop(
             parts.strategy, loops.make_eval_step(parts.model, top5),
             loops.METRIC_SUMS)
-        self.steps_per_epoch = parts.data.steps_per_epoch
-        self.description = (
-            f"{sources.describe(parts.source)}; {parts.model.name}, "
-            f"B={config.batch_size} on {parts.strategy.num_replicas_in_sync}"
-            f" replica(s), {self.steps_per_epoch} steps per epoch, "
-            f"eta0={parts.scaling.eta0:.4g}, "
-            f"eta={parts.scaling.schedule.target_learning_rate:.4g}")
+        self.description = _describe(parts, self.batches)
         self._stream = None
+
+    def phase(self, epoch):
+        """`(Phase, train loop, input pipeline)` of 0-based `epoch`,
+        built when its phase starts."""
+        phase = self.batches.phase_of_epoch(epoch)
+        if self._phase is None or self._phase[0] != phase:
+            parts = self.parts
+            loop = loops.make_loop(
+                parts.strategy, loops.make_train_step(
+                    parts.model, parts.optimizer, phase.batch_size,
+                    self.top5, self.hooks, self.config.jit_compile),
+                self.sum_names, stop_if_not_finite=True)
+            data = (parts.data if phase.index == 0
+                    else parts.data.with_batch_size(phase.batch_size))
+            self._phase = (phase, loop, data)
+        for hook in self.hooks:
+            hook.set_batch_size(phase.batch_size)
+        return self._phase
+
+    @property
+    def train_loop(self):
+        """The compiled training loop of the current step's phase."""
+        return self.phase(self.batches.locate(self.step)[0])[1]
+
+    def train_iterator(self, epoch, skip=0):
+        """The distributed training batches of `epoch` from step `skip`."""
+        _, _, data = self.phase(epoch)
+        return iter(data.distributed_train(
+            self.parts.strategy, epoch, skip,
+            first_step=self.batches.start_step(epoch)))
 
     @property
     def step(self):
@@ -181,12 +207,13 @@ class Trainer:
         totals = dict.fromkeys(self.sum_names, 0.0)
         while num_steps > 0:
             if self._stream is None or not self._stream[1]:
-                epoch = self.step // self.steps_per_epoch
-                self._stream = [iter(self.parts.data.distributed_train(
-                    self.parts.strategy, epoch)), self.steps_per_epoch]
+                epoch, skip = self.batches.locate(self.step)
+                phase = self.phase(epoch)[0]
+                self._stream = [self.train_iterator(epoch, skip),
+                                phase.steps_per_epoch - skip]
             chunk = min(self.config.steps_per_loop, num_steps,
                         self._stream[1])
-            found = self.train_loop(self._stream[0], tf.constant(chunk))
+            found = self._phase[1](self._stream[0], tf.constant(chunk))
             for name, value in found.items():
                 totals[name] += float(value)
             self._stream[1] -= chunk
@@ -229,6 +256,23 @@ class Trainer:
                 return _Epochs(self, run_dir, store, out, stop).run(restored)
 
 
+def _describe(parts, batches):
+    """The run's first line: data, model, batch, steps, rates."""
+    config = parts.config
+    if len(batches.phases) == 1:
+        batch = f"B={config.batch_size}"
+        steps = batches.phases[0].steps_per_epoch
+    else:
+        batch = "B=" + " -> ".join(str(p.batch_size) for p in batches.phases)
+        batch += " at epochs " + ", ".join(
+            str(p.start_epoch) for p in batches.phases[1:])
+        steps = "/".join(str(p.steps_per_epoch) for p in batches.phases)
+    return (f"{sources.describe(parts.source)}; {parts.model.name}, "
+            f"{batch} on {parts.strategy.num_replicas_in_sync} replica(s), "
+            f"{steps} steps per epoch, eta0={parts.scaling.eta0:.4g}, "
+            f"eta={parts.scaling.schedule.target_learning_rate:.4g}")
+
+
 class _Epochs:
     """The epoch loop of one `Trainer.run` call."""
 
@@ -242,7 +286,6 @@ class _Epochs:
     def run(self, restored):
         t, config = self.t, self.t.config
         start = t.step
-        spe = t.steps_per_epoch
         if t.chief:
             # Rows of work after the restored checkpoint are redone.
             self.out.log.keep_until(start)
@@ -255,7 +298,7 @@ class _Epochs:
             t.print_fn(t.description + (
                 f"; resumed at step {start} from {io.basename(restored)}"
                 if restored else ""))
-        epoch, skip = divmod(start, spe)
+        epoch, skip = t.batches.locate(start)
         # Every worker decides from the chief's table (they must agree: an
         # evaluation is a collective step).
         recorded = writers.MetricsLog(io.join(t.workdir, "metrics.csv"))
@@ -263,7 +306,8 @@ class _Epochs:
                 int(row["step"]) == start for row in recorded.read()):
             # Stopped after the epoch's last step, before its rows were
             # written: evaluate and record it now, from the saved sums.
-            epoch, skip = epoch - 1, spe
+            epoch -= 1
+            skip = t.batches.phase_of_epoch(epoch).steps_per_epoch
         while epoch < config.num_epochs:
             totals = self._train_epoch(epoch, skip)
             self._end_epoch(epoch, totals)
@@ -272,22 +316,24 @@ class _Epochs:
 
     def _train_epoch(self, epoch, skip):
         t, config = self.t, self.t.config
-        spe, every = t.steps_per_epoch, config.checkpoint_every_steps
+        every = config.checkpoint_every_steps
+        phase, train_loop, _ = t.phase(epoch)
+        spe = phase.steps_per_epoch
         totals = ({k: float(v.numpy()) for k, v in t.epoch_sums.items()}
                   if skip else dict.fromkeys(t.sum_names, 0.0))
-        step = epoch * spe + skip
-        if step == (epoch + 1) * spe:
+        first = t.batches.start_step(epoch)
+        step, end = first + skip, first + spe
+        if step == end:
             self.images_per_sec = None  # Trained before the stop.
             return totals
-        iterator = iter(t.parts.data.distributed_train(t.parts.strategy,
-                                                       epoch, skip))
+        iterator = t.train_iterator(epoch, skip)
         began = time.perf_counter()
-        while step < (epoch + 1) * spe:
-            chunk = min(config.steps_per_loop, (epoch + 1) * spe - step)
+        while step < end:
+            chunk = min(config.steps_per_loop, end - step)
             if every:
                 chunk = min(chunk, every - step % every)
             try:
-                found = t.train_loop(iterator, tf.constant(chunk))
+                found = train_loop(iterator, tf.constant(chunk))
             except tf.errors.OutOfRangeError:
                 raise input_pipeline.NoDataError(
                     t.parts.source, "training", epoch + 1) from None
@@ -302,9 +348,9 @@ class _Epochs:
             if signame:
                 self.store.save(step)
                 raise Preempted(step, signame)
-            if every and step % every == 0 and step % spe:
+            if every and step % every == 0 and step != end:
                 self.store.save(step)
-        self.images_per_sec = ((spe - skip) * config.batch_size
+        self.images_per_sec = ((spe - skip) * phase.batch_size
                                / (time.perf_counter() - began))
         faults.point("epoch_trained", step)
         return totals
@@ -344,6 +390,8 @@ class _Epochs:
             "diverged": diverged, "step": t.step,
             "epochs": int(t.config.num_epochs),
             "global_batch_size": t.config.batch_size,
+            # Each phase's global batch (one, without a batch growth).
+            "batch_sizes": [p.batch_size for p in t.batches.phases],
             "eta0": t.parts.scaling.eta0,
             "images_per_sec": self.images_per_sec,
             "replicas": t.parts.strategy.num_replicas_in_sync,
@@ -372,7 +420,7 @@ class _Epochs:
     def _diverged(self, step, epoch):
         t = self.t
         rate = float(t.parts.scaling.schedule(max(step - 1, 0)))
-        batch = t.config.batch_size
+        batch = t.batches.batch_size_of_epoch(epoch)
         self._finish(diverged=True)
         raise DivergedError(
             f"training diverged at step {step} (epoch {epoch + 1}): the loss "

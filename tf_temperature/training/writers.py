@@ -17,9 +17,9 @@ from absl import logging
 from tf_temperature.training import io
 
 METRICS_COLUMNS = (
-    "epoch", "step", "examples_seen", "split", "loss", "error", "top5_error",
-    "learning_rate", "temperature", "wall_time", "grad_norm_sq",
-    "grad_variance", "noise_scale",
+    "epoch", "step", "examples_seen", "batch_size", "split", "loss",
+    "error", "top5_error", "learning_rate", "temperature", "wall_time",
+    "grad_norm_sq", "grad_variance", "noise_scale",
 )
 # What goes to TensorBoard, where a row has it.
 SCALARS = ("loss", "error", "learning_rate", "temperature", "grad_norm_sq",
@@ -149,11 +149,16 @@ def epoch_row(parts, hook_list, epoch, step, split, totals, wall_time):
     """One `metrics.csv` row from an epoch's summed `totals` (`parts`:
     the run's `experiment.Parts`; hooks add their train columns)."""
     count = max(float(totals["count"]), 1.0)
-    batch = parts.config.batch_size
-    rate = float(parts.scaling.schedule(max(step - 1, 0)))
+    schedule = parts.scaling.schedule
+    # The epoch's own global batch (it grows with optimizer.batch_growth),
+    # and the rate and temperature eta/B of its last step.
+    batch = schedule.batches.batch_size_of_epoch(epoch - 1)
+    rate = float(schedule(max(step - 1, 0)))
     row = {
-        "epoch": epoch, "step": step, "examples_seen": step * batch,
-        "split": split, "loss": float(totals["loss"]) / count,
+        "epoch": epoch, "step": step,
+        "examples_seen": schedule.batches.examples_seen(step),
+        "batch_size": batch, "split": split,
+        "loss": float(totals["loss"]) / count,
         "error": 1.0 - float(totals["correct"]) / count,
         "top5_error": (1.0 - float(totals["correct5"]) / count
                        if parts.source.num_classes > 10 else ""),
