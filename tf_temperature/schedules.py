@@ -12,6 +12,7 @@ Durations are in epochs so that a schedule means the same thing at every
 batch size: `steps = epochs * steps_per_epoch`.
 """
 
+import inspect
 import math
 
 import keras
@@ -85,6 +86,22 @@ def _check_boundaries(boundaries, warmup_epochs, total_epochs):
     return tuple(values)
 
 
+def _check_total(decay, warmup_epochs, total_epochs, given_warmup):
+    """Raises `ValueError` for a cosine decay without `total_epochs` or a
+    warmup longer than training."""
+    if decay == "cosine" and total_epochs is None:
+        raise ValueError(
+            '`total_epochs` is required by decay="cosine". Received: '
+            "total_epochs=None"
+        )
+    if total_epochs is not None and warmup_epochs > total_epochs:
+        raise ValueError(
+            "`warmup_epochs` must not exceed `total_epochs` "
+            f"({total_epochs:g}). Received: "
+            f"warmup_epochs={given_warmup!r}"
+        )
+
+
 @keras.saving.register_keras_serializable(package="tf_temperature")
 class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """`eta = B * eta0` with Goyal et al.'s warmup and a decay, by epochs.
@@ -109,29 +126,22 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
       the lecture: 0.5 twice); `"cosine"` follows half a cosine from `eta`
       after warmup to 0 at `total_epochs` (Loshchilov & Hutter 2017);
       `"constant"` keeps `eta`.
-    - Batch growth (Smith et al. 2018, "Don't Decay the Learning Rate,
-      Increase the Batch Size"): with `batch_growth`, the global batch is
-      multiplied by `batch_growth[i]` at `boundaries_epochs[i]`
-      (`batch_schedules.BatchSizeSchedule`; each phase has its own steps
-      per epoch, and epochs are counted phase by phase). `eta` then stays
-      at its first-phase value (`batch_growth_eta="constant"`: the
-      temperature falls with each growth, as a decay would lower it) or
-      follows `rule` at each phase's batch (`"scaled"`: with the linear
-      rule, eta grows with B and the growth alone leaves the temperature
-      unchanged). A piecewise decay still applies at the same boundaries;
-      set `decay="constant"` to cool by the batch alone.
+    - Batch growth (Smith et al. 2018): `batch_growth[i]` multiplies the
+      batch at `boundaries_epochs[i]` (`batch_schedules`: each phase has
+      its own steps per epoch). `eta` stays (`batch_growth_eta=
+      "constant"`: each growth cools as a decay would) or follows `rule`
+      at each phase's batch (`"scaled"`). A piecewise decay still applies
+      at the boundaries; `decay="constant"` cools by the batch alone.
 
-    `temperature(step)` is `eta(step) / B(step)`: with the linear rule and
-    no batch growth it is `eta0` times the warmup and decay factors
-    whatever `B` is.
+    `temperature(step)` is `eta(step) / B(step)`: without a batch growth,
+    under the linear rule, `eta0` times the warmup and decay factors.
 
     Args:
         eta0: the per-example learning rate (see `rule`), > 0.
         global_batch_size: the global batch size `B` (all replicas), >= 1;
             with `batch_growth`, the first phase's.
-        steps_per_epoch: optimizer steps per epoch at this batch size, >= 1
-            (with `batch_growth`, or one per phase: see
-            `BatchSizeSchedule`).
+        steps_per_epoch: steps per epoch at this batch size, >= 1 (or one
+            per phase of a `batch_growth`: `BatchSizeSchedule`).
         warmup_epochs: length of the warmup in epochs, >= 0.
         warmup: `"gradual"`, `"constant"` or `"none"`.
         rule: `"linear"`, `"sqrt"` or `"none"`.
@@ -151,8 +161,7 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
             decay rate, a negative warmup, an unknown `rule`, `warmup` or
             `decay`, boundaries that are not increasing or that fall inside
             the warmup or after the end, a cosine decay without
-            `total_epochs`, a warmup longer than training, or a bad
-            `batch_growth`.
+            `total_epochs`, a warmup longer than training, a bad growth.
     """
 
     def __init__(
@@ -204,20 +213,9 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.batches = BatchSizeSchedule(
             self.global_batch_size, steps_per_epoch,
             self.boundaries_epochs, batch_growth)
-        if self.decay == "cosine" and self.total_epochs is None:
-            raise ValueError(
-                '`total_epochs` is required by decay="cosine". Received: '
-                "total_epochs=None"
-            )
-        if (
-            self.total_epochs is not None
-            and self._effective_warmup_epochs > self.total_epochs
-        ):
-            raise ValueError(
-                "`warmup_epochs` must not exceed `total_epochs` "
-                f"({self.total_epochs:g}). Received: "
-                f"warmup_epochs={warmup_epochs!r}"
-            )
+        self.batch_growth = self.batches.batch_growth
+        _check_total(self.decay, self._effective_warmup_epochs,
+                     self.total_epochs, warmup_epochs)
         self.name = name
 
     @property
@@ -297,21 +295,12 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return self(step) / self.batch_size(step)
 
     def get_config(self):
-        return {
-            "eta0": self.eta0,
-            "global_batch_size": self.global_batch_size,
-            "steps_per_epoch": (list(self.steps_per_epoch)
-                                if isinstance(self.steps_per_epoch, tuple)
-                                else self.steps_per_epoch),
-            "warmup_epochs": self.warmup_epochs,
-            "warmup": self.warmup,
-            "rule": self.rule,
-            "boundaries_epochs": list(self.boundaries_epochs),
-            "decay_rate": self.decay_rate,
-            "decay": self.decay,
-            "total_epochs": self.total_epochs,
-            "reference_batch_size": self.reference_batch_size,
-            "batch_growth": list(self.batches.batch_growth),
-            "batch_growth_eta": self.batch_growth_eta,
-            "name": self.name,
-        }
+        config = {name: getattr(self, name) for name in _CONFIG_FIELDS}
+        for name in ("steps_per_epoch", "boundaries_epochs", "batch_growth"):
+            if isinstance(config[name], tuple):
+                config[name] = list(config[name])
+        return config
+
+
+_CONFIG_FIELDS = tuple(
+    inspect.signature(LinearScalingSchedule).parameters)

@@ -11,13 +11,18 @@
   with none readable the run refuses (`UnreadableCheckpointsError`). A
   readable checkpoint that does not fit the model is a changed config, not
   damage (`ConfigMismatchError`, naming the first variable that differs).
+* `weights_fingerprint`: the summary's hash of the weights, by which runs
+  (a resumed one and an uninterrupted one) are compared bit for bit.
 
 Stopping on SIGTERM and SIGINT is `signals`.
 """
 
+import hashlib
 import logging as logging_std
 import re
 
+import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -28,6 +33,15 @@ _KEY_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 # The index file `tf.train.CheckpointManager` keeps, and its checkpoints.
 INDEX = "checkpoint"
 _NUMBERED = re.compile(r"ckpt-(\d+)\.index$")
+
+
+def weights_fingerprint(weights):
+    """A short hash of `weights`: equal iff they are bit-equal."""
+    digest = hashlib.sha256()
+    for weight in weights:
+        digest.update(np.ascontiguousarray(
+            keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class UnreadableCheckpointsError(ValueError):

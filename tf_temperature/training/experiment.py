@@ -28,7 +28,7 @@ from tf_temperature.schedules import BATCH_GROWTH_ETAS, LinearScalingSchedule
 from tf_temperature.training import distribute, input_pipeline, sources
 
 # Config sections that belong to a study, not to a training run.
-STUDY_SECTIONS = ("tune", "equilibrium")
+STUDY_SECTIONS = ("tune", "equilibrium", "cooling")
 # numpy's and TensorFlow's seeds are unsigned 32-bit integers.
 MAX_SEED = 2**32 - 1
 

@@ -82,6 +82,24 @@ class NoDataError(ValueError):
             f"{field}={source.name.split(':', 1)[-1]!r}")
 
 
+def with_batch_size(pipeline, global_batch_size):
+    """`pipeline` at another global batch, for a phase of a batch growth
+    (`optimizer.batch_growth`): the same data order seeds, its own steps
+    per epoch. Only its training data are used (evaluation keeps the first
+    phase's batch, so that its numbers compare)."""
+    other = copy.copy(pipeline)
+    other.global_batch_size = global_batch_size
+    other.steps_per_epoch = pipeline.source.num_train // global_batch_size
+    return other
+
+
+def _options(deterministic):
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_optimization.map_parallelization = True
+    return options
+
+
 class InputPipeline:
     """Distributed training and evaluation datasets for one run.
 
@@ -120,16 +138,6 @@ class InputPipeline:
         self.eval_steps = None  # Known once the eval dataset is made.
         self.image_shape = (config.image_size, config.image_size,
                             source.channels)
-
-    def with_batch_size(self, global_batch_size):
-        """This pipeline at another global batch, for a phase of a batch
-        growth (`optimizer.batch_growth`): the same data order seeds, its
-        own steps per epoch. Only its training data are used (evaluation
-        keeps the first phase's batch, so its numbers compare)."""
-        other = copy.copy(self)
-        other.global_batch_size = global_batch_size
-        other.steps_per_epoch = self.source.num_train // global_batch_size
-        return other
 
     # --- Per-example preprocessing. -----------------------------------------
 
@@ -179,12 +187,6 @@ class InputPipeline:
         return self._finish(image)
 
     # --- Datasets. ---------------------------------------------------------
-
-    def _options(self):
-        options = tf.data.Options()
-        options.deterministic = self.deterministic
-        options.experimental_optimization.map_parallelization = True
-        return options
 
     def _epoch_seed(self, epoch, pipeline_id):
         return self.seed * 1_000_003 + epoch * 1_009 + pipeline_id
@@ -253,7 +255,7 @@ class InputPipeline:
         dataset = dataset.batch(batch, drop_remainder=True)
         dataset = dataset.take((self.steps_per_epoch - skip_steps) * replicas)
         return dataset.prefetch(tf.data.AUTOTUNE).with_options(
-            self._options())
+            _options(self.deterministic))
 
     def eval_dataset(self, context):
         """All evaluation examples once, for one input pipeline.
@@ -285,7 +287,7 @@ class InputPipeline:
         dataset = dataset.take(self.eval_steps * per_pipeline_batch)
         dataset = dataset.batch(batch, drop_remainder=True)
         return dataset.prefetch(tf.data.AUTOTUNE).with_options(
-            self._options())
+            _options(self.deterministic))
 
     def distributed_train(self, strategy, epoch, skip_steps=0,
                           first_step=None):

@@ -2,25 +2,24 @@
 
 The learning rate is `eta = B * eta0` with warmup and decay
 (`LinearScalingOptimizer`, Goyal et al. 2017), `B` being the actual global
-batch. Each epoch trains `num_train // B` steps in the compiled loop
-(`loops`), evaluates, writes one row per split to `metrics.csv` and
-TensorBoard (`writers`, with the learning rate and the temperature
-`eta / B`) and saves a checkpoint (`checkpoints`). Rerunning on the same
-workdir restores the latest checkpoint and goes on from its step with the
-same data order (`input_pipeline`), so the rerun's weights and
-`metrics.csv` equal an uninterrupted run's. A non-finite loss stops the run
-at that step, before anything is saved, with `DivergedError`. SIGTERM saves
-a checkpoint at the end of the current host call and raises `Preempted`.
-Optional measurements are `hooks`. The workdir may be local or a bucket
-(`io`).
+batch (`optimizer.batch_growth` grows it at the decay boundaries, Smith et
+al. 2018: each phase has its own loop and input pipeline). Each epoch
+trains `num_train // B` steps in the compiled loop (`loops`), evaluates,
+writes one row per split to `metrics.csv` and TensorBoard (`writers`, with
+the rate and the temperature `eta / B`) and saves a checkpoint
+(`checkpoints`). A rerun on the same workdir restores the latest
+checkpoint and goes on from its step with the same data order
+(`input_pipeline`): its weights and `metrics.csv` equal an uninterrupted
+run's. A non-finite loss stops the run at that step, before anything is
+saved (`DivergedError`). SIGTERM saves a checkpoint at the end of the host
+call and raises `Preempted`. Optional measurements are `hooks`. The
+workdir may be local or a bucket (`io`).
 """
 
-import hashlib
 import math
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_temperature.training import (
@@ -33,7 +32,6 @@ from tf_temperature.training import (
     io,
     loops,
     signals,
-    sources,
     workdir,
     writers,
 )
@@ -60,15 +58,6 @@ class Preempted(BaseException):  # noqa: N818 -- a stop, like SystemExit.
             f"preempted ({signame}) at step {step}: checkpoint saved; rerun "
             "the same command to resume from it")
         self.step = step
-
-
-def weights_fingerprint(weights):
-    """A short hash of `weights`: equal iff they are bit-equal."""
-    digest = hashlib.sha256()
-    for weight in weights:
-        digest.update(np.ascontiguousarray(
-            keras.ops.convert_to_numpy(weight)).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def prepare(config, workdir_path, print_fn=print, strategy=None,
@@ -154,16 +143,15 @@ class Trainer:
                                              trainable=False)
                            for name in self.sum_names}
         self.top5 = top5
-        # The batch-size schedule (one phase without optimizer.batch_growth)
-        # and the current phase's compiled loop and input pipeline: rebuilt
-        # once per phase (a new global batch is a new loss average and new
-        # input shapes), never per step.
+        # The phases of the batch (one without optimizer.batch_growth); the
+        # loop and input pipeline are rebuilt once per phase (a new batch is
+        # a new loss average and new input shapes), never per step.
         self.batches = parts.scaling.schedule.batches
         self._phase = None
         self.eval_loop = loops.make_loop(
             parts.strategy, loops.make_eval_step(parts.model, top5),
             loops.METRIC_SUMS)
-        self.description = _describe(parts, self.batches)
+        self.description = writers.run_description(parts, self.batches)
         self._stream = None
 
     def phase(self, epoch):
@@ -177,9 +165,8 @@ class Trainer:
                     parts.model, parts.optimizer, phase.batch_size,
                     self.top5, self.hooks, self.config.jit_compile),
                 self.sum_names, stop_if_not_finite=True)
-            data = (parts.data if phase.index == 0
-                    else parts.data.with_batch_size(phase.batch_size))
-            self._phase = (phase, loop, data)
+            self._phase = (phase, loop, input_pipeline.with_batch_size(
+                parts.data, phase.batch_size))
         for hook in self.hooks:
             hook.set_batch_size(phase.batch_size)
         return self._phase
@@ -191,8 +178,7 @@ class Trainer:
 
     def train_iterator(self, epoch, skip=0):
         """The distributed training batches of `epoch` from step `skip`."""
-        _, _, data = self.phase(epoch)
-        return iter(data.distributed_train(
+        return iter(self.phase(epoch)[2].distributed_train(
             self.parts.strategy, epoch, skip,
             first_step=self.batches.start_step(epoch)))
 
@@ -254,23 +240,6 @@ class Trainer:
             with signals.StopSignal(self.parts.strategy, store.manager,
                                     describe=last_checkpoint) as stop:
                 return _Epochs(self, run_dir, store, out, stop).run(restored)
-
-
-def _describe(parts, batches):
-    """The run's first line: data, model, batch, steps, rates."""
-    config = parts.config
-    if len(batches.phases) == 1:
-        batch = f"B={config.batch_size}"
-        steps = batches.phases[0].steps_per_epoch
-    else:
-        batch = "B=" + " -> ".join(str(p.batch_size) for p in batches.phases)
-        batch += " at epochs " + ", ".join(
-            str(p.start_epoch) for p in batches.phases[1:])
-        steps = "/".join(str(p.steps_per_epoch) for p in batches.phases)
-    return (f"{sources.describe(parts.source)}; {parts.model.name}, "
-            f"{batch} on {parts.strategy.num_replicas_in_sync} replica(s), "
-            f"{steps} steps per epoch, eta0={parts.scaling.eta0:.4g}, "
-            f"eta={parts.scaling.schedule.target_learning_rate:.4g}")
 
 
 class _Epochs:
@@ -384,6 +353,7 @@ class _Epochs:
     def _finish(self, diverged):
         t = self.t
         rows = self.out.log.read()
+        fingerprint = checkpoints.weights_fingerprint
         evals = [r for r in rows if r["split"] == "eval"]
         trains = [r for r in rows if r["split"] == "train"]
         summary = {
@@ -397,8 +367,8 @@ class _Epochs:
             "replicas": t.parts.strategy.num_replicas_in_sync,
             # Trainable weights (synchronized across replicas and workers),
             # and every weight (batch-norm statistics are per replica).
-            "weights": weights_fingerprint(t.parts.model.trainable_weights),
-            "all_weights": weights_fingerprint(t.parts.model.weights),
+            "weights": fingerprint(t.parts.model.trainable_weights),
+            "all_weights": fingerprint(t.parts.model.weights),
         }
         if evals:
             best = min(evals, key=lambda r: float(r["error"]))

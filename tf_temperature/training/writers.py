@@ -14,7 +14,7 @@ import io as _io
 import tensorflow as tf
 from absl import logging
 
-from tf_temperature.training import io
+from tf_temperature.training import io, sources
 
 METRICS_COLUMNS = (
     "epoch", "step", "examples_seen", "batch_size", "split", "loss",
@@ -169,6 +169,24 @@ def epoch_row(parts, hook_list, epoch, step, split, totals, wall_time):
         for hook in hook_list:
             row.update(hook.columns(totals))
     return row
+
+
+def run_description(parts, batches):
+    """The run's first line: data, model, batch (each phase's, with a
+    batch growth), steps per epoch, rates."""
+    config = parts.config
+    if len(batches.phases) == 1:
+        batch = f"B={config.batch_size}"
+        steps = batches.phases[0].steps_per_epoch
+    else:
+        batch = "B=" + " -> ".join(str(p.batch_size) for p in batches.phases)
+        batch += " at epochs " + ", ".join(
+            str(p.start_epoch) for p in batches.phases[1:])
+        steps = "/".join(str(p.steps_per_epoch) for p in batches.phases)
+    return (f"{sources.describe(parts.source)}; {parts.model.name}, "
+            f"{batch} on {parts.strategy.num_replicas_in_sync} replica(s), "
+            f"{steps} steps per epoch, eta0={parts.scaling.eta0:.4g}, "
+            f"eta={parts.scaling.schedule.target_learning_rate:.4g}")
 
 
 def progress_line(rows, num_epochs, images_per_sec):

@@ -1,0 +1,37 @@
+r"""Decay eta, or grow B? Smith et al. 2018 on the bundled digits.
+
+    python -m pipelines.batch_growth --workdir=runs/batch_growth
+
+Three schedules cool SGD by the same factors at the same epochs (the
+temperature eta / B falls by `cooling.factor` k at epochs 15 and 23):
+"decay" divides eta by k at fixed B; "grow" multiplies B by k at fixed eta;
+"hybrid" does half of each (B x sqrt(k), eta / sqrt(k)). Each runs with
+`cooling.seeds`; the same seed gives the same start and the same first
+phase in all three. The model is the study's BN-free perceptron (batch
+norm would make the loss depend on B through its statistics) on 1,024
+training digits, which every batch divides (no example is dropped, and
+the epochs hold the same examples at every B). The base rate is near the
+study's best eta0 at B = 16.
+"""
+
+import ml_collections
+
+from configs import tune_digits
+
+
+def get_config():
+    """Returns the batch-growth experiment configuration."""
+    config = tune_digits.get_config()
+    del config["tune"]
+    config.batch_size = 16
+    config.num_epochs = 30
+    config.optimizer.eta0 = 0.02  # eta = 0.32 at B = 16.
+    config.optimizer.boundaries_epochs = (15.0, 23.0)
+
+    config.cooling = ml_collections.ConfigDict()
+    # The cooling factor at each boundary: a square (the hybrid takes its
+    # root for B and for eta).
+    config.cooling.factor = 4
+    config.cooling.schedules = ("decay", "grow", "hybrid")
+    config.cooling.seeds = (0, 1, 2, 3, 4)
+    return config
