@@ -1,6 +1,6 @@
 r"""Decay eta, or grow B? Smith et al. 2018 on the bundled digits.
 
-    python -m pipelines.batch_growth --workdir=runs/batch_growth
+    python -m pipelines.cooling --workdir=runs/cooling
 
 Three schedules cool SGD by the same factors at the same epochs (the
 temperature eta / B falls by `cooling.factor` k at epochs 15 and 23):
@@ -20,7 +20,7 @@ from configs import tune_digits
 
 
 def get_config():
-    """Returns the batch-growth experiment configuration."""
+    """Returns the cooling experiment configuration."""
     config = tune_digits.get_config()
     del config["tune"]
     config.batch_size = 16

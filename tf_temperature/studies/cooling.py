@@ -1,0 +1,262 @@
+"""Decay the rate, or grow the batch? Smith et al. 2018's experiment.
+
+The lecture's temperature is `eta / B`. Smith, Kindermans, Ying and Le
+(2018, "Don't Decay the Learning Rate, Increase the Batch Size") cool SGD
+by growing `B` where a schedule would shrink `eta`: the same temperature
+path, the same training curve in epochs, fewer and larger steps. Three
+schedules cool by the factor `k = cooling.factor` at each of
+`optimizer.boundaries_epochs`:
+
+* `decay`: `eta / k` at fixed `B` (the reference);
+* `grow`: `B * k` at fixed `eta` (`optimizer.batch_growth`);
+* `hybrid`: `B * sqrt(k)` and `eta / sqrt(k)`, part of the cooling by
+  each knob.
+
+Every schedule runs with every seed of `cooling.seeds` through the trainer
+(`training.trainer`, one resumable workdir per run under `runs/`). A seed
+gives the same initial weights and the same first phase in all three, so
+the comparison is paired: for each seed, the schedule's value minus the
+decay's, and over seeds a Student-t 95% interval of that difference, at
+the last epoch and at every epoch. A run that diverged is named and left
+out of the comparison, never counted as a result.
+"""
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from tf_temperature import _validation
+from tf_temperature.studies import _tracing, progress
+from tf_temperature.training import experiment, io, trainer
+from tf_temperature.training import workdir as workdir_lib
+
+SCHEDULES = ("decay", "grow", "hybrid")
+FILES = ("curves.csv", "cooling.json", "cooling.png")
+# The measures compared between schedules, at each epoch.
+MEASURES = (("train", "loss"), ("eval", "error"), ("eval", "loss"))
+MIN_SEEDS = 3
+
+
+def check_config(config):
+    """Raises `ValueError` naming the first bad field (nothing written)."""
+    experiment.check_config(config)
+    experiment.refuse_batch_growth(config, "the cooling experiment")
+    cooling = config.cooling
+    factor = _validation.positive_integer("cooling.factor", cooling.factor)
+    names = tuple(cooling.schedules)
+    for name in names:
+        _validation.one_of("cooling.schedules", name, SCHEDULES)
+    if "decay" not in names or len(set(names)) != len(names) or len(
+            names) < 2:
+        raise ValueError(
+            "`cooling.schedules` must name 'decay' (the reference) and at "
+            f"least one other of {SCHEDULES}, each once. Received: "
+            f"cooling.schedules={names!r}")
+    if factor < 2 or ("hybrid" in names and math.isqrt(factor) ** 2
+                      != factor):
+        raise ValueError(
+            "`cooling.factor` must be an integer >= 2, and a square with "
+            "the 'hybrid' schedule (it grows B and divides eta by the "
+            f"root). Received: cooling.factor={cooling.factor!r}")
+    seeds = tuple(cooling.seeds)
+    if len(set(seeds)) < MIN_SEEDS or len(set(seeds)) != len(seeds):
+        raise ValueError(
+            f"`cooling.seeds` must hold at least {MIN_SEEDS} distinct "
+            f"seeds (the intervals are over seeds). Received: "
+            f"cooling.seeds={seeds!r}")
+    for seed in seeds:
+        _validation.integer_in("cooling.seeds", seed, 0, experiment.MAX_SEED)
+    if not len(config.optimizer.boundaries_epochs):
+        raise ValueError(
+            "`optimizer.boundaries_epochs` must name the epochs where the "
+            "schedules cool. Received: optimizer.boundaries_epochs=()")
+
+
+def schedule_changes(config, name):
+    """The config changes that make schedule `name` from `config`."""
+    k = config.cooling.factor
+    count = len(config.optimizer.boundaries_epochs)
+    root = math.isqrt(k)
+    changes = {"decay": {"optimizer.decay": "piecewise",
+                         "optimizer.decay_rate": 1.0 / k,
+                         "optimizer.batch_growth": ()},
+               "grow": {"optimizer.decay": "constant",
+                        "optimizer.batch_growth": (k,) * count},
+               "hybrid": {"optimizer.decay": "piecewise",
+                          "optimizer.decay_rate": 1.0 / root,
+                          "optimizer.batch_growth": (root,) * count}}[name]
+    return {**changes, "optimizer.batch_growth_eta": "constant"}
+
+
+def plan(config):
+    """`[(schedule, seed, run config)]`, schedule by schedule."""
+    return [(name, seed, experiment.variant(config, {
+        **schedule_changes(config, name), "seed": int(seed)}))
+            for name in config.cooling.schedules
+            for seed in config.cooling.seeds]
+
+
+def _steps(setup, run):
+    """The optimizer steps of a whole run of `run`."""
+    source = setup.source(run)
+    batches = experiment.phase_batch_sizes(run)
+    starts = [0, *(int(b) for b in run.optimizer.boundaries_epochs)]
+    if len(batches) == 1:
+        starts = [0]
+    ends = [*starts[1:], run.num_epochs]
+    return sum((end - start) * (source.num_train // batch)
+               for start, end, batch in zip(starts, ends, batches,
+                                            strict=True))
+
+
+def run_experiment(config, workdir, print_fn=print):
+    """Trains every (schedule, seed) of `plan` and compares the schedules.
+
+    Writes in `workdir`: `runs/<schedule>_seed<seed>/` (trainer workdirs,
+    resumed on a rerun), `curves.csv` (every run's `metrics.csv` rows),
+    `cooling.json` (`compare`'s report) and `cooling.png`.
+
+    Returns:
+        `(curves, report)`.
+
+    Raises:
+        ValueError: bad input, before anything is written.
+    """
+    check_config(config)
+    workdir_lib.check_workdir(workdir, FILES, ("runs",))
+    _tracing.expect_new_functions()  # A loop per run and phase.
+    setup = experiment.Experiment(config)
+    runs = plan(config)
+    for _, _, run in runs:
+        setup.check_run(run)
+    steps = {name: _steps(setup, run) for name, _, run in runs}
+    print_fn(f"cooling: {len(config.cooling.schedules)} schedules x "
+             f"{len(config.cooling.seeds)} seeds = {len(runs)} runs of "
+             f"{config.num_epochs} epochs, cooled x{config.cooling.factor} "
+             f"at epochs {tuple(config.optimizer.boundaries_epochs)}; steps "
+             "per run: " + ", ".join(f"{n} {s}" for n, s in steps.items()))
+    io.makedirs(workdir)
+    meter = progress.Progress([steps[name] for name, _, _ in runs],
+                              print_fn=print_fn)
+    frames, failed = [], []
+    for name, seed, run in runs:
+        run_dir = io.join(workdir, "runs", f"{name}_seed{seed}")
+        began = time.perf_counter()
+        try:
+            summary = trainer.train_and_evaluate(run, run_dir, None,
+                                                 setup=setup)
+            text = (f"{name} seed {seed}: {summary['step']} steps, train "
+                    f"loss {summary['final_train_loss']:.4f}, eval error "
+                    f"{summary['final_eval_error']:.4f}")
+        except trainer.DivergedError:
+            failed.append((name, seed))
+            text = f"{name} seed {seed}: DIVERGED (left out)"
+        meter.step(steps[name], time.perf_counter() - began, text)
+        if (name, seed) not in failed:
+            frame = pd.read_csv(io.join(run_dir, "metrics.csv"))
+            frames.append(frame.assign(schedule=name, seed=seed))
+    curves = pd.concat(frames, ignore_index=True)
+    report = compare(curves, steps)
+    report.update(factor=config.cooling.factor, diverged=[
+        {"schedule": n, "seed": s} for n, s in failed])
+    io.write_text(io.join(workdir, "curves.csv"), curves.to_csv(index=False))
+    io.write_json(io.join(workdir, "cooling.json"), report)
+    from tf_temperature.studies import cooling_figure
+
+    cooling_figure.save(curves, io.join(workdir, "cooling.png"))
+    return curves, report
+
+
+def _paired(values):
+    """Mean and Student-t 95% interval of paired differences."""
+    values = np.asarray(values, float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, -math.inf, math.inf
+    half = (stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1)
+            / math.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def compare(curves, steps):
+    """Each schedule against `decay`, paired by seed.
+
+    Args:
+        curves: rows of every run's `metrics.csv` with `schedule`, `seed`.
+        steps: `{schedule: optimizer steps of a run}`.
+
+    Returns:
+        dict: per schedule, `steps`, `steps_saved` (share of decay's),
+        and per measure (`train_loss`, `eval_error`, `eval_loss`): the
+        final-epoch seed mean and spread, the paired difference from
+        decay with its 95% interval, the epochs whose interval excludes 0
+        (of all epochs), and `match` (the final interval holds 0);
+        `seeds` used (those where both runs finished).
+    """
+    last = int(curves["epoch"].max())
+    report = {"epochs": last, "schedules": {}}
+    reference = curves[curves["schedule"] == "decay"]
+    for name, frame in curves.groupby("schedule", sort=False):
+        seeds = sorted(set(frame["seed"]) & set(reference["seed"]))
+        entry = {"steps": steps[name],
+                 "steps_saved": 1.0 - steps[name] / steps["decay"],
+                 "seeds": seeds}
+        for split, column in MEASURES:
+            ours = _table(frame, split, column, seeds)
+            theirs = _table(reference, split, column, seeds)
+            final = ours[last]
+            item = {"final_mean": float(final.mean()),
+                    "final_seed_sd": float(final.std(ddof=1))}
+            if name != "decay":
+                diff, low, high = _paired(final - theirs[last])
+                outside = [int(epoch) for epoch in ours.columns
+                           if not _holds_zero(ours[epoch] - theirs[epoch])]
+                item.update(difference=diff, difference_low=low,
+                            difference_high=high, match=bool(low <= 0 <= high),
+                            epochs_differing=outside)
+            entry[f"{split}_{column}"] = item
+        report["schedules"][name] = entry
+    return report
+
+
+def _holds_zero(values):
+    _, low, high = _paired(values)
+    return low <= 0 <= high or np.allclose(values, 0.0)
+
+
+def _table(frame, split, column, seeds):
+    """`[seed x epoch]` of `column` on `split`."""
+    rows = frame[(frame["split"] == split) & frame["seed"].isin(seeds)]
+    return rows.pivot(index="seed", columns="epoch", values=column).loc[
+        seeds]
+
+
+def summary_lines(report):
+    """The report as lines for the terminal."""
+    lines, last = [], report["epochs"]
+    for name, entry in report["schedules"].items():
+        line = (f"{name:>6}: {entry['steps']} steps"
+                + ("" if name == "decay" else
+                   f" ({entry['steps_saved']:.0%} fewer than decay)"))
+        lines.append(line)
+        for key in ("train_loss", "eval_error"):
+            item = entry[key]
+            text = (f"    epoch {last} {key.replace('_', ' ')} "
+                    f"{item['final_mean']:.4f} (seed sd "
+                    f"{item['final_seed_sd']:.4f})")
+            if name != "decay":
+                text += (f"; minus decay's {item['difference']:+.4f} "
+                         f"[{item['difference_low']:+.4f}, "
+                         f"{item['difference_high']:+.4f}] -> "
+                         + ("within the seed spread" if item["match"]
+                            else "DIFFERS")
+                         + f"; epochs whose interval excludes 0: "
+                         f"{len(item['epochs_differing'])}/{last}")
+            lines.append(text)
+    if report.get("diverged"):
+        lines.append("diverged (left out): " + ", ".join(
+            f"{d['schedule']} seed {d['seed']}" for d in report["diverged"]))
+    return lines
