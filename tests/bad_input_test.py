@@ -113,6 +113,18 @@ FIELD_CASES = [
      "learning-rate search (it compares fixed batch sizes; `python -m "
      "pipelines.train` runs a batch-size schedule). Received: "
      "optimizer.batch_growth=(2,)"),
+    ("cooling_factor_not_a_square", "cooling", {"cooling.factor": 3}, None,
+     "error: `cooling.factor` must be an integer >= 2, and a square with "
+     "the 'hybrid' schedule (it grows B and divides eta by the root). "
+     "Received: cooling.factor=3"),
+    ("cooling_without_decay", "cooling",
+     {"cooling.schedules": ("grow", "hybrid")}, None,
+     "error: `cooling.schedules` must name 'decay' (the reference) and at "
+     "least one other of ('decay', 'grow', 'hybrid'), each once. Received: "
+     "cooling.schedules=('grow', 'hybrid')"),
+    ("cooling_two_seeds", "cooling", {"cooling.seeds": (0, 1)}, None,
+     "error: `cooling.seeds` must hold at least 3 distinct seeds (the "
+     "intervals are over seeds). Received: cooling.seeds=(0, 1)"),
     ("batch_size_zero", "train", {"batch_size": 0}, None,
      "error: `batch_size` must be an integer >= 1. Received: batch_size=0"),
     ("negative_eta0", "train", {"optimizer.eta0": -0.1}, None,
@@ -357,14 +369,20 @@ def test_cli_bad_input(tmp_path, pipeline, flags, message):
                          ids=[case[0] for case in FIELD_CASES])
 def test_field_bad_input(tmp_path, capsys, pipeline, changes, run_dir,
                          message):
-    from configs import digits_resnet, equilibrium_digits, tune_digits
+    from configs import (
+        cooling_digits,
+        digits_resnet,
+        equilibrium_digits,
+        tune_digits,
+    )
     from pipelines import _cli
-    from tf_temperature.studies import equilibrium, tuning
+    from tf_temperature.studies import cooling, equilibrium, tuning
     from tf_temperature.training import trainer
 
     prepare_fixtures(tmp_path)
     config = {"train": digits_resnet, "tune": tune_digits,
-              "equilibrium": equilibrium_digits}[pipeline].get_config()
+              "equilibrium": equilibrium_digits,
+              "cooling": cooling_digits}[pipeline].get_config()
     tiny = {"num_epochs": 1, "model.depth": 8, "model.width": 4,
             "optimizer.boundaries_epochs": ()}
     override(config, {**tiny, **{
@@ -376,6 +394,8 @@ def test_field_bad_input(tmp_path, capsys, pipeline, changes, run_dir,
     job = {"train": lambda: trainer.prepare(config, run_dir),
            "tune": lambda: tuning.Search(config, run_dir, print),
            "equilibrium": lambda: equilibrium.run_experiment(
+               config, run_dir, None),
+           "cooling": lambda: cooling.run_experiment(
                config, run_dir, None)}[pipeline]
     before = snapshot(tmp_path)
     capsys.readouterr()

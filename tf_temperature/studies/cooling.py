@@ -192,9 +192,12 @@ def compare(curves, steps):
         dict: per schedule, `steps`, `steps_saved` (share of decay's),
         and per measure (`train_loss`, `eval_error`, `eval_loss`): the
         final-epoch seed mean and spread, the paired difference from
-        decay with its 95% interval, the epochs whose interval excludes 0
-        (of all epochs), and `match` (the final interval holds 0);
-        `seeds` used (those where both runs finished).
+        decay with its 95% interval, `max_gap_in_seed_sd` (the largest
+        |mean difference| over the epochs, in units of decay's seed sd at
+        that epoch), `match` (that gap is at most 1: the curves agree
+        within the seed spread at every epoch), `epochs_differing` (the
+        epochs whose paired interval excludes 0: a difference the seeds
+        detect, however small); `seeds` used (where both runs finished).
     """
     last = int(curves["epoch"].max())
     report = {"epochs": last, "schedules": {}}
@@ -212,14 +215,26 @@ def compare(curves, steps):
                     "final_seed_sd": float(final.std(ddof=1))}
             if name != "decay":
                 diff, low, high = _paired(final - theirs[last])
+                gaps = [_gap(ours[epoch] - theirs[epoch], theirs[epoch])
+                        for epoch in ours.columns]
                 outside = [int(epoch) for epoch in ours.columns
                            if not _holds_zero(ours[epoch] - theirs[epoch])]
                 item.update(difference=diff, difference_low=low,
-                            difference_high=high, match=bool(low <= 0 <= high),
+                            difference_high=high, max_gap_in_seed_sd=max(
+                                gaps), match=bool(max(gaps) <= 1.0),
                             epochs_differing=outside)
             entry[f"{split}_{column}"] = item
         report["schedules"][name] = entry
     return report
+
+
+def _gap(differences, reference):
+    """|mean paired difference| in units of the reference's seed sd."""
+    size = abs(float(np.mean(differences)))
+    spread = float(np.std(reference, ddof=1))
+    if spread > 0:
+        return size / spread
+    return 0.0 if size == 0 else math.inf
 
 
 def _holds_zero(values):
@@ -242,19 +257,22 @@ def summary_lines(report):
                 + ("" if name == "decay" else
                    f" ({entry['steps_saved']:.0%} fewer than decay)"))
         lines.append(line)
-        for key in ("train_loss", "eval_error"):
+        for key in ("train_loss", "eval_loss", "eval_error"):
             item = entry[key]
             text = (f"    epoch {last} {key.replace('_', ' ')} "
-                    f"{item['final_mean']:.4f} (seed sd "
-                    f"{item['final_seed_sd']:.4f})")
+                    f"{item['final_mean']:.4g} (seed sd "
+                    f"{item['final_seed_sd']:.2g})")
             if name != "decay":
-                text += (f"; minus decay's {item['difference']:+.4f} "
-                         f"[{item['difference_low']:+.4f}, "
-                         f"{item['difference_high']:+.4f}] -> "
-                         + ("within the seed spread" if item["match"]
-                            else "DIFFERS")
-                         + f"; epochs whose interval excludes 0: "
-                         f"{len(item['epochs_differing'])}/{last}")
+                text += (f"; minus decay's {item['difference']:+.2e} "
+                         f"[{item['difference_low']:+.2e}, "
+                         f"{item['difference_high']:+.2e}]")
+                lines.append(text)
+                text = (f"      largest gap over the epochs "
+                        f"{item['max_gap_in_seed_sd']:.2f} seed sd -> "
+                        + ("within the seed spread" if item["match"]
+                           else "OUTSIDE the seed spread")
+                        + "; paired intervals excluding 0 at "
+                        f"{len(item['epochs_differing'])}/{last} epochs")
             lines.append(text)
     if report.get("diverged"):
         lines.append("diverged (left out): " + ", ".join(

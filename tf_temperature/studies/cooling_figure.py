@@ -9,6 +9,10 @@ a line, the seeds' range as a band.
 
 from tf_temperature.training import io
 
+# Thick to thin, solid to dotted: curves that coincide stay visible.
+STYLES = ({"linewidth": 3.0, "linestyle": "-"},
+          {"linewidth": 1.8, "linestyle": "--"},
+          {"linewidth": 1.2, "linestyle": ":"})
 PANELS = (("train", "loss", "training loss"),
           ("eval", "error", "validation error"))
 
@@ -22,14 +26,14 @@ def figure(curves):
     axes = fig.subplots(2, 3)
     for i, (name, frame) in enumerate(curves.groupby("schedule",
                                                      sort=False)):
-        color = f"C{i}"
+        color, style = f"C{i}", STYLES[i % len(STYLES)]
         for row, x in enumerate(("epoch", "step")):
             for col, (split, column, _) in enumerate(PANELS):
                 rows = frame[frame["split"] == split]
                 by = rows.groupby("epoch")
                 xs = by[x].mean()
                 axes[row, col].plot(xs, by[column].mean(), color=color,
-                                    label=name)
+                                    label=name, **style)
                 axes[row, col].fill_between(xs, by[column].min(),
                                             by[column].max(), color=color,
                                             alpha=0.2, linewidth=0)
@@ -38,7 +42,7 @@ def figure(curves):
                     else train["batch_size"].mean())
             # Drawn as steps: each value holds for its whole epoch.
             axes[row, 2].step(train[x].mean(), last, where="pre",
-                              color=color, label=name)
+                              color=color, label=name, **style)
     for row, x in enumerate(("epochs", "optimizer steps")):
         for col, (_, _, title) in enumerate(PANELS):
             axes[row, col].set_ylabel(title)

@@ -1,0 +1,108 @@
+"""The cooling experiment (Smith et al. 2018): decay eta, grow B or both.
+
+A paired comparison on synthetic curves with a known answer, and one tiny
+end-to-end run: files, steps, the shared first phase, a resumed rerun."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import override
+
+from tf_temperature.studies import cooling
+
+
+def synthetic_curves(offset, seeds=5, epochs=4, noise=0.01):
+    """decay's loss per seed and epoch, and grow = decay + offset from
+    epoch 3 on (the first phase is shared), with per-seed noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(seeds):
+        base = 1.0 + rng.normal(0, 0.1)
+        for epoch in range(1, epochs + 1):
+            level = base / epoch
+            jitter = rng.normal(0, noise) if epoch >= 3 else 0.0
+            for name, shift in (("decay", 0.0), ("grow", offset + jitter)):
+                shift = shift if epoch >= 3 else 0.0
+                for split in ("train", "eval"):
+                    rows.append({"schedule": name, "seed": seed,
+                                 "epoch": epoch, "split": split,
+                                 "loss": level + shift,
+                                 "error": 0.1 * level + shift})
+    return pd.DataFrame(rows)
+
+
+def test_a_known_offset_is_found_and_no_offset_matches():
+    steps = {"decay": 100, "grow": 60}
+    found = cooling.compare(synthetic_curves(0.2), steps)
+    grow = found["schedules"]["grow"]
+    assert grow["steps_saved"] == pytest.approx(0.4)
+    item = grow["train_loss"]
+    assert item["difference_low"] < 0.2 < item["difference_high"]
+    assert not item["match"]
+    assert item["epochs_differing"] == [3, 4]
+    same = cooling.compare(synthetic_curves(0.0), steps)
+    item = same["schedules"]["grow"]["train_loss"]
+    assert item["match"] and item["epochs_differing"] == []
+    assert item["difference_low"] < 0 < item["difference_high"]
+
+
+def test_paired_interval_covers_at_the_nominal_rate():
+    # 5 paired seeds, normal differences: the t interval should hold the
+    # true mean about 95% of the time (400 repeats).
+    rng = np.random.default_rng(1)
+    held = sum(low <= 0.3 <= high for _, low, high in (
+        cooling._paired(rng.normal(0.3, 1.0, 5)) for _ in range(400)))
+    assert 0.92 * 400 <= held <= 0.98 * 400
+
+
+def tiny(config):
+    return override(config, {
+        "num_epochs": 3, "optimizer.boundaries_epochs": (1.0, 2.0),
+        "cooling.seeds": (0, 1, 2), "model.width": 16})
+
+
+def test_tiny_experiment_end_to_end_and_rerun(tmp_path):
+    from configs import cooling_digits
+
+    lines = []
+    curves, report = cooling.run_experiment(
+        tiny(cooling_digits.get_config()), str(tmp_path), lines.append)
+    assert lines[0].startswith("cooling: 3 schedules x 3 seeds = 9 runs")
+    assert lines[-1].startswith("[9/9] hybrid seed 2: ")
+    for name in cooling.FILES:
+        assert (tmp_path / name).exists(), name
+    # Strict JSON: no NaN or Infinity.
+    json.loads((tmp_path / "cooling.json").read_text(),
+               parse_constant=lambda token: pytest.fail(token))
+    # 1,024 training digits: B 16 -> 64 -> 256 (grow), 16 -> 32 -> 64
+    # (hybrid), 16 (decay).
+    steps = {name: entry["steps"]
+             for name, entry in report["schedules"].items()}
+    assert steps == {"decay": 3 * 64, "grow": 64 + 16 + 4,
+                     "hybrid": 64 + 32 + 16}
+    train = curves[curves["split"] == "train"]
+    final = train[train["epoch"] == 3]
+    assert set(final.groupby("schedule")["step"].max().items()) == set(
+        steps.items())
+    batches = final.groupby("schedule")["batch_size"].max().to_dict()
+    assert batches == {"decay": 16, "grow": 256, "hybrid": 64}
+    # The temperature path is the same in all three: T0, T0/4, T0/16.
+    temps = train.groupby(["schedule", "epoch"])["temperature"].mean()
+    for name in ("grow", "hybrid"):
+        np.testing.assert_allclose(temps[name].to_numpy(),
+                                   temps["decay"].to_numpy(), rtol=1e-6)
+    # The first phase is one run: the same seed gives the same numbers.
+    first = train[train["epoch"] == 1].pivot(index="seed", columns="schedule",
+                                             values="loss")
+    assert (first["grow"] == first["decay"]).all()
+    assert (first["hybrid"] == first["decay"]).all()
+    # A rerun resumes every finished run and writes the same report.
+    again = []
+    _, report_again = cooling.run_experiment(
+        tiny(cooling_digits.get_config()), str(tmp_path), again.append)
+    assert report_again == json.loads(json.dumps(report))
+    assert not math.isnan(report["schedules"]["grow"]["train_loss"][
+        "difference"])
