@@ -41,3 +41,14 @@ def test_readme_models_example_runs():
         model = namespace[name]
         assert sum(int(np.prod(w.shape))
                    for w in model.trainable_weights) == count
+
+
+def test_readme_fit_per_phase_example_runs():
+    # The batch-growth recipe for `model.fit`: one call per phase meets
+    # every phase start (10 + 5 + 1 steps at B = 10, 20, 100).
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    code = next(block for block in blocks if "batch_growth=(2, 5)" in block)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert int(namespace["optimizer"].iterations) == 16
+    assert float(namespace["optimizer"].batch_size) == 100
