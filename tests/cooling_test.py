@@ -49,6 +49,25 @@ def test_a_known_offset_is_found_and_no_offset_matches():
     assert item["difference_low"] < 0 < item["difference_high"]
 
 
+def test_a_diverged_run_is_left_out_of_the_pairs():
+    curves = synthetic_curves(0.0)
+    # grow's seed 0 diverged: the pairs are seeds 1-4.
+    found = cooling.compare(curves[(curves["schedule"] == "decay")
+                                   | (curves["seed"] != 0)],
+                            {"decay": 100, "grow": 60})
+    assert found["schedules"]["grow"]["seeds"] == [1, 2, 3, 4]
+    assert found["schedules"]["grow"]["train_loss"]["match"]
+    # Only one seed of decay finished: nothing is compared, and it says so.
+    alone = cooling.compare(curves[(curves["schedule"] == "grow")
+                                   | (curves["seed"] == 0)],
+                            {"decay": 100, "grow": 60})
+    grow = alone["schedules"]["grow"]
+    assert "train_loss" not in grow and grow["note"].startswith(
+        "fewer than 2 seeds")
+    assert any("not compared" in line
+               for line in cooling.summary_lines(alone))
+
+
 def test_paired_interval_covers_at_the_nominal_rate():
     # 5 paired seeds, normal differences: the t interval should hold the
     # true mean about 95% of the time (400 repeats).

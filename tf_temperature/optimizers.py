@@ -122,7 +122,8 @@ class LinearScalingOptimizer(keras.optimizers.Optimizer):
     def batch_size(self):
         """The global batch size now, `B(step)` (float32 tensor): it grows
         at the boundaries with a `batch_growth`, and the data must follow
-        (the trainer does; in `model.fit`, `callbacks.BatchGrowth`)."""
+        (the trainer does; `model.fit` needs one call per phase, because
+        one call cannot change its steps per epoch: README)."""
         return self.schedule.batch_size(self.iterations)
 
     @property

@@ -99,19 +99,6 @@ def plan(config):
             for seed in config.cooling.seeds]
 
 
-def _steps(setup, run):
-    """The optimizer steps of a whole run of `run`."""
-    source = setup.source(run)
-    batches = experiment.phase_batch_sizes(run)
-    starts = [0, *(int(b) for b in run.optimizer.boundaries_epochs)]
-    if len(batches) == 1:
-        starts = [0]
-    ends = [*starts[1:], run.num_epochs]
-    return sum((end - start) * (source.num_train // batch)
-               for start, end, batch in zip(starts, ends, batches,
-                                            strict=True))
-
-
 def run_experiment(config, workdir, print_fn=print):
     """Trains every (schedule, seed) of `plan` and compares the schedules.
 
@@ -132,7 +119,9 @@ def run_experiment(config, workdir, print_fn=print):
     runs = plan(config)
     for _, _, run in runs:
         setup.check_run(run)
-    steps = {name: _steps(setup, run) for name, _, run in runs}
+    num_train = setup.source().num_train
+    steps = {name: experiment.batch_schedule(run, num_train).start_step(
+        run.num_epochs) for name, _, run in runs}
     print_fn(f"cooling: {len(config.cooling.schedules)} schedules x "
              f"{len(config.cooling.seeds)} seeds = {len(runs)} runs of "
              f"{config.num_epochs} epochs, cooled x{config.cooling.factor} "
@@ -158,6 +147,10 @@ def run_experiment(config, workdir, print_fn=print):
         if (name, seed) not in failed:
             frame = pd.read_csv(io.join(run_dir, "metrics.csv"))
             frames.append(frame.assign(schedule=name, seed=seed))
+    if not frames:
+        raise trainer.DivergedError(
+            f"every run of the cooling experiment diverged (eta0="
+            f"{config.optimizer.eta0:.4g}); lower optimizer.eta0")
     curves = pd.concat(frames, ignore_index=True)
     report = compare(curves, steps)
     report.update(factor=config.cooling.factor, diverged=[
@@ -207,6 +200,11 @@ def compare(curves, steps):
         entry = {"steps": steps[name],
                  "steps_saved": 1.0 - steps[name] / steps["decay"],
                  "seeds": seeds}
+        report["schedules"][name] = entry
+        if len(seeds) < 2:
+            entry["note"] = ("fewer than 2 seeds finished in both this "
+                             "schedule and decay: not compared")
+            continue
         for split, column in MEASURES:
             ours = _table(frame, split, column, seeds)
             theirs = _table(reference, split, column, seeds)
@@ -224,7 +222,6 @@ def compare(curves, steps):
                                 gaps), match=bool(max(gaps) <= 1.0),
                             epochs_differing=outside)
             entry[f"{split}_{column}"] = item
-        report["schedules"][name] = entry
     return report
 
 
@@ -256,8 +253,11 @@ def summary_lines(report):
         line = (f"{name:>6}: {entry['steps']} steps"
                 + ("" if name == "decay" else
                    f" ({entry['steps_saved']:.0%} fewer than decay)"))
-        lines.append(line)
+        lines.append(line + (f"; {entry['note']}" if "note" in entry
+                             else ""))
         for key in ("train_loss", "eval_loss", "eval_error"):
+            if key not in entry:
+                continue
             item = entry[key]
             text = (f"    epoch {last} {key.replace('_', ' ')} "
                     f"{item['final_mean']:.4g} (seed sd "

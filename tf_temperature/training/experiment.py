@@ -160,6 +160,16 @@ def phase_steps(config, num_train):
     return tuple(num_train // batch for batch in batches)
 
 
+def batch_schedule(config, num_train):
+    """The `BatchSizeSchedule` of `config`'s run on `num_train` examples
+    (the phases the trainer and its learning-rate schedule follow)."""
+    with fields_of("optimizer", config.optimizer):
+        return batch_schedules.BatchSizeSchedule(
+            config.batch_size, phase_steps(config, num_train),
+            tuple(config.optimizer.boundaries_epochs),
+            tuple(config.optimizer.batch_growth))
+
+
 def _schedule_args(optimizer_config, global_batch_size, steps_per_epoch,
                    num_epochs):
     first_steps = (steps_per_epoch[0] if isinstance(steps_per_epoch, tuple)
