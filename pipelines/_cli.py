@@ -9,6 +9,7 @@ line on stderr and exit code 2.
 
 import errno
 import os
+import re
 import shutil
 import signal
 import sys
@@ -115,6 +116,48 @@ def run_errors():
             checkpoints.ConfigMismatchError, input_pipeline.NoDataError)
 
 
+def _unknown_field(name, error, argv, reference=None):
+    """One line for a `--NAME.key=value` whose key the config lacks:
+    ``--config.model.residul: no such field (did you mean `residual`?)``.
+
+    ml_collections raises a `KeyError` (wrapped in an `AttributeError`)
+    whose text is the quoted key and maybe a suggestion; the key is named
+    here with its dotted path as the command line gave it.
+    """
+    import difflib
+
+    text = str(error).replace("\\'", "'").replace("\\n", "\n")
+    found = re.search(r"[A-Za-z_][A-Za-z0-9_]*", text)
+    key = found.group(0) if found else text.strip("\"' ")
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    path = f"--{name}"
+    for arg in argv:
+        if arg.startswith(f"--{name}."):
+            parts = arg.split("=", 1)[0][2:].split(".")
+            if key in parts[1:]:
+                path = ".".join(parts[:parts.index(key, 1) + 1])
+                path = f"--{path}"
+                break
+    if path == f"--{name}":
+        path = f"--{name}.{key}"
+    if not hint and reference is not None:
+        try:
+            section = reference()
+            for part in path.split(".")[1:-1]:
+                section = section[part]
+            close = difflib.get_close_matches(key, list(section.keys()), 1)
+        except (KeyError, TypeError, AttributeError):
+            close = []
+        suggestion = close[0] if close else None
+    else:
+        suggestion = hint.group(1) if hint else None
+    if suggestion == key:  # The pipeline's default has it; this file not.
+        return (f"{path}: no such field in {_config_path(name, argv)} (the "
+                "pipeline's default config has it: start from that file)")
+    return (f"{path}: no such field"
+            + (f" (did you mean `{suggestion}`?)" if suggestion else ""))
+
+
 def define_config_file(name, default, help_string):
     """`config_flags.DEFINE_config_file` with a locked config, failing cleanly.
 
@@ -126,9 +169,7 @@ def define_config_file(name, default, help_string):
             name, default, help_string, lock_config=True
         )
     except (AttributeError, KeyError) as error:
-        key = str(error).strip("\"' ")
-        fail(f"--{name}: no field named {key!r}; the accepted fields are "
-             "those of the config file")
+        fail(_unknown_field(name, error, sys.argv))
 
 
 def quiet_info_logs():
@@ -243,9 +284,7 @@ def make_flags_parser(*config_holders, reference=None):
             if "NoneType" in str(error):  # Overrides met get_config()=None.
                 fail(_load_error(first, flags.IllegalFlagValueError(
                     "Unexpected None value"), argv))
-            key = str(error).strip("\"' ")
-            fail(f"--{first}: no field named {key!r}; the accepted fields "
-                 "are those of the config file")
+            fail(_unknown_field(first, error, argv, reference))
         except (TypeError, ValueError) as error:
             fail(_override_error(error, argv, names, reference))
         except Exception as error:  # noqa: BLE001 -- the file's own error.

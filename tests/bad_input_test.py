@@ -30,8 +30,20 @@ TINY = ["--config.num_epochs=1", "--config.model.depth=8",
 # loading, one field check, a lock held by another process.
 CLI_CASES = [
     ("unknown_config_key", "train", ["--config.model.no_such_field=1"],
-     "error: --config: no field named 'no_such_field'; the accepted fields "
-     "are those of the config file"),
+     "error: --config.model.no_such_field: no such field"),
+    ("config_key_typo", "train", ["--config.model.residul=False"],
+     "error: --config.model.residul: no such field (did you mean "
+     "`residual`?)"),
+    ("tune_config_key_typo", "tune", ["--config.tune.batch_size=(8,)"],
+     "error: --config.tune.batch_size: no such field (did you mean "
+     "`batch_sizes`?)"),
+    ("equilibrium_config_key_typo", "equilibrium",
+     ["--config.equilibrium.seed=3"],
+     "error: --config.equilibrium.seed: no such field (did you mean "
+     "`seeds`?)"),
+    ("cooling_config_key_typo", "cooling", ["--config.cooling.factr=2"],
+     "error: --config.cooling.factr: no such field (did you mean "
+     "`factor`?)"),
     ("config_file_missing", "train", ["--config=configs/nope.py"],
      "error: --config: [Errno 2] No such file or directory: "
      "'configs/nope.py'"),
@@ -46,8 +58,7 @@ CLI_CASES = [
     ("unexpected_argument", "train", ["extra"],
      "error: unexpected arguments: extra"),
     ("tune_unknown_key", "tune", ["--config.tune.nope=1"],
-     "error: --config: no field named 'nope'; the accepted fields are those "
-     "of the config file"),
+     "error: --config.tune.nope: no such field"),
     ("tune_unknown_mode", "tune", ["--config.tune.mode=random"],
      "error: `tune.mode` must be one of 'grid', 'bayesian', 'hyperband', "
      "'transfer'. Received: tune.mode='random'"),
@@ -69,8 +80,8 @@ CLI_CASES = [
      "error: --config: get_config() of {tmp}/none.py returned None; it "
      "must return an ml_collections.ConfigDict"),
     ("config_file_lacks_a_field", "train", ["--config={tmp}/lacks.py"],
-     "error: --config: no field named 'model'; the accepted fields are "
-     "those of the config file"),
+     "error: --config.model: no such field in {tmp}/lacks.py (the "
+     "pipeline's default config has it: start from that file)"),
     ("config_file_without_get_config", "train", ["--config={tmp}/noget.py"],
      "error: --config: {tmp}/noget.py has no get_config() function; a "
      "config file defines get_config() returning an "
@@ -332,7 +343,7 @@ def snapshot(tmp):
 
 
 # Two command-line cases in the fast tier; the rest in the slow one.
-FAST_CLI = ("unknown_config_key", "unknown_strategy")
+FAST_CLI = ("config_key_typo", "unknown_strategy")
 
 
 @pytest.mark.parametrize("pipeline, flags, message", [

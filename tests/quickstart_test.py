@@ -88,8 +88,9 @@ SLOW = pytest.mark.slow
     pytest.param(["--config.batch_size=5000"],
                  "error: config: " + CONFIG_CASES[3][1], id="batch",
                  marks=SLOW),
-    pytest.param(["--config.no_such_key=1"],
-                 "error: --config: no field named 'no_such_key'",
+    pytest.param(["--config.batch_sise=256"],
+                 "error: --config.batch_sise: no such field (did you mean "
+                 "`batch_size`?)",
                  id="unknown_key", marks=SLOW),
     pytest.param(["--config=configs/missing.py"],
                  "error: --config: [Errno 2] No such file or directory: "
