@@ -1,1 +1,10 @@
 """Command-line entry points: parse flags, call the library."""
+
+import sys
+
+# `python -m pipelines.X`: while Python locates X, sys.argv[0] is "-m".
+# TensorFlow is imported here, quietly, before any pipeline imports it.
+if sys.argv[:1] == ["-m"]:
+    from pipelines import _startup
+
+    _startup.start_entry_point()

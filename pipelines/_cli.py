@@ -17,26 +17,17 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
+from pipelines import _startup
+
 USAGE_ERROR = 2
 # A run stopped by a NaN or infinite loss ("too hot").
 DIVERGED = 3
 # After SIGTERM or SIGINT: a checkpoint was saved at a step boundary (or
 # none was due); rerun the same command to resume (sysexits.h's
 # EX_TEMPFAIL, "try again later").
-PREEMPTED = 75
+PREEMPTED = _startup.STOPPED
 # The environment failed the run (a full disk): fix it and rerun.
 ENVIRONMENT = 1
-
-
-def _stopped_early(signum, frame):
-    """Ends the process at once: nothing is written before the job starts,
-    and an exception raised here could be swallowed (a signal that lands
-    in a garbage-collection callback is "ignored")."""
-    del frame
-    print(f"stopped: {signal.Signals(signum).name} before the run started; "
-          "nothing was written: rerun the same command", file=sys.stderr,
-          flush=True)
-    os._exit(PREEMPTED)
 
 
 # Run as `python -m pipelines.X` (not imported by a test): from here on
@@ -45,8 +36,8 @@ def _stopped_early(signum, frame):
 AS_PIPELINE = getattr(getattr(sys.modules.get("__main__"), "__spec__", None),
                       "name", "").startswith("pipelines.")
 if AS_PIPELINE:
-    signal.signal(signal.SIGINT, _stopped_early)
-    signal.signal(signal.SIGTERM, _stopped_early)
+    signal.signal(signal.SIGINT, _startup.stopped_early)
+    signal.signal(signal.SIGTERM, _startup.stopped_early)
 
 
 def fail(message):

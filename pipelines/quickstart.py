@@ -27,7 +27,10 @@ def main(argv):
     print(f"digits CNN, B={config.batch_size}, eta0={config.eta0:.3g}, "
           f"rule={config.rule}, epochs={config.epochs}")
     history = quickstart.train(config, print_fn=print)
-    print(f"final validation error {1.0 - history['val_accuracy'][-1]:.4f}")
+    learned = (f", learned softmax T {history['softmax_temperature'][-1]:.4f}"
+               if "softmax_temperature" in history else "")
+    print(f"final validation error {1.0 - history['val_accuracy'][-1]:.4f}, "
+          f"SGD T=eta/B {history['temperature'][-1]:.3g}{learned}")
     return 0
 
 

@@ -8,17 +8,19 @@ import pytest
 import tensorflow as tf
 
 from tf_temperature.callbacks import TemperatureLogger
+from tf_temperature.layers import TemperatureSoftmax
 from tf_temperature.optimizers import LinearScalingOptimizer
 
 X = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
 Y = (X[:, 0] > 0).astype("int32")
 
 
-def fit(optimizer, logger, epochs=3, extra_callbacks=()):
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+def fit(optimizer, logger, epochs=3, extra_callbacks=(), head=()):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2),
+                              *head])
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True))
+                      from_logits=not head))
     return model.fit(X, Y, batch_size=16, epochs=epochs, verbose=0,
                      callbacks=[logger, *extra_callbacks]).history
 
@@ -110,3 +112,28 @@ def test_plain_optimizer_needs_batch_size_for_temperature():
 def test_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TemperatureLogger(**kwargs)
+
+
+def test_a_learned_softmax_temperature_is_logged_apart_from_sgds(tmp_path):
+    log_dir = str(tmp_path / "tb")
+    head = TemperatureSoftmax(2.0, learnable=True)
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: (
+        seen.append(float(head.temperature))))
+    history = fit(scaling_optimizer(), TemperatureLogger(log_dir), epochs=2,
+                  extra_callbacks=[record], head=[head])
+    # The head's own T, as it was at the end of each epoch: it moved.
+    np.testing.assert_allclose(history["softmax_temperature"], seen,
+                               rtol=1e-6)
+    assert seen[-1] != pytest.approx(2.0)
+    # SGD's T = eta / B is still `temperature`.
+    np.testing.assert_allclose(history["temperature"], [0.005, 0.0025],
+                               rtol=1e-6)
+    scalars = read_scalars(log_dir)
+    np.testing.assert_allclose(
+        [v for _, v in scalars["epoch_softmax_temperature"]], seen,
+        rtol=1e-6)
+    # A fixed softmax temperature is no measurement: not logged.
+    fixed = fit(scaling_optimizer(), TemperatureLogger(), epochs=1,
+                head=[TemperatureSoftmax(2.0)])
+    assert "softmax_temperature" not in fixed

@@ -48,12 +48,19 @@ def run_cli(*flags):
 
 @pytest.mark.slow
 def test_cli_runs_one_epoch():
-    result = run_cli("--config.epochs=1", "--config.boundaries_epochs=()")
+    result = run_cli("--config.epochs=1", "--config.boundaries_epochs=()",
+                     "--config.learnable_temperature=True")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
+    # The two temperatures, named apart: SGD's eta / B and the learned one.
     assert lines[1].split() == ["epoch", "loss", "val_loss", "val_err", "eta",
-                                "T=eta/B", "img/s"]
+                                "SGD", "T=eta/B", "softmax", "T", "img/s"]
+    learned = float(lines[2].split()[6])
+    assert learned > 0 and learned != 1.0  # It started at 1 and moved.
     assert lines[-1].startswith("final validation error")
+    assert lines[-1].endswith(f"learned softmax T {learned:.4f}")
+    # The TensorFlow loading banner is held back.
+    assert "cuda drivers" not in result.stderr
 
 
 # Through the command line: two cases in the fast tier, the rest (flag

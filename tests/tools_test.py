@@ -1,4 +1,5 @@
-"""Tests of tools/plot_schedule.py."""
+"""Tests of the tools: plot_schedule, benchmark, equipartition; what they
+print and where they write."""
 
 import importlib.util
 import pathlib
@@ -51,6 +52,12 @@ def test_benchmark_input_suite_runs_from_one_command(tmp_path):
 
     rows = pd.read_csv(tmp_path / "benchmark.csv")
     assert len(rows) == 4 and (rows["images_per_sec"] > 0).all()
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("benchmark: 1 suite(s) input, 1 repeat(s)")
+    assert any(line.startswith("[1/1] input: ") for line in lines)
+    assert lines[-1].startswith("benchmark done in ")
+    assert lines[-1].endswith(f"wrote benchmark.csv and benchmark.md in "
+                              f"{tmp_path}")
     bad = subprocess.run(
         [sys.executable, "tools/benchmark.py", "--suites=gpu",
          f"--output_dir={tmp_path / 'x'}"],
@@ -58,3 +65,46 @@ def test_benchmark_input_suite_runs_from_one_command(tmp_path):
     assert bad.returncode == 2
     assert "error: `--suites` must be among" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def run_tool(name, *flags, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / f"{name}.py"), *flags],
+        cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_tools_write_only_where_told_and_name_what_they_wrote(tmp_path):
+    import pandas as pd
+
+    here = tmp_path / "cwd"
+    here.mkdir()
+    tiny = ["--batch_sizes=4,8", "--eta0=0.005", "--chains=4"]
+    quiet = run_tool("equipartition", *tiny, cwd=here)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    lines = quiet.stdout.splitlines()
+    assert lines[0].startswith("equipartition: 4 points (2 eta x 2 B)")
+    assert [line.split()[0] for line in lines if line.startswith("[")] == [
+        "[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert lines[-1].endswith("no file written (--output=PATH writes the "
+                              "table as CSV)")
+    assert list(here.iterdir()) == []  # Nothing in the current directory.
+    # The TensorFlow loading banner is held back.
+    assert "cuda drivers" not in quiet.stderr
+    written = run_tool("equipartition", *tiny, "--output=out/table.csv",
+                       cwd=here)
+    assert written.returncode == 0, written.stderr[-3000:]
+    assert written.stdout.splitlines()[-1].endswith("wrote out/table.csv")
+    table = pd.read_csv(here / "out" / "table.csv")
+    assert len(table) == 4 and table["stable"].dtype == bool
+    assert table["measured"].dtype == float
+    # A figure tool without --output: one line, nothing written.
+    schedule = run_tool("plot_schedule", cwd=here)
+    assert schedule.returncode == 2
+    assert schedule.stderr.strip().splitlines()[-1] == (
+        "error: --output: name the PNG to write, for example "
+        "--output=runs/schedule.png")
+    assert sorted(p.name for p in here.iterdir()) == ["out"]

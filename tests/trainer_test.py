@@ -53,8 +53,28 @@ def test_writes_metrics_config_summary_tensorboard_checkpoints(tmp_path):
     assert summary["images_per_sec"] > 0
     with open(tmp_path / "config.json") as file:
         assert json.load(file)["model"]["depth"] == 8
-    assert len(lines) == 3  # Description, then one line per epoch.
-    assert "img/s" in lines[-1] and "T " in lines[-1]
+    # A header of two lines, one [k/N] line per epoch with the time left
+    # (but the last), a closing line with the result, workdir and files.
+    assert len(lines) == 5, lines
+    assert lines[1].startswith(f"train: 2 epochs ({2 * steps} steps) into "
+                               f"{tmp_path}")
+    assert lines[2].startswith("[1/2] step") and lines[2].endswith("left")
+    assert lines[3].startswith("[2/2] step") and "img/s" in lines[3]
+    assert "SGD T=eta/B " in lines[3]
+    assert lines[4].startswith("train done in ")
+    assert (f"final eval loss {summary['final_eval_loss']:.4f}, error "
+            f"{summary['final_eval_error']:.4f}") in lines[4]
+    assert lines[4].endswith(
+        f"files in {tmp_path}: metrics.csv, summary.json, config.json, "
+        "checkpoints/, tensorboard/")
+    # Rerun on the finished workdir: it says so and what it found.
+    again = []
+    assert trainer.train_and_evaluate(config, str(tmp_path),
+                                      print_fn=again.append) == summary
+    assert len(again) == 1 and again[0].startswith(
+        f"train: {tmp_path} is already complete (step {2 * steps}, 2 "
+        "epochs): nothing to train; it found: final eval loss")
+    assert again[0].endswith(lines[4].split("; files in ")[1])
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(
         f"ckpt-{2 * steps}")
     events = os.listdir(tmp_path / "tensorboard" / "eval")

@@ -3,12 +3,27 @@
 The temperature `T = eta / B` (McAllester, "The Learning Rate as
 Temperature") is what the linear scaling rule holds fixed across batch sizes
 (Goyal et al. 2017); logging it beside the loss shows each learning-rate drop
-as a cooling step.
+as a cooling step. A model's learned softmax temperature is another
+quantity (a weight of the model, not of SGD): it is logged as
+`softmax_temperature`, never as `temperature`.
 """
 
 import keras
 
+from tf_temperature.layers import TemperatureSoftmax
 from tf_temperature.optimizers import LinearScalingOptimizer
+
+
+def learned_softmax_temperatures(model):
+    """`{log key: T}` of the learnable `TemperatureSoftmax` layers in
+    `model`: `softmax_temperature` for one such layer, and
+    `softmax_temperature/<layer name>` for each of several."""
+    layers = [layer for layer in model._flatten_layers(include_self=False)
+              if isinstance(layer, TemperatureSoftmax) and layer.learnable]
+    if len(layers) == 1:
+        return {"softmax_temperature": _as_float(layers[0].temperature)}
+    return {f"softmax_temperature/{layer.name}": _as_float(layer.temperature)
+            for layer in layers}
 
 
 def find_linear_scaling_optimizer(optimizer):
@@ -34,8 +49,10 @@ class TemperatureLogger(keras.callbacks.Callback):
     """Logs learning rate, eta0, batch size and temperature while training.
 
     Every epoch it adds `learning_rate`, `eta0`, `batch_size`, `temperature`
-    (`eta / B`) and `effective_temperature` (`eta / (B (1 - momentum))`) to
-    the epoch logs, so they land in the `History` that `fit` returns and in
+    (the SGD temperature `eta / B`), `effective_temperature`
+    (`eta / (B (1 - momentum))`) and, when the model has a learnable
+    `TemperatureSoftmax`, the learned `softmax_temperature` to the epoch
+    logs, so they land in the `History` that `fit` returns and in
     any `keras.callbacks.TensorBoard` listed *after* this callback. The
     values are those at the end of the epoch, i.e. the rate the next step
     uses. With `log_dir` it also writes them to TensorBoard itself: every
@@ -84,6 +101,10 @@ class TemperatureLogger(keras.callbacks.Callback):
 
     def temperature_logs(self):
         """The current values, as a dict of Python floats."""
+        return {**self._sgd_logs(),
+                **learned_softmax_temperatures(self.model)}
+
+    def _sgd_logs(self):
         optimizer = self.model.optimizer
         scaling = find_linear_scaling_optimizer(optimizer)
         if scaling is not None:

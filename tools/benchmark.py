@@ -56,6 +56,7 @@ from benchmark_parts import (
     base_config,
     knob_config,
     make_jpeg_folder,
+    markdown,
     row,
     time_dataset,
 )
@@ -63,8 +64,8 @@ from benchmark_parts import (
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-_OUTPUT = flags.DEFINE_string("output_dir", "runs/benchmark", "Where the "
-                              "CSV and the Markdown table go.")
+_OUTPUT = flags.DEFINE_string("output_dir", None, "Where the CSV and the "
+                              "Markdown table go; none: printed only.")
 _SUITES = flags.DEFINE_list("suites", ["trainer", "knobs", "input", "memory",
                                        "study"],
                             "trainer, knobs, input, memory, study, "
@@ -293,42 +294,6 @@ def suite_input(repeats):
     return rows
 
 
-def markdown(rows):
-    """The rows as a Markdown table (pandas' `to_markdown`)."""
-    import pandas as pd
-
-    table = []
-    for r in rows:
-        value = r.get("images_per_sec")
-        if "seconds_per_seed_trial" in r:
-            table.append([r["suite"], r["variant"], "", "", "",
-                          f"{r['seconds_per_seed_trial']:.3f} s per seed "
-                          f"and trial, {r['speedup']:.1f}x the first"])
-            continue
-        if value is None and "ratio" in r:
-            table.append([r["suite"], r["variant"], f"ratio {r['ratio']:.3f}",
-                          f"{r['min']:.3f}", f"{r['max']:.3f}",
-                          "trainer / keras fit"])
-            continue
-        if value is None:
-            table.append([r["suite"], r["variant"], "", "", "",
-                          f"peak RSS {r['peak_mb']:.0f} MB"])
-            continue
-        other = []
-        if "per_core" in r:
-            other.append(f"{r['per_core']:.1f} images/sec per core")
-        if "traces" in r:
-            other.append(f"{r['traces']} trace(s)")
-        table.append([r["suite"], r["variant"], f"{value:,.1f}",
-                      f"{r['min']:,.1f}", f"{r['max']:,.1f}",
-                      "; ".join(other)])
-    frame = pd.DataFrame(table, columns=[
-        "suite", "variant", "images/sec (median)", "min", "max", "other"])
-    return frame.to_markdown(index=False,
-                             colalign=("left", "left", "right", "right",
-                                       "right", "left"))
-
-
 def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments: {' '.join(argv[1:])}",
@@ -355,8 +320,22 @@ def main(argv):
     intra, inter = (int(t) for t in _THREADS.value)
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
+    from tf_temperature.training import progress
+
+    suites = _SUITES.value
+    # Whole-suite seconds measured on 2 AMD EPYC cores with AVX-512
+    # (docs/PERFORMANCE.md): the header's estimate and the progress
+    # weights; the time left is then this machine's measured pace.
+    typical = {"trainer": 100, "knobs": 90, "input": 40, "memory": 30,
+               "study": 170, "accelerator": 120}
+    costs = [typical[suite] for suite in suites]
+    print(f"benchmark: {len(suites)} suite(s) {', '.join(suites)}, "
+          f"{_REPEATS.value} repeat(s); about "
+          f"{progress.duration(sum(costs))} on 2 AVX-512 cores (AVX2: "
+          "several times longer); one line per suite")
+    meter = progress.Progress(costs)
     rows = []
-    for suite in _SUITES.value:
+    for suite in suites:
         started = time.perf_counter()
         if suite == "trainer":
             rows += suite_trainer(_REPEATS.value)
@@ -380,17 +359,28 @@ def main(argv):
                              "min": min(result["values"]),
                              "max": max(result["values"]), "repeats": 3,
                              "tflops": result["tflops"]})
-        print(f"# {suite}: {time.perf_counter() - started:.0f} s",
-              flush=True)
-    os.makedirs(_OUTPUT.value, exist_ok=True)
-    pd.DataFrame(rows).to_csv(os.path.join(_OUTPUT.value, "benchmark.csv"),
-                              index=False)
+        seconds = time.perf_counter() - started
+        meter.step(typical[suite], seconds,
+                   f"{suite}: {progress.duration(seconds)}")
     text = markdown(rows)
-    with open(os.path.join(_OUTPUT.value, "benchmark.md"), "w") as file:
-        file.write(text + "\n")
     print(text)
+    written = "nothing written (--output_dir=DIR writes the CSV and table)"
+    if _OUTPUT.value:
+        os.makedirs(_OUTPUT.value, exist_ok=True)
+        pd.DataFrame(rows).to_csv(
+            os.path.join(_OUTPUT.value, "benchmark.csv"), index=False)
+        with open(os.path.join(_OUTPUT.value, "benchmark.md"), "w") as file:
+            file.write(text + "\n")
+        written = (f"wrote benchmark.csv and benchmark.md in "
+                   f"{_OUTPUT.value}")
+    print(f"benchmark done in "
+          f"{progress.duration(time.perf_counter() - meter.started)}: "
+          f"{written}")
     return 0
 
 
 if __name__ == "__main__":
+    from pipelines import _startup
+
+    _startup.start_entry_point()
     app.run(main)

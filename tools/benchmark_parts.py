@@ -188,3 +188,39 @@ def accelerator():
             "images_per_sec": best, "values": values,
             "compile_seconds": compile_seconds,
             "tflops": best * R50_FLOPS_PER_IMAGE / 1e12}
+
+
+def markdown(rows):
+    """The rows as a Markdown table (pandas' `to_markdown`)."""
+    import pandas as pd
+
+    table = []
+    for r in rows:
+        value = r.get("images_per_sec")
+        if "seconds_per_seed_trial" in r:
+            table.append([r["suite"], r["variant"], "", "", "",
+                          f"{r['seconds_per_seed_trial']:.3f} s per seed "
+                          f"and trial, {r['speedup']:.1f}x the first"])
+            continue
+        if value is None and "ratio" in r:
+            table.append([r["suite"], r["variant"], f"ratio {r['ratio']:.3f}",
+                          f"{r['min']:.3f}", f"{r['max']:.3f}",
+                          "trainer / keras fit"])
+            continue
+        if value is None:
+            table.append([r["suite"], r["variant"], "", "", "",
+                          f"peak RSS {r['peak_mb']:.0f} MB"])
+            continue
+        other = []
+        if "per_core" in r:
+            other.append(f"{r['per_core']:.1f} images/sec per core")
+        if "traces" in r:
+            other.append(f"{r['traces']} trace(s)")
+        table.append([r["suite"], r["variant"], f"{value:,.1f}",
+                      f"{r['min']:,.1f}", f"{r['max']:,.1f}",
+                      "; ".join(other)])
+    frame = pd.DataFrame(table, columns=[
+        "suite", "variant", "images/sec (median)", "min", "max", "other"])
+    return frame.to_markdown(index=False,
+                             colalign=("left", "left", "right", "right",
+                                       "right", "left"))

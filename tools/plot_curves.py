@@ -4,14 +4,18 @@ Training error thin, validation error thick, one colour per run, the epochs
 where the learning rate drops marked with dotted lines (He et al. 2016,
 Figures 4 and 6; the lecture's "learning rate as temperature" plot).
 
-    python tools/plot_curves.py WORKDIR [WORKDIR ...] --output=curves.png
+    python tools/plot_curves.py WORKDIR [WORKDIR ...] [--output=curves.png]
+
+Without `--output` the figure goes to the first WORKDIR's `curves.png`.
 """
 
+import os
 import sys
 
 from absl import app, flags
 
-_OUTPUT = flags.DEFINE_string("output", "curves.png", "PNG file to write.")
+_OUTPUT = flags.DEFINE_string("output", None, "PNG file to write; default "
+                              "the first WORKDIR's curves.png.")
 _YMAX = flags.DEFINE_float("ymax", 20.0, "Top of the error axis, in %; "
                            "0 fits everything.")
 
@@ -94,14 +98,20 @@ def main(argv):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    plot(runs, _OUTPUT.value, _YMAX.value)
+    output = _OUTPUT.value or os.path.join(workdirs[0], "curves.png")
+    plot(runs, output, _YMAX.value)
     for label, frame in runs.items():
         final = frame[frame["split"] == "eval"].sort_values("epoch").iloc[-1]
         print(f"{label}: final validation error {final['error']:.4f} "
               f"(epoch {int(final['epoch'])})")
-    print(f"wrote {_OUTPUT.value}")
+    print(f"wrote {output}")
     return 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    from pipelines import _startup
+
+    _startup.start_entry_point()
     app.run(main)

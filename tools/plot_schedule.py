@@ -16,7 +16,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-_OUTPUT = flags.DEFINE_string("output", "schedule.png", "PNG file to write.")
+_OUTPUT = flags.DEFINE_string("output", None, "PNG file to write "
+                              "(required).")
 _BATCH_SIZES = flags.DEFINE_list(
     "batch_sizes", ["256", "1024", "8192"], "Global batch sizes to draw."
 )
@@ -81,6 +82,10 @@ def plot(curves, rule, output):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not _OUTPUT.value:
+        print("error: --output: name the PNG to write, for example "
+              "--output=runs/schedule.png", file=sys.stderr)
+        return 2
     try:
         batch_sizes = [int(b) for b in _BATCH_SIZES.value]
         boundaries = [float(b) for b in _BOUNDARIES.value]
@@ -101,4 +106,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from pipelines import _startup
+
+    _startup.start_entry_point()
     app.run(main)

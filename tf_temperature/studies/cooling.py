@@ -29,8 +29,8 @@ import pandas as pd
 from scipy import stats
 
 from tf_temperature import _validation
-from tf_temperature.studies import _tracing, progress
-from tf_temperature.training import experiment, io, trainer
+from tf_temperature.studies import _tracing
+from tf_temperature.training import experiment, io, progress, trainer
 from tf_temperature.training import workdir as workdir_lib
 
 SCHEDULES = ("decay", "grow", "hybrid")

@@ -45,10 +45,14 @@ from tf_temperature import _validation, noise_scale
 from tf_temperature.studies import (
     equilibrium_figures,
     plateaus,
-    progress,
     thermometer,
 )
-from tf_temperature.training import experiment, input_pipeline, io
+from tf_temperature.training import (
+    experiment,
+    input_pipeline,
+    io,
+    progress,
+)
 from tf_temperature.training import workdir as workdir_lib
 
 COLUMNS = (

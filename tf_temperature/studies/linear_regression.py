@@ -191,7 +191,8 @@ def make_model(dim, chains):
     return keras.Model(inputs, outputs, name="linear_regression")
 
 
-def _steps_for(eta, batch_size, dim, num_batches):
+def measurement_steps(eta, batch_size, dim=8, num_batches=20):
+    """`(burn_in, steps)` that `measure_excess_loss` runs by default."""
     rate = relaxation_rate(eta, batch_size, dim)
     if rate <= 0:  # Unstable: a few hundred steps show the divergence.
         return 0, 1000
@@ -235,7 +236,7 @@ def measure_excess_loss(eta, batch_size, dim=8, noise_variance=1.0,
     if _validation.positive_integer("num_batches", num_batches) < 2:
         raise ValueError("`num_batches` must be an integer >= 2. Received: "
                          f"num_batches={num_batches!r}")
-    default_burn_in, default_steps = _steps_for(eta, batch_size, dim,
+    default_burn_in, default_steps = measurement_steps(eta, batch_size, dim,
                                                 num_batches)
     burn_in = default_burn_in if burn_in is None else burn_in
     steps = default_steps if steps is None else steps
@@ -291,7 +292,8 @@ def measure_excess_loss(eta, batch_size, dim=8, noise_variance=1.0,
 
 
 def equipartition_table(etas, batch_sizes, dim=8, noise_variance=1.0,
-                        chains=64, seed=0, tolerance=0.05, num_sigmas=3.0):
+                        chains=64, seed=0, tolerance=0.05, num_sigmas=3.0,
+                        on_point=None):
     """Measured vs theoretical excess loss over a grid of `eta` and `B`.
 
     Args:
@@ -301,6 +303,7 @@ def equipartition_table(etas, batch_sizes, dim=8, noise_variance=1.0,
         dim, noise_variance, chains, seed: as in `measure_excess_loss`.
         tolerance: relative agreement asked of measurement and exact law.
         num_sigmas: or agreement within this many standard errors.
+        on_point: called with each row (a dict) once it is measured.
 
     Returns:
         A DataFrame with `TABLE_COLUMNS`, one row per (eta, B): `stable`
@@ -346,6 +349,8 @@ def equipartition_table(etas, batch_sizes, dim=8, noise_variance=1.0,
                 "noise_variance_stderr": sigma2_err,
                 "steps": found.burn_in + found.steps,
             })
+            if on_point is not None:
+                on_point(rows[-1])
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 

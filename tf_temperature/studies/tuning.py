@@ -48,11 +48,10 @@ from tf_temperature.studies import (
     _tracing,
     driver,
     plan,
-    progress,
     runners,
     scaling_report,
 )
-from tf_temperature.training import io
+from tf_temperature.training import io, progress
 from tf_temperature.training import workdir as workdir_lib
 
 # The study's own files and directories (a rerun checks their types).

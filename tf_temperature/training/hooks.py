@@ -27,6 +27,8 @@ class Hook:
 
     # Names of the sums `step_sums` returns.
     sums = ()
+    # Files the hook writes in the run directory.
+    files = ()
 
     def setup(self, parts):
         """Called once with the run's `experiment.Parts`, in the
@@ -133,6 +135,8 @@ class CalibrationHook(Hook):
     `calibration_temperature`, NLL and ECE before and after, and
     `reliability.png`."""
 
+    files = ("reliability.png",)
+
     def finish(self, parts, run_dir, rows, print_fn):
         model = parts.model
         predict = tf.function(lambda images: model(images, training=False))
@@ -154,7 +158,7 @@ class CalibrationHook(Hook):
         io.save_figure(figure, io.join(run_dir, "reliability.png"), dpi=100)
         if print_fn:
             print_fn(
-                f"calibration: T={found['temperature']:.3f}, ECE "
+                f"calibration: softmax T={found['temperature']:.3f}, ECE "
                 f"{found['ece_before']:.4f} -> {found['ece_after']:.4f}, NLL "
                 f"{found['nll_before']:.4f} -> {found['nll_after']:.4f}")
         return {"calibration_temperature": found["temperature"],

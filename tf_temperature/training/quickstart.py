@@ -74,16 +74,19 @@ def make_optimizer(config, steps_per_epoch):
 
 
 class _EpochPrinter(keras.callbacks.Callback):
-    """Prints one line per epoch: loss, error, learning rate, temperature."""
+    """Prints one line per epoch: loss, error, learning rate, the SGD
+    temperature `eta / B` and, when it is learned, the softmax's `T`."""
 
-    def __init__(self, print_fn):
+    def __init__(self, print_fn, learnable):
         super().__init__()
-        self.print_fn = print_fn
+        self.print_fn, self.learnable = print_fn, learnable
 
     def on_train_begin(self, logs=None):
         self.print_fn(
             f"{'epoch':>5} {'loss':>7} {'val_loss':>8} {'val_err':>7} "
-            f"{'eta':>9} {'T=eta/B':>9} {'img/s':>7}"
+            f"{'eta':>9} {'SGD T=eta/B':>11} "
+            + (f"{'softmax T':>9} " if self.learnable else "")
+            + f"{'img/s':>7}"
         )
         self._start = time.perf_counter()
 
@@ -96,7 +99,10 @@ class _EpochPrinter(keras.callbacks.Callback):
         self.print_fn(
             f"{epoch + 1:>5d} {logs['loss']:7.4f} {logs['val_loss']:8.4f} "
             f"{1.0 - logs['val_accuracy']:7.4f} {logs['learning_rate']:9.2e} "
-            f"{logs['temperature']:9.2e} {images / seconds:7.0f}"
+            f"{logs['temperature']:11.2e} "
+            + (f"{logs['softmax_temperature']:9.4f} " if self.learnable
+               else "")
+            + f"{images / seconds:7.0f}"
         )
 
 
@@ -111,7 +117,9 @@ def train(config, print_fn=None):
     Returns:
         `keras.callbacks.History.history`: per epoch `loss`, `accuracy`,
         `val_loss`, `val_accuracy`, `learning_rate`, `eta0`, `batch_size`,
-        `temperature` and `effective_temperature`.
+        `temperature` (SGD's `eta / B`), `effective_temperature` and, with
+        `learnable_temperature`, `softmax_temperature` (the head's learned
+        `T`).
 
     Raises:
         ValueError: for a bad config field (see `check_config`).
@@ -144,7 +152,8 @@ def train(config, print_fn=None):
     )
     callbacks = [TemperatureLogger()]
     if print_fn is not None:
-        callbacks.append(_EpochPrinter(print_fn))
+        callbacks.append(_EpochPrinter(print_fn,
+                                       config.learnable_temperature))
     history = model.fit(
         train_ds,
         validation_data=val_ds,

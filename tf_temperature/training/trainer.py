@@ -124,16 +124,14 @@ class Trainer:
     """
 
     def __init__(self, parts, workdir_path, print_fn=None):
-        self.parts = parts
-        self.config = config = parts.config
-        self.workdir = workdir_path
-        self.print_fn = print_fn
+        self.parts, self.config = parts, parts.config
+        self.workdir, self.print_fn = workdir_path, print_fn
         self.chief = distribute.is_chief(parts.strategy)
-        self.hooks = hooks.from_config(config)
+        self.hooks = hooks.from_config(parts.config)
         with parts.strategy.scope():
             for hook in self.hooks:
                 hook.setup(parts)
-        top5 = parts.source.num_classes > 10
+        self.top5 = top5 = parts.source.num_classes > 10
         self.sum_names = loops.METRIC_SUMS + tuple(
             name for hook in self.hooks for name in hook.sums)
         # The running sums of the epoch so far, saved with every checkpoint:
@@ -142,17 +140,14 @@ class Trainer:
         self.epoch_sums = {name: tf.Variable(0.0, dtype=tf.float64,
                                              trainable=False)
                            for name in self.sum_names}
-        self.top5 = top5
         # The phases of the batch (one without optimizer.batch_growth); the
         # loop and input pipeline are rebuilt once per phase (a new batch is
         # a new loss average and new input shapes), never per step.
         self.batches = parts.scaling.schedule.batches
-        self._phase = None
+        self._phase = self._stream = None
         self.eval_loop = loops.make_loop(
             parts.strategy, loops.make_eval_step(parts.model, top5),
             loops.METRIC_SUMS)
-        self.description = writers.run_description(parts, self.batches)
-        self._stream = None
 
     def phase(self, epoch):
         """`(Phase, train loop, input pipeline)` of 0-based `epoch`,
@@ -251,6 +246,10 @@ class _Epochs:
         self.started = time.perf_counter()
         self.wall_offset = 0.0
         self.images_per_sec = None
+        self.console = writers.Console(trainer.print_fn, trainer.parts,
+                                       trainer.workdir, [
+            *RUN_FILES, *(f"{d}/" for d in RUN_DIRECTORIES),
+            *(f for hook in trainer.hooks for f in hook.files)])
 
     def run(self, restored):
         t, config = self.t, self.t.config
@@ -263,10 +262,6 @@ class _Epochs:
         previous = self.out.log.read()
         self.wall_offset = (float(previous[-1]["wall_time"]) if previous
                             else 0.0)
-        if t.print_fn:
-            t.print_fn(t.description + (
-                f"; resumed at step {start} from {io.basename(restored)}"
-                if restored else ""))
         epoch, skip = t.batches.locate(start)
         # Every worker decides from the chief's table (they must agree: an
         # evaluation is a collective step).
@@ -277,6 +272,10 @@ class _Epochs:
             # written: evaluate and record it now, from the saved sums.
             epoch -= 1
             skip = t.batches.phase_of_epoch(epoch).steps_per_epoch
+        done = io.join(self.run_dir, "summary.json")
+        if epoch >= config.num_epochs and io.exists(done):  # Nothing to do.
+            return self.console.finish(io.read_json(done), earlier=True)
+        self.console.start(start, restored, previous)
         while epoch < config.num_epochs:
             totals = self._train_epoch(epoch, skip)
             self._end_epoch(epoch, totals)
@@ -343,9 +342,7 @@ class _Epochs:
         self.out.write(rows)
         faults.point("recorded", step)
         self.store.save(step)
-        if t.print_fn:
-            t.print_fn(writers.progress_line(rows, t.config.num_epochs,
-                                     self.images_per_sec))
+        self.console.epoch(rows, self.images_per_sec)
         signame = self.stop.poll()
         if signame and epoch + 1 < t.config.num_epochs:
             raise Preempted(step, signame)
@@ -385,6 +382,8 @@ class _Epochs:
                 summary.update(hook.finish(t.parts, self.run_dir, rows,
                                            t.print_fn))
         io.write_json(io.join(self.run_dir, "summary.json"), summary)
+        if not diverged:
+            self.console.finish(summary)
         return summary
 
     def _diverged(self, step, epoch):

@@ -4,17 +4,19 @@ One interface, as clu's `metric_writers` give Flax's examples: the trainer
 hands each epoch's rows (one per split) to `MetricWriters.write`. The CSV
 is kept by `MetricsLog`, which can also cut the table back to a
 checkpoint's step when a run resumes, so that a resumed run's table equals
-an uninterrupted run's. `epoch_row` makes a row from an epoch's sums and
-`progress_line` the line printed after each epoch.
+an uninterrupted run's. `epoch_row` makes a row from an epoch's sums;
+`Console` prints the header, the `[epoch/epochs]` lines (`progress_line`)
+with the time left, and the closing line.
 """
 
 import csv
 import io as _io
+import time
 
 import tensorflow as tf
 from absl import logging
 
-from tf_temperature.training import io, sources
+from tf_temperature.training import io, progress, sources
 
 METRICS_COLUMNS = (
     "epoch", "step", "examples_seen", "batch_size", "split", "loss",
@@ -189,16 +191,105 @@ def run_description(parts, batches):
             f"eta={parts.scaling.schedule.target_learning_rate:.4g}")
 
 
-def progress_line(rows, num_epochs, images_per_sec):
-    """The line printed after each epoch."""
+def progress_line(rows, images_per_sec):
+    """The line printed after each epoch, after its `[epoch/epochs]`:
+    losses and errors, the rate and the SGD temperature `eta / B`."""
     train, evaluation = rows
     noise = (f"B_simple {train['noise_scale']:.3g}  "
-             if "noise_scale" in train else "")
+             if train.get("noise_scale", "") != "" else "")
     speed = (f"{images_per_sec:,.0f} img/s" if images_per_sec is not None
              else "evaluated on resume")
     return (
-        f"epoch {train['epoch']:3d}/{num_epochs} step {train['step']:6d}  "
+        f"step {train['step']:6d}  "
         f"train loss {train['loss']:.4f} err {train['error']:.4f}  "
         f"eval loss {evaluation['loss']:.4f} err {evaluation['error']:.4f}  "
-        f"eta {train['learning_rate']:.3g} T {train['temperature']:.3g}  "
-        f"{noise}{speed}")
+        f"eta {train['learning_rate']:.3g}  SGD T=eta/B "
+        f"{train['temperature']:.3g}  {noise}{speed}")
+
+
+def result_line(summary):
+    """The headline of a finished run, from its `summary.json`."""
+    if "final_eval_error" not in summary:
+        return "no epoch recorded"
+    text = (f"final eval loss {summary['final_eval_loss']:.4f}, error "
+            f"{summary['final_eval_error']:.4f} (best "
+            f"{summary['best_eval_error']:.4f} at epoch "
+            f"{summary['best_eval_epoch']})")
+    if summary.get("critical_batch_size") is not None:
+        text += f", B_crit ~ {summary['critical_batch_size']:.3g}"
+    if summary.get("calibration_temperature") is not None:
+        text += (f", calibration softmax T "
+                 f"{summary['calibration_temperature']:.3f}")
+    return text
+
+
+class Console:
+    """What a person sees of a run: a header, one `[k/N]` line per epoch
+    with the time left, and a closing line naming the workdir, the files
+    and the result.
+
+    Args:
+        print_fn: called with each line (None: silent).
+        parts: the run's `experiment.Parts`.
+        workdir: the run directory.
+        files: what the run writes there, named by the closing line.
+    """
+
+    def __init__(self, print_fn, parts, workdir, files):
+        self.print_fn = print_fn or (lambda line: None)
+        self.batches = parts.scaling.schedule.batches
+        self.description = run_description(parts, self.batches)
+        self.num_epochs, self.workdir = parts.config.num_epochs, workdir
+        self.files = list(files)
+        self.clock = None
+        self.started = self._last = time.perf_counter()
+
+    def start(self, step, restored, recorded):
+        """Prints the header of a run starting (or resuming) at `step`;
+        `recorded`: the rows of `metrics.csv` so far."""
+        total = self.batches.start_step(self.num_epochs)
+        done = self.batches.locate(step)[0]
+        self.print_fn(self.description)
+        costs = [self.batches.phase_of_epoch(e).steps_per_epoch
+                 for e in range(self.num_epochs)]
+        self.clock = progress.Progress(costs, done, self.print_fn)
+        left = f"{self.num_epochs} epochs ({total:,} steps)"
+        if not restored:
+            self.print_fn(f"train: {left} into {self.workdir}; one line per "
+                          "epoch, the time left from the first epoch on")
+            return
+        line = (f"train: resumed at step {step} from "
+                f"{io.basename(restored)}: {self.num_epochs - done} of "
+                f"{left} to go")
+        trained = [r for r in recorded if r["split"] == "train"]
+        if trained and int(trained[-1]["step"]):
+            # The pace of the runs before this one (their wall time).
+            rate = float(trained[-1]["wall_time"]) / int(trained[-1]["step"])
+            line += (f", about {progress.duration(rate * (total - step))} at"
+                     " the earlier pace")
+        self.print_fn(f"{line}; into {self.workdir}")
+
+    def epoch(self, rows, images_per_sec):
+        """Prints an epoch's line with the time left."""
+        now = time.perf_counter()
+        epoch = int(rows[0]["epoch"])
+        cost = self.batches.phase_of_epoch(epoch - 1).steps_per_epoch
+        self.clock.done = epoch - 1
+        self.clock.step(cost, now - self._last,
+                        progress_line(rows, images_per_sec))
+        self._last = now
+
+    def finish(self, summary, earlier=False):
+        """Prints the closing line (the result, the workdir, the files);
+        returns `summary`."""
+        if earlier:
+            head = (f"train: {self.workdir} is already complete (step "
+                    f"{summary['step']}, {summary['epochs']} epochs): "
+                    "nothing to train; it found: ")
+        else:
+            head = (f"train done in "
+                    f"{progress.duration(time.perf_counter() - self.started)}"
+                    ": ")
+        self.print_fn(f"{head}{result_line(summary)}; files in "
+                      f"{self.workdir}: {', '.join(self.files)}")
+        return summary
