@@ -4,14 +4,17 @@ r"""SGD's equilibrium loss against eta, B and eta / B: a thermometer run.
         --workdir=runs/equilibrium
 
 Writes `equilibrium.csv`, `curves.csv`, `equilibrium.json`,
-`equilibrium.png` and `schedule.png` in the workdir. The work is in
+`equilibrium.png`, `schedule.png` and `config.json` in the workdir; a rerun
+on a finished workdir says so and prints what it found. The work is in
 `tf_temperature.studies.equilibrium`.
 """
+
+import time
 
 from absl import app, flags
 
 from pipelines import _cli
-from tf_temperature.studies import equilibrium
+from tf_temperature.studies import equilibrium, equilibrium_report
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/equilibrium_digits.py", "Configuration file."
@@ -23,12 +26,15 @@ def main(argv):
     del argv  # Checked by the flags parser.
     _cli.quiet_info_logs()
     workdir = _WORKDIR.value or ""
+    started = time.perf_counter()
+    earlier = equilibrium.is_finished(workdir)
     table, fits = _cli.run_job(lambda: equilibrium.run_experiment(
         _CONFIG.value, workdir, print), workdir=workdir)
-    for line in equilibrium.summary_lines(table, fits):
+    for line in equilibrium_report.summary_lines(table, fits):
         print(line)
-    print(f"equilibrium done: wrote {', '.join(equilibrium.FILES)} in "
-          f"{workdir}")
+    print(equilibrium_report.closing_line(
+        fits, workdir, time.perf_counter() - started,
+        equilibrium.files_written(_CONFIG.value), earlier))
     return 0
 
 

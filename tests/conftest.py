@@ -79,6 +79,40 @@ def train_tiny(workdir, epochs, **changes):
         tiny_config(num_epochs=epochs, **changes), str(workdir))
 
 
+def check_files_strict(root):
+    """Reads every JSON file under `root` with a parser that rejects
+    `NaN` and `Infinity` (as JavaScript's `JSON.parse` and jq do) and every
+    CSV with pandas, where no column may hold numbers as text (a numeric
+    column read back as strings would be a broken dtype). Returns the
+    relative paths checked."""
+    import json
+    import pathlib
+
+    import pandas as pd
+
+    def reject(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    checked = []
+    for path in sorted(pathlib.Path(root).rglob("*")):
+        if path.suffix == ".json":
+            try:
+                json.loads(path.read_text(), parse_constant=reject)
+            except ValueError as error:
+                raise AssertionError(f"{path}: {error}") from None
+        elif path.suffix == ".csv":
+            frame = pd.read_csv(path)
+            for column in frame.select_dtypes(include="object"):
+                values = frame[column].dropna()
+                as_numbers = pd.to_numeric(values, errors="coerce")
+                assert values.empty or as_numbers.isna().any(), (
+                    f"{path}: column {column} holds numbers as text")
+        else:
+            continue
+        checked.append(str(path.relative_to(root)))
+    return checked
+
+
 def message_lines(stderr, prefixes=("error:",)):
     """The lines of a process's stderr that are ours (`error:` ...)."""
     return [line for line in stderr.splitlines()

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import check_files_strict, message_lines
 
 from configs import equilibrium_digits
 from tf_temperature.studies import equilibrium, plateaus, thermometer
@@ -86,6 +87,24 @@ def test_thermometer_measures_the_expected_loss_over_redraws(label_noise):
     assert not np.allclose(start[0], kernel)
 
 
+def test_thermometer_in_pieces_is_the_whole_run_step_for_step():
+    # Progress lines cut a population's run into pieces of whole epochs:
+    # batch order, label redraws and the rate cut follow the step.
+    x, y = thermometer.digits(0.2, 0)
+    x, y = x[:64], y[:64]
+
+    def population():
+        return thermometer.Thermometer(x, y, (8,), 10, 0.2, [0.1, 0.2],
+                                       [0.0, 0.5], [0, 1], [(6,), ()])
+
+    whole = population().run(12, 16, 4)
+    pieces = population()
+    first = pieces.run(4, 16, 4)
+    rest = pieces.run(8, 16, 4, first=4)
+    for one, two, three in zip(whole, first, rest, strict=True):
+        np.testing.assert_array_equal(one, np.concatenate([two, three]))
+
+
 def run(args, timeout=900):
     return subprocess.run([sys.executable, "-m", "pipelines.equilibrium",
                            *args], cwd=ROOT, capture_output=True, text=True,
@@ -107,12 +126,52 @@ def test_pipeline_hot_runs_equilibrate_higher_and_collapse(tmp_path):
     workdir = tmp_path / "eq"
     result = run([f"--workdir={workdir}", *SMALL])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "[2/2] B = 128" in result.stdout
+    lines = result.stdout.splitlines()
+    # A header with the size and an estimate, [k/N] lines with the time
+    # left, the findings, a closing line naming the files.
+    assert lines[0].startswith("equilibrium: 8 runs x 3 seeds in 2 "
+                               "populations (B = 16, 128), 1,578 steps")
+    assert "about " in lines[0]
+    counted = [line for line in lines if line.startswith("[")]
+    total = len(counted)
+    assert total >= 2 and [line.split()[0] for line in counted] == [
+        f"[{k}/{total}]" for k in range(1, total + 1)]
+    assert all(line.endswith("left") for line in counted[:-1])
+    assert counted[-1].endswith("B = 128: 1 runs x 3 seeds, step 154 of 154")
     assert "collapse L = f(eta / B^alpha)" in result.stdout
-    assert "equilibrium done: wrote equilibrium.csv" in result.stdout
+    assert lines[-1].startswith("equilibrium done in ")
+    assert lines[-1].endswith(
+        f"files in {workdir}: equilibrium.csv, curves.csv, "
+        "equilibrium.json, equilibrium.png, schedule.png, config.json")
+    assert sorted(check_files_strict(workdir)) == [
+        "config.json", "curves.csv", "equilibrium.csv", "equilibrium.json"]
+    # A rerun says it is complete and prints what it found, running
+    # nothing; another config on the same workdir is refused.
+    again = run([f"--workdir={workdir}", *SMALL])
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = again.stdout.splitlines()
+    assert rerun[0] == (f"equilibrium: {workdir} is already complete (run "
+                        "with this config): nothing to run; it found:")
+    assert rerun[1:-1] == lines[total + 1:-1]
+    assert rerun[-1].startswith("equilibrium done before: ")
+    other = run([f"--workdir={workdir}", *SMALL,
+                 "--config.equilibrium.seeds=4"])
+    assert other.returncode == 2
+    assert message_lines(other.stderr) == [
+        "error: `workdir` holds a finished equilibrium experiment of "
+        "another config (equilibrium.seeds was 3 there and is 4 now); use "
+        "a new workdir, or the config it was run with. Received: "
+        f"workdir='{workdir}'"]
     table = pd.read_csv(workdir / "equilibrium.csv")
     assert list(table.columns) == list(equilibrium.COLUMNS)
-    assert table["noise_scale"].map(np.isfinite).all()
+    # B_simple where |G|^2 is resolved, else empty (COLUMNS says why).
+    measured = table["grad_norm_sq"] > 0
+    assert table.loc[measured, "noise_scale"].map(np.isfinite).all()
+    assert table.loc[~measured, "noise_scale"].isna().all()
+    np.testing.assert_allclose(
+        table.loc[measured, "noise_scale"],
+        table.loc[measured, "grad_variance"]
+        / table.loc[measured, "grad_norm_sq"], rtol=1e-9)
     fits = json.loads((workdir / "equilibrium.json").read_text(),
                       parse_constant=lambda name: pytest.fail(name))
     assert set(fits) >= {"alpha", "gamma", "equilibrated_runs"}

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import override, tiny_config
+from conftest import check_files_strict, override, tiny_config
 
 from tf_temperature.studies import runners, scaling_report, tuning
 
@@ -61,6 +61,9 @@ def test_grid_search_marks_divergence_and_writes_the_report(tmp_path):
     assert verdict["slope"] == pytest.approx(result["slope"])
     assert any("fewer than 5 seeds" in note for note in verdict["notes"])
     assert (tmp_path / "eta0_vs_batch.png").read_bytes()[:4] == b"\x89PNG"
+    # The diverged trainer runs' summaries and metrics included.
+    checked = check_files_strict(tmp_path)
+    assert sum(name.endswith("summary.json") for name in checked) == 6
     assert sum("1/1 blew up" in line for line in lines) == 2
     assert lines[0].startswith("study: grid search over 2 batch sizes")
     assert [line[:5] for line in lines if line.startswith("[")] == [
@@ -284,6 +287,10 @@ def test_population_study_shows_progress_and_a_rerun_says_it_is_done(
                                 f"{tmp_path / 's'}: trials.csv")
     trials = pd.read_csv(tmp_path / "s" / "trials.csv")
     assert len(trials) == 60 and trials["seed"].nunique() == 10
+    # Every file, keras-tuner's too, reads back strictly.
+    checked = check_files_strict(tmp_path / "s")
+    assert {"trials.csv", "eta0_by_batch.csv", "verdict.json",
+            "plan.json"} <= set(checked)
     verdict = json.loads((tmp_path / "s" / "verdict.json").read_text())
     again = population_cli(tmp_path / "s")
     assert again.returncode == 0, again.stderr[-3000:]

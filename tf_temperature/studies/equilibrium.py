@@ -59,8 +59,11 @@ COLUMNS = (
     "sweep", "run", "phase", "eta", "momentum", "batch_size", "temperature",
     "steps", "sgd_time", "equilibrium_loss", "stderr", "naive_stderr",
     "drift", "drift_low", "drift_high", "equilibrated", "seeds",
-    "loss_floor", "noise_scale",
+    "loss_floor", "grad_norm_sq", "grad_variance", "noise_scale",
 )
+# `noise_scale` (B_simple = grad_variance / grad_norm_sq, McCandlish et al.
+# 2018) is empty where the window's |G|^2 estimate is not positive: near
+# equilibrium the mean gradient is below what the noise lets it resolve.
 FILES = ("equilibrium.csv", "curves.csv", "equilibrium.json",
          "equilibrium.png", "schedule.png")
 
@@ -183,7 +186,9 @@ def _measure(run, index, losses, small, big, steps_per_point, seeds, eq,
         found = plateaus.plateau(times, losses[points][:, columns])
         noise = noise_scale.summarize(
             small[points][:, columns].mean(), big[points][:, columns].mean(),
-            batch // 2, batch)["noise_scale"]
+            batch // 2, batch)
+        if not (noise["grad_norm_sq"] > 0):
+            noise["noise_scale"] = math.nan  # Not measured: see COLUMNS.
         steps = (last - first) * steps_per_point
         for sweep in run["sweeps"]:
             rows.append({
@@ -198,9 +203,52 @@ def _measure(run, index, losses, small, big, steps_per_point, seeds, eq,
                 "drift": found["drift"], "drift_low": found["drift_low"],
                 "drift_high": found["drift_high"],
                 "equilibrated": found["equilibrated"], "seeds": seeds,
-                "loss_floor": floor, "noise_scale": noise,
+                "loss_floor": floor, **noise,
                 "_seed_levels": found["seed_levels"]})
     return rows
+
+
+# The pace of a population, seconds per step and copy, measured on 2 AMD
+# EPYC cores with AVX-512 (the default experiment: 14,148 steps, 104 copies
+# at B = 16, about 110 s): the header's estimate. AVX2 cores take 4-5x.
+SECONDS_PER_COPY_STEP = 1.6e-4
+# About this many progress lines per experiment: a population is cut into
+# pieces of whole epochs (`Thermometer.run(first=...)`), the bigger ones
+# into more.
+PROGRESS_LINES = 20
+
+
+def _pieces(steps, per_epoch, count):
+    """`count` (or fewer) runs of whole epochs adding up to `steps`."""
+    epochs = steps // per_epoch
+    parts = np.array_split(np.arange(epochs), max(1, min(count, epochs)))
+    return [len(part) * per_epoch for part in parts]
+
+
+def is_finished(workdir):
+    """Whether `workdir` holds a finished experiment (of any config)."""
+    return bool(workdir) and io.exists(io.join(workdir, "config.json"))
+
+
+def _finished(config, workdir):
+    """`(table, fits)` of a finished experiment of this config in
+    `workdir` (its `config.json` is written last), or None.
+
+    Raises:
+        ValueError: the workdir holds a finished experiment of another
+            config.
+    """
+    if not is_finished(workdir):
+        return None
+    changed = workdir_lib.config_difference(
+        io.read_json(io.join(workdir, "config.json")), config.to_dict())
+    if changed:
+        raise ValueError(
+            "`workdir` holds a finished equilibrium experiment of another "
+            f"config ({changed}); use a new workdir, or the config it was "
+            f"run with. Received: workdir={workdir!r}")
+    return (io.read_csv(io.join(workdir, "equilibrium.csv")),
+            io.read_json(io.join(workdir, "equilibrium.json")))
 
 
 def run_experiment(config, workdir, print_fn=print):
@@ -208,16 +256,26 @@ def run_experiment(config, workdir, print_fn=print):
 
     Writes in `workdir`: `equilibrium.csv` (`COLUMNS`, one row per run and
     phase), `curves.csv` (every seed's measured loss), `equilibrium.json`
-    (the collapse exponents), `equilibrium.png` and `schedule.png`.
+    (the collapse exponents), `equilibrium.png`, `schedule.png` and, last,
+    `config.json`. Prints a header with an estimate of the time, one
+    `[k/N]` line per piece of a population with the time left. A rerun on
+    a finished workdir says so and returns what it found.
 
     Returns:
         `(table, fits)`: the `equilibrium.csv` DataFrame and the fits.
 
     Raises:
-        ValueError: bad input, before anything is written.
+        ValueError: bad input, before anything is written (also a workdir
+            that holds a finished experiment of another config).
     """
+    say = print_fn or (lambda _: None)
     check_config(config)
-    workdir_lib.check_workdir(workdir, FILES)
+    workdir_lib.check_workdir(workdir, (*FILES, "config.json"))
+    finished = _finished(config, workdir)
+    if finished is not None:
+        say(f"equilibrium: {workdir} is already complete (run with this "
+            "config): nothing to run; it found:")
+        return finished
     eq = config.equilibrium
     x, y = thermometer.digits(config.dataset.validation_fraction,
                               config.seed)
@@ -231,37 +289,52 @@ def run_experiment(config, workdir, print_fn=print):
                     f"`{field}` must be at most the {len(y)} training "
                     f"examples. Received: {shown}")
     runs = plan(config, len(y))
-    groups = _populations(runs)
+    groups = {}
+    for batch, (group, steps) in _populations(runs).items():
+        per_point = len(y) // batch  # Measure once per epoch.
+        groups[batch] = (group, math.ceil(steps / per_point) * per_point,
+                         len(group) * eq.seeds)
     seeds = list(range(config.seed, config.seed + eq.seeds))
     floor = input_pipeline.label_noise_entropy(config.dataset.label_noise,
                                                10)
     hidden = (config.model.width,) * config.model.depth
-    # A step of a population costs about the same for 4 copies or 50 (the
-    # ops are small): the time goes with the steps.
-    costs = [steps for _, steps in groups.values()]
-    clock = progress.Progress(costs, print_fn=print_fn or (lambda _: None))
-    if print_fn:
-        print_fn(
-            f"equilibrium: {len(runs)} runs x {eq.seeds} seeds in "
-            f"{len(groups)} populations (B = "
-            f"{', '.join(str(b) for b in groups)}), "
-            f"{sum(s for _, s in groups.values()):,} steps in all; "
-            "one line per population")
+    # The time goes with steps x copies (a copy's step is a small matrix
+    # product; the per-step overhead is shared).
+    total = sum(steps * copies for _, steps, copies in groups.values())
+    pieces = {batch: _pieces(steps, len(y) // batch, round(
+        PROGRESS_LINES * steps * copies / total))
+        for batch, (_, steps, copies) in groups.items()}
+    clock = progress.Progress(
+        [p * groups[b][2] for b in pieces for p in pieces[b]], print_fn=say)
+    say(f"equilibrium: {len(runs)} runs x {eq.seeds} seeds in "
+        f"{len(groups)} populations (B = "
+        f"{', '.join(str(b) for b in groups)}), "
+        f"{sum(s for _, s, _ in groups.values()):,} steps in all; about "
+        f"{progress.duration(SECONDS_PER_COPY_STEP * total)} on 2 AVX-512 "
+        f"cores (AVX2: 4-5x); {clock.total} lines, the time left from the "
+        "first on")
     with workdir_lib.RunLock(workdir):
         rows, curves = [], []
-        for batch, (group, steps) in groups.items():
-            started = time.perf_counter()
-            per_point = len(y) // batch  # Measure once per epoch.
-            steps = math.ceil(steps / per_point) * per_point
-            copies = [(run, seed) for run in group for seed in seeds]
+        for batch, (group, steps, copies) in groups.items():
+            per_point = len(y) // batch
             index = {run["name"]: [i * eq.seeds + j for j in range(eq.seeds)]
                      for i, run in enumerate(group)}
+            pairs = [(run, seed) for run in group for seed in seeds]
             pop = thermometer.Thermometer(
                 x, y, hidden, 10, config.dataset.label_noise,
-                [r["eta"] for r, _ in copies],
-                [r["momentum"] for r, _ in copies], [s for _, s in copies],
-                [tuple(np.cumsum(r["phases"])[:-1]) for r, _ in copies])
-            losses, small, big = pop.run(steps, batch, per_point)
+                [r["eta"] for r, _ in pairs],
+                [r["momentum"] for r, _ in pairs], [s for _, s in pairs],
+                [tuple(np.cumsum(r["phases"])[:-1]) for r, _ in pairs])
+            found, done = [], 0
+            for piece in pieces[batch]:
+                started = time.perf_counter()
+                found.append(pop.run(piece, batch, per_point, first=done))
+                done += piece
+                clock.step(piece * copies, time.perf_counter() - started,
+                           f"B = {batch}: {len(group)} runs x {eq.seeds} "
+                           f"seeds, step {done:,} of {steps:,}")
+            losses, small, big = (np.concatenate(part)
+                                  for part in zip(*found, strict=True))
             for run in group:
                 rows += _measure(run, index, losses, small, big, per_point,
                                  eq.seeds, eq, floor)
@@ -270,11 +343,8 @@ def run_experiment(config, workdir, print_fn=print):
                         "run": run["name"], "seed": seeds[j],
                         "step": per_point * np.arange(1, len(losses) + 1),
                         "loss": losses[:, column]}))
-            clock.step(steps, time.perf_counter() - started,
-                       f"B = {batch}: {len(group)} runs x {eq.seeds} seeds, "
-                       f"{steps:,} steps")
         table = pd.DataFrame(rows)
-        fits = collapse_fits(table, eq.batch_size)
+        fits = plateaus.collapse_fits(table, eq.batch_size)
         table = table[list(COLUMNS)]
         io.write_csv(io.join(workdir, "equilibrium.csv"), table)
         io.write_csv(io.join(workdir, "curves.csv"), pd.concat(curves))
@@ -284,60 +354,11 @@ def run_experiment(config, workdir, print_fn=print):
         if eq.schedule_cuts:
             io.save_figure(equilibrium_figures.schedule_figure(
                 pd.concat(curves), table), io.join(workdir, "schedule.png"))
+        io.write_json(io.join(workdir, "config.json"), config.to_dict())
     return table, fits
 
 
-def collapse_fits(table, batch_size):
-    """`alpha` in `eta / B^alpha` (plain SGD runs) and `gamma` in
-    `eta / (1 - m)^gamma` (the eta sweeps at `batch_size`), from the
-    constant-rate plateaus at equal SGD time (`plateaus.collapse_exponent`),
-    and which runs passed the drift test."""
-    constant = table[table["sweep"] != "schedule"].drop_duplicates("run")
-    plain = constant[constant["momentum"] == 0.0]
-    swept = constant[constant["batch_size"] == batch_size]
-    fits = {}
-    for name, frame, scale in (
-            ("alpha", plain, np.log(plain["batch_size"].to_numpy(float))),
-            ("gamma", swept, np.log1p(-swept["momentum"].to_numpy(float)))):
-        levels = (np.stack(frame["_seed_levels"].to_list()) if len(frame)
-                  else np.zeros((0, 2)))
-        fits[name] = plateaus.collapse_exponent(
-            levels, np.log(frame["eta"].to_numpy(float)), scale)
-    fits["equilibrated_runs"] = int(constant["equilibrated"].sum())
-    fits["runs"] = int(len(constant))
-    fits["not_equilibrated"] = constant.loc[~constant["equilibrated"],
-                                            "run"].to_list()
-    return fits
-
-
-def summary_lines(table, fits):
-    """The closing lines: plateaus that passed the drift test, the
-    exponents, and each momentum against plain SGD at equal T."""
-    lines = [f"drift test: {fits['equilibrated_runs']} of {fits['runs']} "
-             "runs equilibrated"
-             + (f" (not: {', '.join(fits['not_equilibrated'])})"
-                if fits["not_equilibrated"] else "")]
-    for name, what in (("alpha", "L = f(eta / B^alpha)"),
-                       ("gamma", "L = f(eta / (1 - m)^gamma)")):
-        fit = fits[name]
-        lines.append(f"collapse {what}: {name} = {fit['exponent']:.2f} "
-                     f"[{fit['low']:.2f}, {fit['high']:.2f}] (95%, "
-                     f"{fit['runs']} runs at equal SGD time; the lecture: "
-                     "1)")
-    swept = table[(table["sweep"] == "eta")]
-    plain = swept[swept["momentum"] == 0].set_index("temperature")
-    for momentum, frame in swept[swept["momentum"] > 0].groupby("momentum"):
-        gaps = []
-        for r in frame.itertuples():
-            match = plain.loc[plain.index.to_series().sub(
-                r.temperature).abs() < 1e-12]
-            if len(match):
-                base = match.iloc[0]
-                gaps.append((r.equilibrium_loss - base["equilibrium_loss"])
-                            / math.hypot(r.stderr, base["stderr"]))
-        if gaps:
-            lines.append(
-                f"momentum {momentum:g} against plain SGD at equal T = "
-                f"eta / (B (1 - m)): differences of "
-                + ", ".join(f"{g:+.1f}" for g in gaps) + " standard errors")
-    return lines
+def files_written(config):
+    """The files `run_experiment` writes for `config`."""
+    return [name for name in (*FILES, "config.json")
+            if name != "schedule.png" or config.equilibrium.schedule_cuts]

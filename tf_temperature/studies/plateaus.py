@@ -116,3 +116,26 @@ def collapse_exponent(seed_levels, log_rate, log_scale, samples=1000,
     low, high = best - half, best + half
     return {"exponent": float(best), "low": float(low), "high": float(high),
             "chi2_per_dof": chi2 / max(runs - 4, 1), "runs": runs}
+
+
+def collapse_fits(table, batch_size):
+    """`alpha` in `eta / B^alpha` (plain SGD runs) and `gamma` in
+    `eta / (1 - m)^gamma` (the eta sweeps at `batch_size`), from the
+    constant-rate plateaus at equal SGD time (`collapse_exponent`),
+    and which runs passed the drift test."""
+    constant = table[table["sweep"] != "schedule"].drop_duplicates("run")
+    plain = constant[constant["momentum"] == 0.0]
+    swept = constant[constant["batch_size"] == batch_size]
+    fits = {}
+    for name, frame, scale in (
+            ("alpha", plain, np.log(plain["batch_size"].to_numpy(float))),
+            ("gamma", swept, np.log1p(-swept["momentum"].to_numpy(float)))):
+        levels = (np.stack(frame["_seed_levels"].to_list()) if len(frame)
+                  else np.zeros((0, 2)))
+        fits[name] = collapse_exponent(
+            levels, np.log(frame["eta"].to_numpy(float)), scale)
+    fits["equilibrated_runs"] = int(constant["equilibrated"].sum())
+    fits["runs"] = int(len(constant))
+    fits["not_equilibrated"] = constant.loc[~constant["equilibrated"],
+                                            "run"].to_list()
+    return fits

@@ -113,14 +113,14 @@ class Thermometer:
             variable.assign_add(velocity)
         return small, big
 
-    def _train(self, steps, batch_size, measure_every):
+    def _train(self, first, steps, batch_size, measure_every):
         copies, n = self.eta.shape[0], self.y.shape[0]
         per_epoch = n // batch_size
         losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
         smalls = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
         bigs = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
         small_sum = big_sum = tf.zeros([copies], tf.float32)
-        for step in tf.range(steps):
+        for step in tf.range(first, first + steps):
             epoch, index = step // per_epoch, step % per_epoch
             if index == 0:  # A new order per epoch, each seed's own.
                 keys = tf.stack([tf.random.stateless_uniform(
@@ -140,9 +140,16 @@ class Thermometer:
                 small_sum = big_sum = tf.zeros([copies], tf.float32)
         return losses.stack(), smalls.stack(), bigs.stack()
 
-    def run(self, steps, batch_size, measure_every):
+    def run(self, steps, batch_size, measure_every, first=0):
         """Trains every copy `steps` more steps (a new `Thermometer`
         starts from its seeds' weights).
+
+        A long run may be cut into calls (for progress lines): each call
+        goes on from step `first`, the steps of the calls before; with
+        `first` and `steps` multiples of `measure_every` and of the epoch
+        (`N // batch_size` steps) the pieces are the whole run, step for
+        step (the batch order, label redraws and rate cuts follow the
+        step).
 
         Returns:
             `(loss, small_sq, big_sq)`, each `[steps // measure_every, S]`:
@@ -150,7 +157,8 @@ class Thermometer:
             `|G_(B/2)|^2` (halves; `4 |share|^2`, averaged over the two)
             and `|G_B|^2` over the steps since the previous one.
         """
-        found = self._loop(tf.constant(steps), tf.constant(batch_size),
+        found = self._loop(tf.constant(first), tf.constant(steps),
+                           tf.constant(batch_size),
                            tf.constant(measure_every))
         loss, small, big = (f.numpy().astype(np.float64) for f in found)
         return loss, small, big

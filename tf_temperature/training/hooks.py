@@ -77,7 +77,9 @@ class NoiseScaleHook(Hook):
     is as large as `|G|^2` itself.
 
     The summary's `critical_batch_size` pools the last half of the epochs
-    (`noise_scale.pooled`).
+    (`noise_scale.pooled`; `critical_batch_size_epochs` names them); where
+    the pooled `|G|^2` is not positive it is null and
+    `critical_batch_size_note` says why.
     """
 
     sums = ("small_sq", "big_sq", "pairs")
@@ -125,9 +127,18 @@ class NoiseScaleHook(Hook):
         # scaling rule stops paying. One epoch's estimate is noisy (and
         # often all noise late in training): pool the last half.
         last = trains[len(trains) // 2:]
-        return {"critical_batch_size": noise_scale.pooled(
+        found = {"critical_batch_size": noise_scale.pooled(
             [float(r["grad_norm_sq"]) for r in last],
-            [float(r["grad_variance"]) for r in last])}
+            [float(r["grad_variance"]) for r in last]),
+            "critical_batch_size_epochs": [int(last[0]["epoch"]),
+                                           int(last[-1]["epoch"])]}
+        if found["critical_batch_size"] is None:
+            found["critical_batch_size_note"] = (
+                "not measured: the pooled |G|^2 estimate of these epochs is "
+                "not positive (the gradient noise swamps the mean gradient, "
+                "as near a minimum), so B_simple = tr(Sigma) / |G|^2 is "
+                "beyond what these epochs resolve")
+        return found
 
 
 class CalibrationHook(Hook):

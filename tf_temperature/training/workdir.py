@@ -95,6 +95,33 @@ def check_workdir(path, files=(), directories=()):
                            "away", path)
 
 
+def _flat(value, prefix=""):
+    if isinstance(value, dict):
+        for key in sorted(value):
+            yield from _flat(value[key], f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], value
+
+
+def config_difference(stored, config, ignore=("quiet",)):
+    """The first field where `config` (a dict) differs from `stored` (the
+    `config.json` of a finished run), as a phrase, or None when they agree
+    (on every field but those named in `ignore`, which change no result).
+    """
+    import json
+
+    # Through JSON, as `stored` was: tuples become lists.
+    current = dict(_flat(json.loads(json.dumps(config, default=str))))
+    before = dict(_flat(stored))
+    for key in sorted(set(before) | set(current)):
+        if key.split(".")[-1] in ignore:
+            continue
+        old, new = before.get(key, "(absent)"), current.get(key, "(absent)")
+        if old != new:
+            return f"{key} was {old!r} there and is {new!r} now"
+    return None
+
+
 def _holder():
     return f"pid {os.getpid()} on {socket.gethostname()}"
 

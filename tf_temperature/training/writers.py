@@ -217,6 +217,8 @@ def result_line(summary):
             f"{summary['best_eval_epoch']})")
     if summary.get("critical_batch_size") is not None:
         text += f", B_crit ~ {summary['critical_batch_size']:.3g}"
+    elif "critical_batch_size" in summary:
+        text += ", B_crit not measured (summary.json says why)"
     if summary.get("calibration_temperature") is not None:
         text += (f", calibration softmax T "
                  f"{summary['calibration_temperature']:.3f}")
