@@ -1,7 +1,10 @@
 """The README's commands and example code stay true."""
 
+import json
 import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 
@@ -22,33 +25,40 @@ def test_readme_opens_with_the_two_commands():
     assert '\npython -m pytest -m "not slow"\npython -m pytest -m slow\n' in ci
 
 
-def test_readme_classifier_example_runs(capsys):
-    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
-    exec(compile(code, "README.md", "exec"), {})
-    rate, temperature = map(float, capsys.readouterr().out.split())
-    # Step 0: the gradual warmup starts from the B = 256 rate 0.1.
+def test_readme_python_snippets_run_as_pasted_in_order(tmp_path):
+    # Every ```python block of the README, top to bottom, in one fresh
+    # Python process (as a reader pastes them into one session), then
+    # checks of what they made.
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert len(blocks) >= 4
+    epilogue = """
+import json
+print("CHECK " + json.dumps({
+    "ids": np.asarray(ids).tolist(), "dtype": str(np.asarray(ids).dtype),
+    "params": [sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+               for m in (resnet56, plain56)],
+    "iterations": int(optimizer.iterations),
+    "batch_size": float(optimizer.batch_size)}))
+"""
+    program = tmp_path / "readme_snippets.py"
+    program.write_text("\n".join(blocks) + epilogue, encoding="utf-8")
+    here = tmp_path / "cwd"
+    here.mkdir()
+    result = subprocess.run([sys.executable, str(program)], cwd=here,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    # The classifier: step 0 of the gradual warmup is the B = 256 rate 0.1.
+    rate, temperature = map(float, lines[0].split())
     np.testing.assert_allclose([rate, temperature], [0.1, 0.1 / 1024],
                                rtol=1e-6)
-
-
-def test_readme_models_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
-    code = next(block for block in blocks if "cifar_resnet(56)" in block)
-    namespace = {}
-    exec(compile("import tf_temperature as tt\n" + code, "README.md",
-                 "exec"), namespace)
-    for name, count in (("resnet56", 853_018), ("plain56", 853_018)):
-        model = namespace[name]
-        assert sum(int(np.prod(w.shape))
-                   for w in model.trainable_weights) == count
-
-
-def test_readme_fit_per_phase_example_runs():
-    # The batch-growth recipe for `model.fit`: one call per phase meets
-    # every phase start (10 + 5 + 1 steps at B = 10, 20, 100).
-    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
-    code = next(block for block in blocks if "batch_growth=(2, 5)" in block)
-    namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    assert int(namespace["optimizer"].iterations) == 16
-    assert float(namespace["optimizer"].batch_size) == 100
+    found = json.loads(lines[-1].removeprefix("CHECK "))
+    # Sampling: one id per row, in the vocabulary, int32.
+    assert found["dtype"] == "int32" and len(found["ids"]) == 2
+    assert all(0 <= i < 50_000 for i in found["ids"])
+    # The ResNet-56 and its plain twin.
+    assert found["params"] == [853_018, 853_018]
+    # The fit-per-phase recipe meets every phase start: 10 + 5 + 1 steps
+    # at B = 10, 20, 100.
+    assert found["iterations"] == 16 and found["batch_size"] == 100
+    assert list(here.iterdir()) == []  # The snippets write nothing.
