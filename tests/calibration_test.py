@@ -84,3 +84,41 @@ def test_trainer_calibrates_after_training(tmp_path):
     assert summary["calibration_nll_after"] <= summary[
         "calibration_nll_before"]
     assert os.path.exists(tmp_path / "reliability.png")
+
+
+def test_reliability_diagram_reads_right_in_an_underconfident_bin():
+    # 40 examples, all right, at confidence 0.55 (underconfident), and 3 at
+    # confidence 0.9, all wrong (overconfident, a thin bin).
+    margin = np.log(0.55 / (0.45 / 9))
+    right = np.zeros((40, 10))
+    right[:, 0] = margin
+    thin = np.zeros((3, 10))
+    thin[:, 1] = np.log(0.9 / (0.1 / 9))
+    logits = np.concatenate([right, thin])
+    labels = np.array([0] * 40 + [2] * 3)
+    fig = calibration.reliability_figure(logits, labels)
+    ax = fig.axes[0]
+    bars = {round(p.get_x() + p.get_width() / 2, 4): p for p in ax.patches}
+    under = bars[round((8 + 0.5) / 15, 4)]  # Bin (0.533, 0.6].
+    assert under.get_height() == pytest.approx(1.0)  # The accuracy.
+    assert under.get_hatch() is None
+    assert bars[round((13 + 0.5) / 15, 4)].get_hatch() == "///"
+    gaps = next(c for c in ax.collections
+                if c.get_label() == "gap: accuracy to confidence")
+    segments = sorted(tuple(map(tuple, s)) for s in gaps.get_segments())
+    # From the accuracy down to the confidence, and up for the thin bin.
+    assert segments[0][0][1] == pytest.approx(1.0)
+    assert segments[0][1][1] == pytest.approx(0.55)
+    assert segments[1][0][1] == pytest.approx(0.0)
+    assert segments[1][1][1] == pytest.approx(0.9)
+    ticks = next(c for c in ax.collections if c.get_label() ==
+                 "mean confidence")
+    np.testing.assert_allclose(sorted(ticks.get_offsets()[:, 1]),
+                               [0.55, 0.9])
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["3", "40"]  # The bin counts.
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert set(legend) == {
+        "accuracy", f"accuracy, bin of < {calibration.THIN_BIN} examples",
+        "gap: accuracy to confidence", "mean confidence",
+        "perfect calibration"}

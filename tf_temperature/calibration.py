@@ -190,14 +190,23 @@ def calibrate(logits, labels, num_bins=15):
     }
 
 
+# A bin holding fewer examples than this is drawn hatched and pale: its
+# accuracy is too noisy to read a gap from (one example is 0 or 1).
+THIN_BIN = 10
+
+
 def reliability_figure(logits, labels, temperature=None, num_bins=15,
                        title=None):
     """A reliability diagram (Guo et al., Figure 1) as a `Figure`.
 
-    Accuracy per confidence bin as bars against the diagonal of perfect
-    calibration, before (T = 1) and, with `temperature`, after scaling.
-    Drawn on a `matplotlib.figure.Figure`, so that matplotlib's global
-    backend and pyplot's figure list are left alone (safe in notebooks).
+    Per confidence bin: the accuracy as a bar, the bin's mean confidence as
+    a black tick, and the gap between them as a red segment from the one to
+    the other (up when the bin is overconfident, down when underconfident),
+    against the diagonal of perfect calibration; each bin's count is
+    written at its foot, and bins with fewer than `THIN_BIN` examples are
+    hatched. Before (T = 1) and, with `temperature`, after scaling. Drawn
+    on a `matplotlib.figure.Figure`, so that matplotlib's global backend
+    and pyplot's figure list are left alone (safe in notebooks).
 
     Returns:
         The `matplotlib.figure.Figure`.
@@ -207,30 +216,52 @@ def reliability_figure(logits, labels, temperature=None, num_bins=15,
     panels = [(1.0, "T = 1")]
     if temperature is not None:
         panels.append((temperature, f"T = {temperature:.3g}"))
-    fig = Figure(figsize=(3.4 * len(panels), 3.4))
+    fig = Figure(figsize=(3.4 * len(panels), 4.3))
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)
+    width = 1.0 / num_bins
     for ax, (value, label) in zip(axes[0], panels, strict=True):
         table = reliability_table(logits, labels, value, num_bins)
         ece = expected_calibration_error(logits, labels, value, num_bins)
         centers = (table["lower"] + table["upper"]) / 2
-        width = 1.0 / num_bins
-        filled = table["count"] > 0
-        ax.bar(centers[filled], table["accuracy"][filled], width=width,
+        count = table["count"]
+        accuracy, confidence = table["accuracy"], table["confidence"]
+        full, thin = count >= THIN_BIN, (count > 0) & (count < THIN_BIN)
+        ax.bar(centers[full], accuracy[full], width=width, color="C0",
                edgecolor="black", linewidth=0.5, label="accuracy")
-        ax.bar(centers[filled],
-               table["confidence"][filled] - table["accuracy"][filled],
-               bottom=table["accuracy"][filled], width=width, color="red",
-               alpha=0.3, edgecolor="red", linewidth=0.5, label="gap")
-        ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+        ax.bar(centers[thin], accuracy[thin], width=width, color="C0",
+               alpha=0.35, hatch="///", edgecolor="black", linewidth=0.5,
+               label=f"accuracy, bin of < {THIN_BIN} examples")
+        filled = count > 0
+        ax.vlines(centers[filled], accuracy[filled], confidence[filled],
+                  colors="red", linewidth=2.0,
+                  label="gap: accuracy to confidence")
+        ax.scatter(centers[filled], confidence[filled], marker="_",
+                   s=(72 * 3.0 * width) ** 2 / 2, color="black",
+                   linewidths=1.5, zorder=3, label="mean confidence")
+        for x, n in zip(centers[filled], count[filled], strict=True):
+            ax.text(x, 0.01, f"{int(n)}", rotation=90, fontsize=6,
+                    ha="center", va="bottom", color="white"
+                    if n >= THIN_BIN else "black")
+        ax.plot([0, 1], [0, 1], "k--", linewidth=0.8,
+                label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence")
+        ax.set_xlabel("confidence (bin counts at the foot)")
         ax.set_title(f"{label}: ECE {100 * ece:.2f}%", fontsize=9)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend(loc="upper left", fontsize=8)
+    # One legend below the panels, off the data.
+    handles, names = [], []
+    for ax in axes[0]:
+        for handle, name in zip(*ax.get_legend_handles_labels(),
+                                strict=True):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=7,
+               frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.17, 1, 1))
     return fig
 
 

@@ -65,7 +65,7 @@ def plot(runs, output, ymax=20.0):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, frame) in enumerate(runs.items()):
         colour = colours[i % len(colours)]
@@ -82,8 +82,10 @@ def plot(runs, output, ymax=20.0):
     ax.set_ylabel("error (%)")
     ax.set_title("training (thin) and validation (thick) error")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    # The legend below the axes, off the curves and the drop lines.
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8,
+               loc="lower center", ncol=len(runs), frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(output, dpi=80)
     plt.close(fig)
 

@@ -277,7 +277,7 @@ def figure(table, result):
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5, 3.8), dpi=80)
+    fig = Figure(figsize=(5, 4.6), dpi=80)
     ax = fig.subplots()
     batches = table["batch_size"].to_numpy(float)
     steps = table["steps_to_target"].to_numpy(float)
@@ -305,6 +305,8 @@ def figure(table, result):
     ax.set_ylabel("steps to target")
     ax.set_title(f"steps to eval loss {result['target']:.3g}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    # The legend below the axes: the lines cross every corner.
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7,
+               loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     return fig

@@ -4,6 +4,9 @@
   `T = eta / (B (1 - m))`, open markers where the drift test failed.
 * `schedule_figure`: the lecture's halving schedule, loss against steps
   with each phase's plateau.
+
+No label is drawn on the data: values go into the legends, and each legend
+goes where its panel has no points.
 """
 
 def figure(table):
@@ -71,7 +74,8 @@ def figure(table):
 
 def schedule_figure(curves, table):
     """The schedule run's loss (mean over seeds) against steps, the rate on
-    a second axis, each phase's plateau as a segment labelled below it.
+    a second axis, each phase's plateau as a segment (its value in the
+    legend).
 
     Returns a `matplotlib.figure.Figure`.
     """
@@ -81,24 +85,23 @@ def schedule_figure(curves, table):
     phases = table[table["sweep"] == "schedule"].sort_values("phase")
     mean = run.groupby("step")["loss"].mean()
     mean = mean[mean.index <= phases["steps"].sum()]  # The schedule's end.
-    fig = Figure(figsize=(6.4, 3.6), dpi=80)
+    fig = Figure(figsize=(6.4, 4.1), dpi=80)
     ax = fig.subplots()
     ax.plot(mean.index, mean.to_numpy(), color="C0", linewidth=1,
             label="expected training loss (mean over seeds)")
     end, edges = 0, [0]
+    # The plateaus' values go into the legend, not beside the segments,
+    # where the curve or the rate line would run through them.
+    values = ", ".join(f"{r.equilibrium_loss:.3f}"
+                       + ("" if r.equilibrated else " (drifting)")
+                       for r in phases.itertuples())
     for r in phases.itertuples():
         end += r.steps
         edges.append(end)
         width = r.steps * 0.5
         ax.hlines(r.equilibrium_loss, end - width, end, color="C3",
-                  linewidth=2.5, label="plateau" if r.phase == 0 else None)
-        low = min(mean.loc[(mean.index > end - width)
-                           & (mean.index <= end)].min(), r.equilibrium_loss)
-        ax.annotate(f"{r.equilibrium_loss:.3f}"
-                    + ("" if r.equilibrated else " (drifting)"),
-                    (end - width / 2, low), xytext=(0, -14),
-                    textcoords="offset points", ha="center", fontsize=8,
-                    color="C3")
+                  linewidth=2.5,
+                  label=f"plateaus: {values}" if r.phase == 0 else None)
     if len(phases):
         ax.axhline(phases["loss_floor"].iloc[0], color="gray",
                    linestyle=":", linewidth=1, label="label-noise floor")
@@ -111,8 +114,13 @@ def schedule_figure(curves, table):
     rate.step(edges, [etas[0], *etas], where="pre", color="C2",
               linewidth=1)
     rate.set_ylabel("learning rate eta", color="C2")
-    ax.legend(fontsize=7, loc="upper right")
+    # Both axes' entries in one legend, below the axes: off the data.
+    rate.plot([], [], color="C2", linewidth=1, label="learning rate eta")
+    lines = [*ax.get_legend_handles_labels()[0],
+             *rate.get_legend_handles_labels()[0]]
+    fig.legend(lines, [line.get_label() for line in lines], fontsize=7,
+               loc="lower center", ncol=2, frameon=False)
     ax.set_title("constant eta to equilibrium, then halved: cooling",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return fig

@@ -143,7 +143,9 @@ def figure(trials, by_batch, critical=None):
     left.set_xlabel("eta0 (per-example learning rate)")
     left.set_ylabel("objective, median over seeds")
     left.set_title("objective vs eta0 (band: quartiles; x: blew up)")
-    left.legend(fontsize=7)
+    # Each legend where its panel has no data: the objective is low at
+    # small eta0 (lower left), the rates rise to the upper right.
+    left.legend(fontsize=7, loc="upper left")
     batches = by_batch["batch_size"].to_numpy(dtype=float)
     best = by_batch["best_eta"].to_numpy()
     trained = by_batch["trained"].to_numpy()
@@ -173,7 +175,7 @@ def figure(trials, by_batch, critical=None):
     right.set_xlabel("batch size B")
     right.set_ylabel("eta = B x eta0")
     right.set_title("best eta vs B")
-    right.legend(fontsize=7)
+    right.legend(fontsize=7, loc="lower right")
     for ax in (left, right):
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
