@@ -62,3 +62,32 @@ print("CHECK " + json.dumps({
     # at B = 10, 20, 100.
     assert found["iterations"] == 16 and found["batch_size"] == 100
     assert list(here.iterdir()) == []  # The snippets write nothing.
+
+
+def test_every_readme_figure_is_made_by_a_documented_command():
+    section = README.split("## The figures: how each is made", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines()
+            if line.startswith("| `docs/")]
+    made = {}
+    for row in rows:
+        figures, command = row.strip("|").split("|")[:2]
+        for name in re.findall(r"`(docs/[\w.]+\.png)`", figures):
+            made[name] = command
+    shown = set(re.findall(r"\]\((docs/[\w.]+\.png)\)", README))
+    on_disk = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.png")}
+    assert shown == on_disk == set(made)
+    for name, command in made.items():
+        # The command names a pipeline or tool that exists, and ends with
+        # the picture at its place.
+        scripts = re.findall(r"python (?:-m pipelines\.(\w+)|tools/(\w+)\.py)",
+                             command)
+        assert scripts, name
+        for module, tool in scripts:
+            path = (ROOT / "pipelines" / f"{module}.py" if module
+                    else ROOT / "tools" / f"{tool}.py")
+            assert path.exists(), path
+        # Written there, or a file of that name copied into docs/.
+        base = name.removeprefix("docs/")
+        assert name in command or (f"/{base} " in command
+                                   and " docs/" in command), (name, command)

@@ -323,10 +323,11 @@ def main(argv):
     from tf_temperature.training import progress
 
     suites = _SUITES.value
-    # Whole-suite seconds measured on 2 AMD EPYC cores with AVX-512
-    # (docs/PERFORMANCE.md): the header's estimate and the progress
-    # weights; the time left is then this machine's measured pace.
-    typical = {"trainer": 100, "knobs": 90, "input": 40, "memory": 30,
+    # Seconds per suite on 2 AMD EPYC cores with AVX-512: the five CPU
+    # suites took about 6 minutes and `study` 170 s of them
+    # (docs/PERFORMANCE.md); the split of the rest is rough. They weigh
+    # the suites for the time left, which then follows this machine's pace.
+    typical = {"trainer": 80, "knobs": 70, "input": 30, "memory": 20,
                "study": 170, "accelerator": 120}
     costs = [typical[suite] for suite in suites]
     print(f"benchmark: {len(suites)} suite(s) {', '.join(suites)}, "

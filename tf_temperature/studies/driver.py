@@ -10,6 +10,8 @@ the repairs keras-tuner 1.4 needs to resume a search safely.
 * keras-tuner's JSON state files are written atomically.
 """
 
+import contextlib
+import io as _io
 import json
 
 import keras_tuner
@@ -84,8 +86,11 @@ class EtaTuner(keras_tuner.Tuner):
     def __init__(self, study, mode, project, oracle):
         self.study = study  # Not `search`: that is the Tuner's method.
         self.mode = mode
-        super().__init__(oracle=oracle, directory=study.tuner_dir,
-                         project_name=project, overwrite=False)
+        # keras-tuner prints "Reloading Tuner from ..." on a resume; the
+        # study's own "resuming: k of N trials are already done" says it.
+        with contextlib.redirect_stdout(_io.StringIO()):
+            super().__init__(oracle=oracle, directory=study.tuner_dir,
+                             project_name=project, overwrite=False)
         if isinstance(self.oracle, keras_tuner.Oracle):  # Not a client.
             retry_failed(self.oracle)
 
