@@ -267,6 +267,7 @@ class Search:
             f"verdict.json, eta0_vs_batch.png"
             + (", steps_to_target.csv, steps_to_target.png"
                if "critical_batch" in result else "")
+            + ", plan.json, trials/, keras_tuner/"
             + (f" ({elapsed} this run)" if elapsed else ""))
         return result
 
