@@ -75,6 +75,14 @@ def test_writes_metrics_config_summary_tensorboard_checkpoints(tmp_path):
         f"train: {tmp_path} is already complete (step {2 * steps}, 2 "
         "epochs): nothing to train; it found: final eval loss")
     assert again[0].endswith(lines[4].split("; files in ")[1])
+    # Another config on the finished workdir is refused, not reported as
+    # this config's result.
+    other = tiny_config(quiet=False, **{"optimizer.eta0": 0.002})
+    with pytest.raises(workdir.WorkdirError, match=(
+            r"`workdir` holds a finished run of another config "
+            r"\(optimizer.eta0 was 0.00078125 there and is 0.002 now\)")):
+        trainer.train_and_evaluate(other, str(tmp_path))
+    assert read_summary(tmp_path) == summary
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(
         f"ckpt-{2 * steps}")
     events = os.listdir(tmp_path / "tensorboard" / "eval")

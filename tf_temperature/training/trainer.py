@@ -254,14 +254,6 @@ class _Epochs:
     def run(self, restored):
         t, config = self.t, self.t.config
         start = t.step
-        if t.chief:
-            # Rows of work after the restored checkpoint are redone.
-            self.out.log.keep_until(start)
-            io.write_json(io.join(self.run_dir, "config.json"),
-                          config.to_dict())
-        previous = self.out.log.read()
-        self.wall_offset = (float(previous[-1]["wall_time"]) if previous
-                            else 0.0)
         epoch, skip = t.batches.locate(start)
         # Every worker decides from the chief's table (they must agree: an
         # evaluation is a collective step).
@@ -272,9 +264,18 @@ class _Epochs:
             # written: evaluate and record it now, from the saved sums.
             epoch -= 1
             skip = t.batches.phase_of_epoch(epoch).steps_per_epoch
-        done = io.join(self.run_dir, "summary.json")
-        if epoch >= config.num_epochs and io.exists(done):  # Nothing to do.
-            return self.console.finish(io.read_json(done), earlier=True)
+        if epoch >= config.num_epochs:  # Nothing left to train?
+            found = workdir.finished_summary(self.run_dir, config)
+            if found is not None:
+                return self.console.finish(found, earlier=True)
+        if t.chief:
+            # Rows of work after the restored checkpoint are redone.
+            self.out.log.keep_until(start)
+            io.write_json(io.join(self.run_dir, "config.json"),
+                          config.to_dict())
+        previous = self.out.log.read()
+        self.wall_offset = (float(previous[-1]["wall_time"]) if previous
+                            else 0.0)
         self.console.start(start, restored, previous)
         while epoch < config.num_epochs:
             totals = self._train_epoch(epoch, skip)

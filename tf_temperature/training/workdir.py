@@ -103,7 +103,13 @@ def _flat(value, prefix=""):
         yield prefix[:-1], value
 
 
-def config_difference(stored, config, ignore=("quiet",)):
+# Config fields that change how a run is carried out or shown, never what
+# it finds.
+NOT_RESULTS = ("quiet", "steps_per_loop", "checkpoint_every_steps",
+               "keep_checkpoints")
+
+
+def config_difference(stored, config, ignore=NOT_RESULTS):
     """The first field where `config` (a dict) differs from `stored` (the
     `config.json` of a finished run), as a phrase, or None when they agree
     (on every field but those named in `ignore`, which change no result).
@@ -120,6 +126,29 @@ def config_difference(stored, config, ignore=("quiet",)):
         if old != new:
             return f"{key} was {old!r} there and is {new!r} now"
     return None
+
+
+def finished_summary(run_dir, config):
+    """The `summary.json` of a finished run in `run_dir`, or None if there
+    is none.
+
+    Raises:
+        WorkdirError: the run was made with another config (its
+            `config.json` differs from `config` in a field that changes
+            results, `NOT_RESULTS` aside).
+    """
+    summary = io.join(run_dir, "summary.json")
+    if not io.exists(summary):
+        return None
+    stored = io.join(run_dir, "config.json")
+    changed = (config_difference(io.read_json(stored), config.to_dict())
+               if io.exists(stored) else None)
+    if changed:
+        raise WorkdirError(
+            f"`workdir` holds a finished run of another config ({changed});"
+            " use a new workdir, or the config it was run with. Received: "
+            f"workdir={run_dir!r}")
+    return io.read_json(summary)
 
 
 def _holder():
