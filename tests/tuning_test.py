@@ -294,7 +294,8 @@ def test_population_study_shows_progress_and_a_rerun_says_it_is_done(
     verdict = json.loads((tmp_path / "s" / "verdict.json").read_text())
     again = population_cli(tmp_path / "s")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming: 6 of 6 trials are already done" in again.stdout
+    assert (f"the study in {tmp_path / 's'} is already complete (6 of 6 "
+            "trials done): nothing to train; its report:") in again.stdout
     assert not any(line.startswith("[") for line in
                    again.stdout.splitlines())
     assert verdict["text"] in again.stdout

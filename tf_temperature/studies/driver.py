@@ -87,7 +87,7 @@ class EtaTuner(keras_tuner.Tuner):
         self.study = study  # Not `search`: that is the Tuner's method.
         self.mode = mode
         # keras-tuner prints "Reloading Tuner from ..." on a resume; the
-        # study's own "resuming: k of N trials are already done" says it.
+        # study's own "resuming: ..." (or "... already complete") says it.
         with contextlib.redirect_stdout(_io.StringIO()):
             super().__init__(oracle=oracle, directory=study.tuner_dir,
                              project_name=project, overwrite=False)

@@ -200,7 +200,11 @@ class Search:
         done = done[done["mode"] == self.tune.mode]["trial"].nunique()
         self.print_fn(header(self.tune, self.batch_sizes, self.grid,
                              len(trials)))
-        if done:
+        if done >= len(trials):
+            self.print_fn(f"the study in {self.workdir} is already complete "
+                          f"({done} of {len(trials)} trials done): nothing "
+                          "to train; its report:")
+        elif done:
             self.print_fn(f"resuming: {done} of {len(trials)} trials are "
                           "already done")
         serves = os.environ.get("KERASTUNER_ORACLE_IP") and not _is_worker()
