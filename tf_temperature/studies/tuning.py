@@ -200,13 +200,12 @@ class Search:
         done = done[done["mode"] == self.tune.mode]["trial"].nunique()
         self.print_fn(header(self.tune, self.batch_sizes, self.grid,
                              len(trials)))
-        if done >= len(trials):
-            self.print_fn(f"the study in {self.workdir} is already complete "
-                          f"({done} of {len(trials)} trials done): nothing "
-                          "to train; its report:")
-        elif done:
-            self.print_fn(f"resuming: {done} of {len(trials)} trials are "
-                          "already done")
+        if done:
+            self.print_fn(
+                f"the study in {self.workdir} is already complete ({done} of "
+                f"{len(trials)} trials done): nothing to train; its report:"
+                if done >= len(trials) else f"resuming: {done} of "
+                f"{len(trials)} trials are already done")
         serves = os.environ.get("KERASTUNER_ORACLE_IP") and not _is_worker()
         seconds = (self.runner.trial_seconds(self.batch_sizes, self.grid[0],
                                              self.tune.epochs)
