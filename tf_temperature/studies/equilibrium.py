@@ -235,18 +235,13 @@ def _finished(config, workdir):
     `workdir` (its `config.json` is written last), or None.
 
     Raises:
-        ValueError: the workdir holds a finished experiment of another
-            config.
+        workdir.WorkdirError: the workdir holds a finished experiment of
+            another config.
     """
     if not is_finished(workdir):
         return None
-    changed = workdir_lib.config_difference(
-        io.read_json(io.join(workdir, "config.json")), config.to_dict())
-    if changed:
-        raise ValueError(
-            "`workdir` holds a finished equilibrium experiment of another "
-            f"config ({changed}); use a new workdir, or the config it was "
-            f"run with. Received: workdir={workdir!r}")
+    workdir_lib.refuse_other_config(workdir, config,
+                                    "equilibrium experiment")
     return (io.read_csv(io.join(workdir, "equilibrium.csv")),
             io.read_json(io.join(workdir, "equilibrium.json")))
 

@@ -128,26 +128,32 @@ def config_difference(stored, config, ignore=NOT_RESULTS):
     return None
 
 
-def finished_summary(run_dir, config):
-    """The `summary.json` of a finished run in `run_dir`, or None if there
-    is none.
-
-    Raises:
-        WorkdirError: the run was made with another config (its
-            `config.json` differs from `config` in a field that changes
-            results, `NOT_RESULTS` aside).
-    """
-    summary = io.join(run_dir, "summary.json")
-    if not io.exists(summary):
-        return None
+def refuse_other_config(run_dir, config, what="run"):
+    """Raises `WorkdirError` if `run_dir` holds a finished `what` (its
+    `config.json`) made with another config: a field that changes
+    results, `NOT_RESULTS` aside, differs from `config`."""
     stored = io.join(run_dir, "config.json")
     changed = (config_difference(io.read_json(stored), config.to_dict())
                if io.exists(stored) else None)
     if changed:
         raise WorkdirError(
-            f"`workdir` holds a finished run of another config ({changed});"
-            " use a new workdir, or the config it was run with. Received: "
-            f"workdir={run_dir!r}")
+            f"`workdir` holds a finished {what} of another config "
+            f"({changed}); use a new workdir, or the config it was run "
+            f"with. Received: workdir={run_dir!r}")
+
+
+def finished_summary(run_dir, config):
+    """The `summary.json` of a finished run in `run_dir`, or None if there
+    is none.
+
+    Raises:
+        WorkdirError: the run was made with another config
+            (`refuse_other_config`).
+    """
+    summary = io.join(run_dir, "summary.json")
+    if not io.exists(summary):
+        return None
+    refuse_other_config(run_dir, config)
     return io.read_json(summary)
 
 
