@@ -118,20 +118,38 @@ def stationary_excess_loss(eta, batch_size, dim, noise_variance=1.0):
     return eta * dim * noise_variance / (2.0 * denominator)
 
 
+def second_moment_path(etas, batch_size, dim, noise_variance=1.0,
+                       start=0.0, steps=0, warmup_steps=0):
+    """`[steps, len(etas)]`: `E|w - w*|^2` after each of `steps` SGD steps
+    from `E|w - w*|^2 = start`, for every rate of `etas` at once: the module
+    doc's recursion for `m`, with the rate ramped up linearly over
+    `warmup_steps` (`inf` once it diverges). The one place the recursion is
+    written: the expected loss, its curve and the closed-form optimum of
+    the study's known answer all come from it."""
+    rates = np.atleast_1d(np.asarray(etas, float))
+    m = np.full(len(rates), float(start))
+    path = np.empty((int(steps), len(rates)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for step in range(int(steps)):
+            rate = rates * min(1.0, (step + 1) / max(warmup_steps, 1))
+            m = ((1.0 - rate)**2 * m
+                 + rate**2 * ((dim + 1) * m + dim * noise_variance)
+                 / batch_size)
+            m = np.where(m < 1e30, m, math.inf)  # NaN too: diverged.
+            path[step] = m
+    return path
+
+
 def expected_excess_loss(eta, batch_size, dim, noise_variance=1.0,
                          start=0.0, steps=0, warmup_steps=0):
-    """`E|w - w*|^2 / 2` after `steps` SGD steps from `E|w - w*|^2 = start`:
-    the module doc's recursion for `m`, iterated, with the rate ramped up
-    linearly over `warmup_steps` (`inf` once it diverges)."""
+    """`E|w - w*|^2 / 2` after `steps` SGD steps from `E|w - w*|^2 = start`
+    (`second_moment_path`; `inf` once it diverges)."""
     _check(eta, batch_size, dim, noise_variance)
-    m = float(start)
-    for step in range(int(steps)):
-        rate = eta * min(1.0, (step + 1) / max(warmup_steps, 1))
-        m = ((1.0 - rate)**2 * m
-             + rate**2 * ((dim + 1) * m + dim * noise_variance) / batch_size)
-        if not m < 1e30:
-            return math.inf
-    return 0.5 * m
+    if not int(steps):
+        return 0.5 * float(start)
+    return 0.5 * float(second_moment_path(eta, batch_size, dim,
+                                          noise_variance, start, steps,
+                                          warmup_steps)[-1, 0])
 
 
 def small_eta_excess_loss(eta, batch_size, dim, noise_variance=1.0):
