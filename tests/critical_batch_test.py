@@ -1,4 +1,5 @@
-"""The critical batch size: steps to target, the fits, the half point."""
+"""The critical batch size: steps to target, the fits, the noise scale's
+windows, the half point, on recorded runs with known answers."""
 
 import math
 
@@ -30,42 +31,106 @@ def test_fit_steps_recovers_the_model():
     assert critical_batch.fit_steps(batches, 1000 / batches)[1] == math.inf
 
 
-def test_half_point_and_eta_max():
+def test_half_point():
     batches = np.array([8.0, 16, 32, 64])
     eta0s = np.array([0.02, 0.02, 0.01, 0.005])
     assert critical_batch.half_point(batches, eta0s) == pytest.approx(32.0)
     assert critical_batch.half_point(batches, np.full(4, 0.02)) == math.inf
-    # McCandlish et al.'s curve itself: eta_max and B_half = B_noise back.
-    etas = 3.0 / (1 + 20 / batches)
-    assert critical_batch.fit_eta_max(batches, etas, 20.0) == pytest.approx(
-        3.0)
-    fine = np.geomspace(1, 1000, 400)
-    assert critical_batch.half_point(fine, 3.0 / (fine + 20)) == (
-        pytest.approx(22.0, rel=0.01))  # B + 20 doubles from 21 at B = 1:
-    # B_half = B_noise + 2 B_smallest, B_noise as the smallest B -> 0.
 
 
-def test_describe_words_the_verdict():
-    result = {"target": 0.12, "b_noise": 40.0, "b_noise_low": 30.0,
-              "b_noise_high": 60.0, "b_noise_at_batch": 8, "eta_max": 2.0,
-              "b_crit": 50.0, "b_crit_low": 40.0, "b_crit_high": 70.0,
-              "s_min": 30.0, "b_half": 45.0, "b_half_low": 35.0,
-              "b_half_high": 80.0}
-    text = critical_batch.describe(result, np.array([8, 256]))
-    assert "B_noise (McCandlish et al. 2018)" in text
+def test_windows_of_the_noise_scale():
+    steps = np.arange(4, 41, 4)  # Intervals of 4 steps, 4 per epoch.
+    masks = critical_batch.window_masks(steps, 4.0, 16, [10.0, np.inf])
+    assert masks["first_epoch"][:, 0].tolist() == [True] * 4 + [False] * 6
+    # Up to the target: the intervals that start before step 10.
+    assert masks["to_target"][:, 0].tolist() == [True] * 3 + [False] * 7
+    # At the target: interval midpoints within half an epoch of step 10.
+    assert masks["at_target"][:, 0].tolist() == [True] * 5 + [False] * 5
+    assert not masks["to_target"][:, 1].any()  # Never reached.
+    assert masks["whole_run"].all()
+
+
+def synthetic_runs(batches, eta0s, seeds, crossing, noise_scale):
+    """Recorded runs: loss 2^(-step / crossing[B]) (the target 0.5 at step
+    crossing[B], the same for every eta0 and seed), and norms whose
+    B_simple is `noise_scale` on infinite data: |G|^2 = 1, tr(Sigma) =
+    noise_scale, so E|G_b|^2 = 1 + noise_scale / b."""
+    runs = {}
+    for b in batches:
+        steps = np.arange(1, 4 * crossing[b] + 1)
+        for e in eta0s:
+            runs[(b, e)] = {s: {
+                "steps": steps.tolist(),
+                "eval_loss": (2.0 ** (-steps / crossing[b])).tolist(),
+                "small_sq": np.full(len(steps),
+                                    1 + noise_scale / (b // 2)).tolist(),
+                "big_sq": np.full(len(steps), 1 + noise_scale / b).tolist()}
+                for s in seeds}
+    return runs
+
+
+def test_measure_reads_b_crit_b_simple_and_b_half():
+    batches = [8, 16, 32, 64, 128]
+    eta0s = [0.01, 0.02]
+    seeds = list(range(5))
+    crossing = {b: 50 * (1 + 40 / b) for b in batches}  # B_crit = 40.
+    runs = synthetic_runs(batches, eta0s, seeds, crossing, 30.0)
+    best = {8: 0.02, 16: 0.02, 32: 0.015, 64: 0.01, 128: 0.01}
+    by_batch = pd.DataFrame({"batch_size": batches, "trained": True,
+                             "best_eta0": [best[b] for b in batches],
+                             "objective_median": 0.5 / 1.1})
+    rng = np.random.default_rng(0)
+    samples = 50
+    bootstrap = {
+        "draws": rng.integers(0, 5, (samples, 5)),
+        "log_best_eta0": {b: np.log(best[b]) + rng.normal(0, 0.05, samples)
+                          for b in batches},
+        "best_objective": {b: np.full(samples, 0.5 / 1.1) for b in batches}}
+    tables, result = critical_batch.measure(
+        runs, by_batch, bootstrap, {b: 32 for b in batches})
+    assert result["target"] == pytest.approx(0.5)
+    np.testing.assert_allclose(tables["steps"]["steps_to_target"],
+                               [crossing[b] for b in batches], rtol=1e-6)
+    assert result["b_crit"] == pytest.approx(40.0, rel=1e-4)
+    assert result["b_crit_low"] <= 40.0 + 1e-9
+    assert result["b_crit_high"] >= 40.0 - 1e-9
+    for window in critical_batch.WINDOWS:
+        assert result["b_simple"][window] == pytest.approx(30.0)
+    # The best eta0 halves between B = 32 and 64 (0.02 -> 0.01).
+    assert 32 < result["b_half"] <= 64
+    assert result["b_half_low"] <= result["b_half"] <= result["b_half_high"]
+    assert list(tables["steps"]["eta0"]) == [0.02, 0.02, 0.02, 0.01, 0.01]
+    assert set(tables["by_epoch"]["batch_size"]) == set(batches)
+    assert "B_crit 40 [" in result["text"]
+    assert "at the target 30 [30, 30]" in result["text"]
+    # The finite-set correction: 64 examples, the same norms.
+    _, finite = critical_batch.measure(
+        runs, by_batch, bootstrap, {b: 32 for b in batches}, examples=64)
+    assert finite["b_simple"]["whole_run"] < 30.0
+    assert tables["noise"]["whole_run_uncorrected"].iloc[0] == (
+        pytest.approx(30.0))
+
+
+def test_describe_words_the_comparison():
+    result = {"target": 0.12, "b_crit": 50.0, "b_crit_low": 40.0,
+              "b_crit_high": 70.0, "s_min": 30.0, "b_half": 45.0,
+              "b_half_low": 35.0, "b_half_high": 80.0,
+              "noise_scale_batch": 8, "examples": 1024,
+              "b_simple": dict.fromkeys(critical_batch.WINDOWS, 60.0),
+              "b_simple_low": dict.fromkeys(critical_batch.WINDOWS, 50.0),
+              "b_simple_high": dict.fromkeys(critical_batch.WINDOWS, 90.0)}
+    text = critical_batch.describe(result)
     assert "B_crit 50 [40, 70]" in text
-    assert "consistent (the ranges overlap)" in text
-    far = dict(result, b_noise=400.0, b_noise_low=300.0,
-               b_noise_high=600.0)
-    assert "NOT consistent" in critical_batch.describe(far,
-                                                       np.array([8, 256]))
-    lost = dict(result, b_noise=math.inf)
-    assert "not resolved" in critical_batch.describe(lost,
-                                                     np.array([8, 256]))
+    assert "corrected for the finite training set" in text
+    assert "the intervals overlap" in text
+    assert "B_half = 45 [35, 80]" in text
+    far = dict(result, b_simple_low=dict.fromkeys(critical_batch.WINDOWS,
+                                                  300.0))
+    assert "the intervals are apart" in critical_batch.describe(far)
 
 
 def test_too_few_trained_batch_sizes_are_not_measured():
     by_batch = pd.DataFrame({"batch_size": [8, 16], "trained": [True, True],
                              "best_eta0": [0.1, 0.1]})
-    table, result = critical_batch.measure(None, None, by_batch)
+    table, result = critical_batch.measure({}, by_batch, {}, {})
     assert table is None and "not measured" in result["text"]

@@ -46,6 +46,36 @@ def regression_problem(delta_sq, dim=8, noise_variance=1.0, n=200_000):
     return model, x, y.astype("float32")[:, None]
 
 
+def test_finite_set_without_replacement_is_corrected():
+    # N per-example gradients, batches of an epoch's permutation (without
+    # replacement), halves against the whole: the plain estimate of |G|^2
+    # is off by -tr(Sigma) / (N - 1); with `examples=N` both are exact in
+    # expectation. Exact expectations: every batch position is equally
+    # likely to hold any subset, so average over many permutations.
+    rng = np.random.default_rng(0)
+    n, batch, dim = 32, 8, 3
+    per_example = rng.normal(size=(n, dim)) + np.array([0.3, 0.0, 0.0])
+    true_g = per_example.mean(axis=0)
+    true_tr = float(np.sum(per_example.var(axis=0)))  # Divisor N.
+    small = big = 0.0
+    draws = 20000
+    for _ in range(draws):
+        order = rng.permutation(n)[:batch]
+        halves = per_example[order].reshape(2, batch // 2, dim).mean(axis=1)
+        small += np.mean(np.sum(halves**2, axis=1))
+        big += np.sum(per_example[order].mean(axis=0) ** 2)
+    small, big = small / draws, big / draws
+    plain = noise_scale.estimate(small, big, batch // 2, batch)
+    fixed = noise_scale.estimate(small, big, batch // 2, batch, examples=n)
+    g2 = float(true_g @ true_g)
+    assert plain[0] == pytest.approx(g2 - true_tr / (n - 1), abs=0.01)
+    assert fixed[0] == pytest.approx(g2, abs=0.01)
+    assert fixed[1] == pytest.approx(true_tr, rel=0.02)
+    assert plain[1] == pytest.approx(true_tr * n / (n - 1), rel=0.02)
+    with pytest.raises(ValueError, match="examples"):
+        noise_scale.estimate(small, big, 4, 8, examples=1)
+
+
 def test_callback_finds_the_analytic_values_of_linear_regression():
     # |G|^2 = |delta|^2 = 4 and tr(Sigma) = (d + 1) |delta|^2 + d sigma^2
     # = 44, so B_simple = 11 (linear_regression's module doc).

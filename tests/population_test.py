@@ -16,8 +16,8 @@ def digits_task(hidden=(16,), n=64, features=12, seed=0):
     return tasks.DigitsTask(x[:n], y[:n], x[n:], y[n:], 4, tuple(hidden))
 
 
-def lone_model(task, seed, momentum, eta, batch_size, steps, warmup=0):
-    """The copy's twin: Keras `Dense` layers, the same start and batches."""
+def lone_mlp(task, seed):
+    """A copy's twin: Keras `Dense` layers from the copy's start."""
     sizes = task.layer_sizes
     model = keras.Sequential(
         [keras.Input((sizes[0],))]
@@ -26,6 +26,12 @@ def lone_model(task, seed, momentum, eta, batch_size, steps, warmup=0):
     start = population.initial_weights(sizes, seed)
     model.set_weights([w if w.ndim == 2 and w.shape[0] != 1 else w[0]
                        for w in start])
+    return model
+
+
+def lone_model(task, seed, momentum, eta, batch_size, steps, warmup=0):
+    """The copy's twin trained on the same batches."""
+    model = lone_mlp(task, seed)
     optimizer = keras.optimizers.SGD(learning_rate=0.0, momentum=momentum)
     n = len(task.y_train)
     per_epoch = n // batch_size
@@ -142,20 +148,22 @@ def test_noise_scale_at_stationarity_matches_the_closed_form(eta,
     task = tasks.LinearRegressionTask(
         dim, 1.0, batch_size * 2000,
         np.random.default_rng(0).normal(size=dim).astype(np.float32))
-    found = population.Population(task, range(32), 1).trajectory(
-        batch_size, eta, 1, eval_every=500)
+    found = population.Population(task, range(32), 1).run(
+        batch_size, eta, 1, record=True)
+    # The second half of the run: the last 16 of the 32 recorded intervals.
     norm_sq, trace = noise_scale.estimate(
-        found["small_sq"].mean(), found["big_sq"].mean(), batch_size // 2,
-        batch_size)
+        found["curve_small_sq"][16:].mean(),
+        found["curve_big_sq"][16:].mean(), batch_size // 2, batch_size)
     m_star = 2 * linear_regression.stationary_excess_loss(eta, batch_size,
                                                           dim)
     assert norm_sq == pytest.approx(m_star, rel=0.10)
     assert trace == pytest.approx((dim + 1) * m_star + dim, rel=0.10)
-    assert found["eval_loss"].shape == (4, 32)
-    np.testing.assert_array_equal(found["steps"], [500, 1000, 1500, 2000])
+    assert found["curve_eval_loss"].shape == (32, 32)
+    np.testing.assert_array_equal(found["curve_steps"],
+                                  np.arange(62, 2000, 62)[:32])
     # The recorded evaluation loss is the excess loss near m* / 2.
-    assert np.mean(found["eval_loss"][1:]) == pytest.approx(m_star / 2,
-                                                            rel=0.15)
+    assert np.mean(found["curve_eval_loss"][16:]) == pytest.approx(
+        m_star / 2, rel=0.15)
 
 
 def test_halves_update_as_the_whole_batch_does():
@@ -164,6 +172,40 @@ def test_halves_update_as_the_whole_batch_does():
     pop = population.Population(task, (0, 1), 2)
     pop.run(8, 0.3, 2)
     plain = [v.numpy() for v in pop.model.trainable_variables]
-    pop.trajectory(8, 0.3, 2, eval_every=4)
+    recorded = pop.run(8, 0.3, 2, record=True)
     for a, b in zip(plain, pop.model.trainable_variables, strict=True):
         np.testing.assert_allclose(b.numpy(), a, rtol=1e-5, atol=1e-6)
+    per_epoch = task.steps(8, 1)
+    np.testing.assert_array_equal(
+        recorded["curve_steps"],
+        np.arange(1, 2 * task.evals_per_epoch + 1) * per_epoch
+        // task.evals_per_epoch)
+    # The last evaluation is the run's final one.
+    np.testing.assert_allclose(recorded["curve_eval_loss"][-1],
+                               recorded["eval_loss"], rtol=1e-6)
+    with pytest.raises(ValueError, match="even"):
+        pop.run(7, 0.3, 1, record=True)
+
+
+def test_full_batch_descent_is_plain_gradient_descent():
+    # Two steps of full-batch GD on the population against Keras SGD on a
+    # lone model of the same start, fed the whole training set each step.
+    task = digits_task()
+    pop = population.Population(task, (0, 3), 1)
+    found = pop.full_batch(0.5, 2)
+    for copy, seed in enumerate((0, 3)):
+        lone = lone_mlp(task, seed)
+        optimizer = keras.optimizers.SGD(0.5)
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        labels=task.y_train, logits=lone(task.x_train)))
+            optimizer.apply(tape.gradient(loss, lone.trainable_variables),
+                            lone.trainable_variables)
+        logits = lone(task.x_eval)
+        expected = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=task.y_eval, logits=logits)).numpy()
+        assert found["eval_loss"][copy] == pytest.approx(expected,
+                                                         rel=1e-5)

@@ -47,7 +47,8 @@ from tf_temperature import _validation
 LOG_KEYS = ("grad_norm_sq", "grad_variance", "noise_scale")
 
 
-def estimate(small_norm_sq, big_norm_sq, small_batch, big_batch):
+def estimate(small_norm_sq, big_norm_sq, small_batch, big_batch,
+             examples=None):
     """Unbiased `(|G|^2, tr(Sigma))` from mean squared gradient norms.
 
     Args:
@@ -55,6 +56,14 @@ def estimate(small_norm_sq, big_norm_sq, small_batch, big_batch):
         big_norm_sq: mean `|G_big|^2` over batches of `big_batch`.
         small_batch: the small batch size.
         big_batch: the big batch size, `> small_batch`.
+        examples: `N` where the batches are drawn without replacement from
+            a finite set of `N` examples (an epoch's permutation of a
+            training set); None for fresh examples. Without replacement
+            `E|G_b|^2 = |G|^2 + tr(Sigma) (N - b) / (b (N - 1))` (the
+            finite-population correction), so the plain estimates are off:
+            `|G|^2` by `-tr(Sigma) / (N - 1)`, which is most of it once the
+            training set is nearly fitted, and `tr(Sigma)` by a factor
+            `N / (N - 1)`. Both are corrected here.
 
     Returns:
         `(grad_norm_sq, grad_variance)`: estimates of `|G|^2` and
@@ -68,6 +77,14 @@ def estimate(small_norm_sq, big_norm_sq, small_batch, big_batch):
                / (big_batch - small_batch))
     variance = ((small_norm_sq - big_norm_sq)
                 / (1.0 / small_batch - 1.0 / big_batch))
+    if examples is not None:
+        if not examples > 1:
+            raise ValueError("`examples` must be > 1 (or None). Received: "
+                             f"examples={examples!r}")
+        # E[variance] = N tr(Sigma) / (N - 1), E[norm_sq] = |G|^2 -
+        # tr(Sigma) / (N - 1): add back E[variance] / N.
+        norm_sq = norm_sq + variance / examples
+        variance = variance * (examples - 1) / examples
     return norm_sq, variance
 
 
@@ -78,10 +95,12 @@ def simple_noise_scale(grad_norm_sq, grad_variance):
     return grad_variance / grad_norm_sq
 
 
-def summarize(small_norm_sq, big_norm_sq, small_batch, big_batch):
-    """`{grad_norm_sq, grad_variance, noise_scale}` (`LOG_KEYS`) as floats."""
+def summarize(small_norm_sq, big_norm_sq, small_batch, big_batch,
+              examples=None):
+    """`{grad_norm_sq, grad_variance, noise_scale}` (`LOG_KEYS`) as floats
+    (`examples`: see `estimate`)."""
     norm_sq, variance = estimate(small_norm_sq, big_norm_sq, small_batch,
-                                 big_batch)
+                                 big_batch, examples)
     return {"grad_norm_sq": float(norm_sq), "grad_variance": float(variance),
             "noise_scale": float(simple_noise_scale(norm_sq, variance))}
 

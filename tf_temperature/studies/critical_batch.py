@@ -1,32 +1,40 @@
-"""The critical batch size, measured two ways, beside the eta0 study.
+"""The critical batch size beside the eta0 study, read from its own runs.
 
-Where must the linear scaling rule break? Two measures of the batch size
-beyond which a larger batch stops paying:
+Where does a larger batch stop paying? Measured on the fine stage's trials
+(`tuning`), which record every seed's evaluation loss and gradient norms
+along the run (`population.Population.run(record=True)`):
 
-* **B_noise** (McCandlish et al. 2018, "An Empirical Model of Large-Batch
-  Training"): the simple noise scale `tr(Sigma) / |G|^2`, read during
-  training at the smallest B's best eta0, from the two halves of every
-  batch (`population.Population.trajectory`; pooled over the second half
-  of the run and over the seeds). Their model predicts the best rate
-
-      eta_opt(B) = eta_max / (1 + B_noise / B),
-
-  linear in B below B_noise and flat above: the best eta0 = eta / B falls
-  to half of its value at the smallest B, `B_0`, at
-  `B = B_noise + 2 B_0`. `eta_max` is fitted
-  to the measured optima (one parameter, in log eta).
 * **Steps to target** (Shallue et al. 2019, "Measuring the Effects of Data
-  Parallelism on Neural Network Training"): at each B's best eta0, the steps
-  until the evaluation loss first reaches a target. Perfect scaling halves
-  the steps when B doubles; the model `S(B) = S_min (1 + B_crit / B)`
-  (McCandlish et al.'s, eq. 2.11) gives **B_crit** where the halving stops.
+  Parallelism on Neural Network Training"): at each B's best eta0 (the fine
+  grid's value nearest the study's optimum), the steps until the
+  evaluation loss first reaches a target. Perfect scaling halves the steps
+  when B doubles; `S(B) = S_min (1 + B_crit / B)` (McCandlish et al. 2018,
+  eq. 2.11) gives **B_crit** where the halving stops.
+* **The simple noise scale** `B_simple = tr(Sigma) / |G|^2` (McCandlish et
+  al. 2018, "An Empirical Model of Large-Batch Training") from the two
+  halves of every batch, at the same runs. It is not a constant: as the
+  loss falls `|G|^2` shrinks faster than the noise and it grows many-fold.
+  It is read over four windows: the first epoch, up to the target, the
+  epoch around the target and the whole run. McCandlish et al. relate
+  `B_crit` for a target to the noise scale where the run reaches it: the
+  report sets `B_crit` beside `B_simple` at the target. On a finite
+  training set drawn without replacement the halves' `|G|^2` estimate is
+  biased by `-tr(Sigma) / (N - 1)`; it is corrected
+  (`noise_scale.estimate`), and `noise_scale.csv` keeps the uncorrected
+  value beside it.
+* **B_half**: where the best eta0 has fallen to half of the smallest B's
+  (interpolated in log-log): the measured departure from the linear rule.
 
-The departure of the measured optima from the linear rule, `B_half` (where
-the best eta0 has fallen to half of the smallest B's), is then set beside
-B_noise: McCandlish et al. predict `B_half = B_noise + 2 B_0`.
+McCandlish et al.'s `eta_opt(B) = eta_max / (1 + B_noise / B)` is the best
+step at given weights, not the best constant rate for a budget; on the
+linear-regression known answer, with the exact noise scale, its
+`B_half = B_noise + 2 B_0` is off by a factor 2-3, so it is not used.
 
-Intervals are percentiles of a bootstrap over seeds (the same draws for
-every B).
+Intervals: one bootstrap over seeds, the draws of `optimum.analyse` (the
+same at every B), and every replicate reselects what the data select:
+each B's best eta0 (its own optimum, then the fine grid's nearest value),
+the target (1.1 x the largest best median loss over B, unless the config
+fixes it), each seed's crossing and the windows that follow from it.
 """
 
 import math
@@ -35,13 +43,16 @@ import numpy as np
 import pandas as pd
 
 from tf_temperature import noise_scale
+from tf_temperature.studies.optimum import percentile_interval as _interval
 
-# Evaluations per epoch along each follow-up run (steps-to-target's
-# resolution; a crossing is interpolated in log loss between two of them).
-EVALS_PER_EPOCH = 8
 # The automatic target: this much above the worst B's best median loss, so
 # that every B that trained reaches it.
 TARGET_MARGIN = 1.1
+# The windows B_simple is read over (see the module doc).
+WINDOWS = ("first_epoch", "to_target", "at_target", "whole_run")
+_WINDOW_WORDS = {"first_epoch": "first epoch", "to_target": "up to the "
+                 "target", "at_target": "at the target", "whole_run":
+                 "whole run"}
 
 
 def steps_to_target(steps, curves, target):
@@ -58,20 +69,21 @@ def steps_to_target(steps, curves, target):
         step 0 at the first evaluation); `inf` where never reached.
     """
     steps = np.asarray(steps, float)
-    found = np.full(curves.shape[1], math.inf)
-    for copy in range(curves.shape[1]):
-        curve = curves[:, copy]
-        hit = np.flatnonzero(curve <= target)
-        if not len(hit):
-            continue
-        i = hit[0]
-        if i == 0:
-            found[copy] = steps[0]
-            continue
-        high, low = math.log(curve[i - 1]), math.log(max(curve[i], 1e-30))
-        share = (high - math.log(target)) / (high - low) if high > low else 1
-        found[copy] = steps[i - 1] + share * (steps[i] - steps[i - 1])
-    return found
+    curves = np.asarray(curves, float)
+    with np.errstate(invalid="ignore"):
+        hit = curves <= target
+    first = np.argmax(hit, axis=0)
+    copies = np.arange(curves.shape[1])
+    found = np.where(hit.any(axis=0), steps[first], math.inf)
+    inside = hit.any(axis=0) & (first > 0)
+    before = np.maximum(first - 1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        high = np.log(curves[before, copies])
+        low = np.log(np.maximum(curves[first, copies], 1e-30))
+        share = np.where(high > low, (high - math.log(target))
+                         / (high - low), 1.0)
+    interpolated = steps[before] + share * (steps[first] - steps[before])
+    return np.where(inside, interpolated, found)
 
 
 def fit_steps(batch_sizes, steps):
@@ -86,13 +98,6 @@ def fit_steps(batch_sizes, steps):
     return float(s_min), float(scale / s_min)
 
 
-def fit_eta_max(batch_sizes, best_etas, b_noise):
-    """McCandlish et al.'s `eta_max` given `B_noise`: the geometric-mean fit
-    of `eta_opt(B) = eta_max / (1 + B_noise / B)` to the measured optima."""
-    b = np.asarray(batch_sizes, float)
-    return float(np.exp(np.mean(np.log(best_etas) + np.log1p(b_noise / b))))
-
-
 def half_point(batch_sizes, best_eta0s):
     """`B_half`: where the best eta0 first falls to half of the smallest
     B's, interpolated in log-log between grid B; `inf` if it never does."""
@@ -105,166 +110,290 @@ def half_point(batch_sizes, best_eta0s):
     return math.inf
 
 
-def _interval(values):
-    finite = np.asarray(values, float)
-    if not len(finite):
-        return math.nan, math.nan
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return float(low), float(high)
+def window_masks(steps, every, per_epoch, crossing):
+    """`{window: [n, S] bool}`: which recorded intervals (each `every`
+    steps long, ending at `steps`) each seed's window holds; `crossing`
+    (`[S]`, inf: never) is the seed's step at the target."""
+    end = np.asarray(steps, float)[:, None]
+    start, middle = end - every, end - every / 2.0
+    crossing = np.asarray(crossing, float)[None, :]
+    reached = np.isfinite(crossing)
+    shape = (len(end), crossing.shape[1])
+    return {
+        "first_epoch": np.broadcast_to(end <= per_epoch, shape),
+        "to_target": reached & (start < crossing),
+        "at_target": reached & (np.abs(middle - crossing)
+                                <= per_epoch / 2.0),
+        "whole_run": np.ones(shape, bool)}
 
 
-def measure(population, task, by_batch, warmup_steps=0, target=None,
-            samples=1000, seed=0):
-    """Runs the follow-up trajectories and measures both critical sizes.
+def _pooled(small, big, mask, batch, examples):
+    """`B_simple` of the intervals in `mask`, pooled over them (a ratio of
+    means: `noise_scale.pooled`'s rule), or NaN for an empty window."""
+    count = mask.sum()
+    if not count:
+        return math.nan
+    found = noise_scale.summarize(float(small[mask].sum() / count),
+                                  float(big[mask].sum() / count),
+                                  batch // 2, batch, examples)
+    return found["noise_scale"]
+
+
+class _Runs:
+    """The fine stage's recorded runs at one B: `[E, n, S]` arrays."""
+
+    def __init__(self, batch, runs, seeds):
+        self.batch = batch
+        self.eta0s = np.array(sorted(runs))
+        first = runs[self.eta0s[0]][seeds[0]]
+        self.steps = np.asarray(first["steps"], float)
+        self.every = float(self.steps[0])
+
+        def stack(key):
+            return np.array([[np.asarray(runs[e][s][key], float)
+                              for s in seeds] for e in self.eta0s]
+                            ).transpose(0, 2, 1)
+        self.loss, self.small, self.big = (stack(k) for k in (
+            "eval_loss", "small_sq", "big_sq"))
+
+    def nearest(self, eta0):
+        """The index of the fine value nearest `eta0` (in log)."""
+        return int(np.argmin(np.abs(np.log(self.eta0s) - math.log(eta0))))
+
+
+def _read(runs, picks, target, columns, per_epoch, examples):
+    """Steps to target, B_crit and B_simple for one (re)sample.
 
     Args:
-        population: the study's `population.Population` (its seeds).
-        task: its task (steps per epoch).
-        by_batch: `optimum.analyse`'s table (best eta0 per B; the B that
-            trained are measured).
-        warmup_steps: as in the study.
+        runs: `{B: _Runs}`.
+        picks: `{B: index of the eta0 used}`.
+        target: the loss to reach.
+        columns: the seeds drawn (indices; repeats allowed).
+        per_epoch: `{B: steps per epoch}`.
+        examples: `N` of the training set, or None.
+    """
+    medians, per_seed, noise = [], {}, {}
+    for batch, found in runs.items():
+        i = picks[batch]
+        reached = steps_to_target(found.steps, found.loss[i][:, columns],
+                                  target)
+        per_seed[batch] = reached
+        medians.append(np.median(reached))
+        masks = window_masks(found.steps, found.every, per_epoch[batch],
+                             reached)
+        small, big = found.small[i][:, columns], found.big[i][:, columns]
+        noise[batch] = {w: _pooled(small, big, masks[w], batch, examples)
+                        for w in WINDOWS}
+        noise[batch].update({f"{w}_uncorrected": _pooled(
+            small, big, masks[w], batch, None) for w in WINDOWS})
+    batches = np.array(list(runs), float)
+    medians = np.array(medians)
+    ok = np.isfinite(medians)
+    s_min, b_crit = (fit_steps(batches[ok], medians[ok]) if ok.sum() >= 3
+                     else (math.nan, math.nan))
+    return {"per_seed": per_seed, "medians": medians, "s_min": s_min,
+            "b_crit": b_crit, "noise": noise}
+
+
+def measure(trajectories, by_batch, bootstrap, per_epoch, examples=None,
+            target=None, known=None, warmup_steps=0):
+    """Steps to target, B_crit, B_simple and B_half, with intervals.
+
+    Args:
+        trajectories: `{(B, eta0): {seed: {"steps", "eval_loss",
+            "small_sq", "big_sq"}}}`, the fine stage's recorded runs
+            (`tuning.Search.trajectories`).
+        by_batch: `optimum.analyse`'s table (the B that trained are read).
+        bootstrap: its `result["bootstrap"]` (draws and each replicate's
+            optima and best objectives).
+        per_epoch: `{B: steps per epoch}`.
+        examples: `N` of a finite training set (the noise scale's
+            correction), or None.
         target: the loss to reach; None: `TARGET_MARGIN` x the largest
-            best median loss over the B that trained.
-        samples: bootstrap replicates over seeds.
-        seed: the bootstrap's random seed.
+            best median loss over the B that trained (per replicate).
+        known: a task with `expected_curve` and
+            `expected_gradient_moments` (the known answer), or None.
+        warmup_steps: as in the study (the known answer's curves).
 
     Returns:
-        `(table, result)`: one row per B (`batch_size`, `eta0`,
-        `steps_to_target` median over seeds and its quartiles `steps_q25`,
-        `steps_q75`, `reached` seeds), and a dict
-        with `target`, `b_noise`, `b_crit`, `s_min`, `b_half`, `eta_max`,
-        their intervals (`_low`, `_high`) and `text`, one line per measure
-        and the verdict.
+        `(tables, result)`: `tables` has `steps` (per B: `eta0` used, the
+        median `steps_to_target`, quartiles, seeds that reached it, and
+        for the known answer `closed_form_steps`), `noise` (per B and
+        window: `B_simple` with its interval and uncorrected) and
+        `by_epoch` (per B and epoch: the median evaluation loss and
+        `B_simple`, for the figure); `result` has `target`, `b_crit`,
+        `s_min`, `b_half`, `noise_scale_batch` (the smallest B),
+        `b_simple` (per window, at that B), each with `_low` and `_high`,
+        and `text`. `(None, {"text": ...})` where it cannot be measured.
     """
     trained = by_batch[by_batch["trained"]].sort_values("batch_size")
-    if len(trained) < 3:
-        return None, {"text": "critical batch size: fewer than 3 batch "
-                              "sizes trained; not measured"}
-    if target is None:
-        target = TARGET_MARGIN * float(trained["objective_median"].max())
-    rows, per_seed, noise = [], [], None
-    for r in trained.itertuples():
-        batch, epochs = int(r.batch_size), population.epochs
-        per_epoch = task.steps(batch, 1)
-        found = population.trajectory(
-            batch, batch * r.best_eta0, epochs,
-            max(1, per_epoch // EVALS_PER_EPOCH), warmup_steps)
-        reached = steps_to_target(found["steps"], found["eval_loss"],
-                                  target)
-        per_seed.append(reached)
-        rows.append({"batch_size": batch, "eta0": r.best_eta0,
-                     "steps_to_target": float(np.median(reached)),
-                     # Without interpolation: a seed that never reached
-                     # the target counts as inf, not as NaN.
-                     "steps_q25": float(np.percentile(reached, 25,
-                                                      method="lower")),
-                     "steps_q75": float(np.percentile(reached, 75,
-                                                      method="higher")),
-                     "reached": int(np.isfinite(reached).sum()),
-                     "seeds": len(reached)})
-        if hasattr(task, "expected_curve"):  # The known answer.
-            mean = task.expected_curve(batch * r.best_eta0, batch,
-                                       warmup_steps) / 2
-            rows[-1]["closed_form_steps"] = float(steps_to_target(
-                np.arange(1, len(mean) + 1), mean[:, None], target)[0])
-        if noise is None:  # McCandlish et al.: at the smallest B's optimum.
-            noise = (found["small_sq"], found["big_sq"], batch)
-    table = pd.DataFrame(rows)
-    batches = table["batch_size"].to_numpy(float)
-    per_seed = np.stack(per_seed)  # [B, S]
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, per_seed.shape[1],
-                         size=(samples, per_seed.shape[1]))
-    small, big, b_small = noise
+    batches = [int(b) for b in trained["batch_size"]]
+    have = {b for b, _ in trajectories}
+    if len(batches) < 3 or not set(batches) <= have:
+        return None, {"text": "critical batch size: not measured (fewer "
+                              "than 3 batch sizes trained, or no recorded "
+                              "fine-stage runs)"}
+    seeds = sorted(next(iter(trajectories.values())))
+    runs = {b: _Runs(b, {e: t for (bb, e), t in trajectories.items()
+                         if bb == b}, seeds) for b in batches}
+    best = dict(zip(batches, trained["best_eta0"], strict=True))
+    fixed = target
+    target = fixed or TARGET_MARGIN * float(trained["objective_median"].max())
+    picks = {b: runs[b].nearest(best[b]) for b in batches}
+    everyone = np.arange(len(seeds))
+    point = _read(runs, picks, target, everyone, per_epoch, examples)
+    draws = bootstrap["draws"]
+    replicates = []
+    for r, columns in enumerate(draws):
+        chosen = {b: runs[b].nearest(math.exp(
+            bootstrap["log_best_eta0"][b][r])) for b in batches}
+        goal = fixed or TARGET_MARGIN * max(
+            bootstrap["best_objective"][b][r] for b in batches)
+        replicates.append(_read(runs, chosen, goal, columns, per_epoch,
+                                examples))
+    halves = [half_point(batches, np.exp([bootstrap["log_best_eta0"][b][r]
+                                          for b in batches]))
+              for r in range(len(draws))]
+    result = {"target": target, "target_fixed": bool(fixed),
+              "largest_batch": batches[-1],
+              "b_crit": point["b_crit"], "s_min": point["s_min"],
+              "b_half": half_point(batches, [best[b] for b in batches]),
+              "noise_scale_batch": batches[0], "examples": examples}
+    result["b_crit_low"], result["b_crit_high"] = _interval(
+        [r["b_crit"] for r in replicates])
+    result["b_half_low"], result["b_half_high"] = _interval(halves)
+    steps_rows, noise_rows = [], []
+    for k, b in enumerate(batches):
+        reached = point["per_seed"][b]
+        row = {"batch_size": b, "eta0": float(runs[b].eta0s[picks[b]]),
+               "steps_to_target": float(point["medians"][k]),
+               "steps_low": None, "steps_high": None,
+               "steps_q25": float(np.percentile(reached, 25,
+                                                method="lower")),
+               "steps_q75": float(np.percentile(reached, 75,
+                                                method="higher")),
+               "reached": int(np.isfinite(reached).sum()),
+               "seeds": len(reached)}
+        row["steps_low"], row["steps_high"] = _interval(
+            [r["medians"][k] for r in replicates])
+        steps_rows.append(row)
+        noise_row = {"batch_size": b, "eta0": row["eta0"]}
+        for w in WINDOWS:
+            low, high = _interval([r["noise"][b][w] for r in replicates])
+            noise_row.update({w: point["noise"][b][w], f"{w}_low": low,
+                              f"{w}_high": high, f"{w}_uncorrected":
+                              point["noise"][b][f"{w}_uncorrected"]})
+        noise_rows.append(noise_row)
+    steps = pd.DataFrame(steps_rows)
+    noise = pd.DataFrame(noise_rows)
+    first = noise.iloc[0]
+    result["b_simple"] = {w: float(first[w]) for w in WINDOWS}
+    result["b_simple_low"] = {w: float(first[f"{w}_low"]) for w in WINDOWS}
+    result["b_simple_high"] = {w: float(first[f"{w}_high"])
+                               for w in WINDOWS}
+    if known is not None and hasattr(known, "expected_curve"):
+        _closed_form(known, steps, result, per_epoch, warmup_steps)
+    result["text"] = describe(result)
+    return {"steps": steps, "noise": noise,
+            "by_epoch": _by_epoch(runs, picks, per_epoch, examples)}, result
 
-    def critical(columns):
-        medians = np.median(per_seed[:, columns], axis=1)
-        ok = np.isfinite(medians)
-        if ok.sum() < 3:
-            return math.nan, math.nan
-        return fit_steps(batches[ok], medians[ok])
 
-    def b_noise(columns):
-        return noise_scale.summarize(small[columns].mean(),
-                                     big[columns].mean(), b_small // 2,
-                                     b_small)["noise_scale"]
+def _closed_form(task, steps, result, per_epoch, warmup_steps):
+    """The known answer's steps to target, B_crit and B_simple."""
+    closed = []
+    for r in steps.itertuples():
+        mean = task.expected_curve(r.batch_size * r.eta0, r.batch_size,
+                                   warmup_steps) / 2
+        closed.append(float(steps_to_target(
+            np.arange(1, len(mean) + 1), mean[:, None],
+            result["target"])[0]))
+    steps["closed_form_steps"] = closed
+    result["closed_form_b_crit"] = fit_steps(steps["batch_size"],
+                                             closed)[1]
+    first = steps.iloc[0]
+    batch = int(first["batch_size"])
+    norm_sq, variance = task.expected_gradient_moments(
+        batch * first["eta0"], batch, warmup_steps)
+    ends = np.arange(1, len(norm_sq) + 1, dtype=float)
+    masks = window_masks(ends, 1.0, per_epoch[batch],
+                         [first["closed_form_steps"]])
+    result["closed_form_b_simple"] = {
+        w: float(variance[masks[w][:, 0]].sum() / norm_sq[masks[w][:, 0]]
+                 .sum()) if masks[w].any() else math.nan for w in WINDOWS}
 
-    everyone = np.arange(per_seed.shape[1])
-    s_min, b_crit = critical(everyone)
-    boot_crit = [critical(d)[1] for d in draws]
-    boot_noise = [b_noise(d) for d in draws]
-    noise_point = b_noise(everyone)
-    eta0s = trained["best_eta0"].to_numpy()
-    b_half = half_point(batches, eta0s)
-    b_half_low = half_point(batches, trained["best_eta0_low"].to_numpy())
-    b_half_high = half_point(batches, trained["best_eta0_high"].to_numpy())
-    b_half_low, b_half_high = sorted((b_half_low, b_half_high))
-    eta_max = (fit_eta_max(batches, batches * eta0s, noise_point)
-               if math.isfinite(noise_point) else math.nan)
-    result = {"target": target, "b_noise": noise_point,
-              "b_noise_at_batch": int(b_small), "b_crit": b_crit,
-              "s_min": s_min, "b_half": b_half, "eta_max": eta_max}
-    for name, values in (("b_noise", boot_noise), ("b_crit", boot_crit)):
-        result[f"{name}_low"], result[f"{name}_high"] = _interval(
-            [v for v in values if np.isfinite(v)])
-    result.update(b_half_low=b_half_low, b_half_high=b_half_high)
-    if "closed_form_steps" in table:
-        closed = table["closed_form_steps"].to_numpy()
-        result["closed_form_b_crit"] = fit_steps(batches, closed)[1]
-        result["closed_form_b_noise"] = task.expected_noise_scale(
-            batches[0] * eta0s[0], int(batches[0]), warmup_steps)
-    result["text"] = describe(result, batches)
-    return table, result
+
+def _by_epoch(runs, picks, per_epoch, examples):
+    """Per B and epoch at the B's best eta0: the median evaluation loss at
+    the epoch's end and `B_simple` pooled over the epoch and the seeds."""
+    rows = []
+    for batch, found in runs.items():
+        i, epoch_steps = picks[batch], per_epoch[batch]
+        epochs = np.ceil(found.steps / epoch_steps).astype(int)
+        for epoch in np.unique(epochs):
+            mask = np.broadcast_to((epochs == epoch)[:, None],
+                                   found.small[i].shape)
+            last = np.flatnonzero(epochs == epoch)[-1]
+            rows.append({
+                "batch_size": batch, "eta0": float(found.eta0s[i]),
+                "epoch": int(epoch), "step": int(found.steps[last]),
+                "eval_loss": float(np.nanmedian(found.loss[i][last]))
+                if np.isfinite(found.loss[i][last]).any() else math.nan,
+                "b_simple": _pooled(found.small[i], found.big[i], mask,
+                                    batch, examples)})
+    return pd.DataFrame(rows)
 
 
 def _range(low, high):
     return f"[{low:.3g}, {high:.3g}]"
 
 
-def describe(result, batches):
-    """The report's lines: B_noise, B_crit and the verdict on where the
-    linear rule departs."""
-    if math.isfinite(result["b_noise"]):
-        noise = (f"{result['b_noise']:.3g} "
-                 f"{_range(result['b_noise_low'], result['b_noise_high'])};"
-                 f" predicted best eta = {result['eta_max']:.3g} / "
-                 f"(1 + {result['b_noise']:.3g} / B)")
-    else:
-        noise = ("not resolved (the pooled |G|^2 estimate is <= 0: all "
-                 "noise), 95% interval "
-                 f"{_range(result['b_noise_low'], result['b_noise_high'])}")
+def _apart(a_low, a_high, b_low, b_high):
+    return a_high < b_low or b_high < a_low
+
+
+def describe(result):
+    """The report's lines: steps to target and B_crit, B_simple over the
+    windows, B_crit against B_simple at the target, and B_half."""
+    noise, low, high = (result["b_simple"], result["b_simple_low"],
+                        result["b_simple_high"])
+    batch = result["noise_scale_batch"]
+    corrected = ("corrected for the finite training set"
+                 if result.get("examples") else "fresh examples")
+    beyond = result["b_crit"] > result.get("largest_batch", math.inf)
     lines = [
-        f"B_noise (McCandlish et al. 2018) over the second half of B = "
-        f"{result['b_noise_at_batch']}'s run at its best eta0: {noise}",
-        f"steps to target loss {result['target']:.4g} (Shallue et al. "
-        f"2019): B_crit {result['b_crit']:.3g} "
+        f"steps to the target loss {result['target']:.4g} at each B's best "
+        f"eta0 (Shallue et al. 2019): B_crit {result['b_crit']:.3g} "
         f"{_range(result['b_crit_low'], result['b_crit_high'])} from "
-        f"S(B) = {result['s_min']:.3g} (1 + B_crit / B)",
-    ]
-    if "closed_form_b_noise" in result:
+        f"S(B) = {result['s_min']:.3g} (1 + B_crit / B)"
+        + (f": beyond the largest B tried ({result['largest_batch']}), the "
+           "steps still halve there; an extrapolation, not a measurement"
+           if beyond else ""),
+        f"B_simple (McCandlish et al. 2018) at B = {batch}'s best eta0, "
+        f"{corrected}: " + "; ".join(
+            f"{_WINDOW_WORDS[w]} {noise[w]:.3g} {_range(low[w], high[w])}"
+            for w in WINDOWS)]
+    if "closed_form_b_simple" in result:
+        closed = result["closed_form_b_simple"]
         lines.append(
-            f"known answer: closed-form B_noise "
-            f"{result['closed_form_b_noise']:.3g}, B_crit from the "
-            f"closed-form mean curve {result['closed_form_b_crit']:.3g}")
-    low, high = result["b_half_low"], result["b_half_high"]
-    shift = 2 * float(batches[0])  # eta0 halves at B_noise + 2 B_0.
-    noise_low = result["b_noise_low"] + shift
-    noise_high = result["b_noise_high"] + shift
-    if not math.isfinite(result["b_half"]):
-        where = (f"the best eta0 never falls to half of B = "
-                 f"{int(batches[0])}'s within B <= {int(batches[-1])}")
-        agree = noise_low > batches[-1]
-    else:
-        where = (f"the best eta0 falls to half of B = {int(batches[0])}'s "
-                 f"at B_half = {result['b_half']:.3g} "
-                 f"{_range(low, high)}")
-        agree = noise_low <= high and low <= noise_high
+            "known answer, from the closed-form mean curve: B_crit "
+            f"{result['closed_form_b_crit']:.3g}; B_simple "
+            + "; ".join(f"{_WINDOW_WORDS[w]} {closed[w]:.3g}"
+                        for w in WINDOWS))
+    apart = _apart(result["b_crit_low"], result["b_crit_high"],
+                   low["at_target"], high["at_target"])
     lines.append(
-        f"departure from the linear rule: {where}; McCandlish et al. "
-        f"predict B_half = B_noise + 2 x {int(batches[0])} = "
-        f"{_range(noise_low, noise_high)}: "
-        + ("consistent" if agree else "NOT consistent")
-        + (" (the ranges overlap)" if agree else " (the ranges are apart)"))
+        f"B_crit {result['b_crit']:.3g} against B_simple at the target "
+        f"{noise['at_target']:.3g} (McCandlish et al. relate the two): the "
+        "intervals " + ("are apart" if apart else "overlap"))
+    if math.isfinite(result["b_half"]):
+        where = (f"falls to half of B = {batch}'s at B_half = "
+                 f"{result['b_half']:.3g} "
+                 f"{_range(result['b_half_low'], result['b_half_high'])}")
+    else:
+        where = (f"does not fall to half of B = {batch}'s within the B "
+                 f"tried (interval "
+                 f"{_range(result['b_half_low'], result['b_half_high'])})")
+    lines.append(f"departure from the linear rule: the best eta0 {where}")
     return "\n".join(lines)
 
 
@@ -276,16 +405,17 @@ def figure(table, result):
     Returns a `matplotlib.figure.Figure`.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, ScalarFormatter
 
     fig = Figure(figsize=(5, 4.6), dpi=80)
     ax = fig.subplots()
     batches = table["batch_size"].to_numpy(float)
     steps = table["steps_to_target"].to_numpy(float)
-    spread = np.abs(table[["steps_q25", "steps_q75"]].to_numpy(float).T
+    spread = np.abs(table[["steps_low", "steps_high"]].to_numpy(float).T
                     - steps)
     spread[~np.isfinite(spread)] = 0.0
     ax.errorbar(batches, steps, yerr=spread, fmt="o", color="C0", capsize=3,
-                label="measured (median, quartiles over seeds)")
+                label="measured (median over seeds, 95% interval)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.plot(batches, steps[0] * batches[0] / batches, "--", color="gray",
@@ -295,12 +425,13 @@ def figure(table, result):
         ax.plot(fine, result["s_min"] * (1 + result["b_crit"] / fine), "-",
                 color="C1", label=f"S_min (1 + B_crit / B), B_crit = "
                                   f"{result['b_crit']:.3g}")
-        ax.axvline(result["b_crit"], color="C1", linestyle=":")
-    if math.isfinite(result["b_noise"]):
-        ax.axvline(result["b_noise"], color="C2", linestyle="-.",
-                   label=f"B_noise = {result['b_noise']:.3g}")
+        if batches[0] <= result["b_crit"] <= batches[-1]:
+            ax.axvline(result["b_crit"], color="C1", linestyle=":")
     ax.set_xticks(batches, [f"{int(b)}" for b in batches])
     ax.minorticks_off()
+    # Labelled ticks at 1, 2 and 5 per decade: the steps span one or two.
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("batch size B")
     ax.set_ylabel("steps to target")
     ax.set_title(f"steps to eval loss {result['target']:.3g}")
@@ -309,4 +440,43 @@ def figure(table, result):
     fig.legend(*ax.get_legend_handles_labels(), fontsize=7,
                loc="lower center", ncol=2, frameon=False)
     fig.tight_layout(rect=(0, 0.14, 1, 1))
+    return fig
+
+
+def noise_figure(by_epoch, steps, result):
+    """`noise_scale.png`: per B at its best eta0, the median evaluation
+    loss (left) and `B_simple` per epoch (right) against the step, the
+    target and each B's median crossing marked.
+
+    Returns a `matplotlib.figure.Figure`.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8), dpi=80)
+    left, right = fig.subplots(1, 2)
+    crossing = steps.set_index("batch_size")["steps_to_target"]
+    for k, (batch, group) in enumerate(by_epoch.groupby("batch_size")):
+        color = f"C{k}"
+        left.plot(group["step"], group["eval_loss"], color=color,
+                  label=f"B={batch}")
+        value = group["b_simple"].where(group["b_simple"] > 0)
+        right.plot(group["step"], value, color=color, marker=".",
+                   label=f"B={batch}")
+        if math.isfinite(crossing.get(batch, math.inf)):
+            for ax in (left, right):
+                ax.axvline(crossing[batch], color=color, linestyle=":",
+                           alpha=0.6)
+    left.axhline(result["target"], color="k", linestyle="--", linewidth=1,
+                 label=f"target {result['target']:.3g}")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("step (dotted: the median step at the target)")
+        ax.grid(alpha=0.3, which="both")
+    left.set_ylabel("eval loss, median over seeds")
+    left.set_title("evaluation loss at each B's best eta0")
+    right.set_ylabel("B_simple, per epoch")
+    right.set_title("the noise scale grows as the loss falls")
+    left.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
     return fig

@@ -81,11 +81,12 @@ class GridOracle(keras_tuner.Oracle):
 
 
 class EtaTuner(keras_tuner.Tuner):
-    """A keras-tuner `Tuner` whose trials are training-pipeline runs."""
+    """A keras-tuner `Tuner` whose trials are training-pipeline runs (of
+    the search's `stage`: "coarse", or "fine" for the second grid)."""
 
-    def __init__(self, study, mode, project, oracle):
+    def __init__(self, study, mode, project, oracle, stage="coarse"):
         self.study = study  # Not `search`: that is the Tuner's method.
-        self.mode = mode
+        self.mode, self.stage = mode, stage
         # keras-tuner prints "Reloading Tuner from ..." on a resume; the
         # study's own "resuming: ..." (or "... already complete") says it.
         with contextlib.redirect_stdout(_io.StringIO()):
@@ -99,7 +100,8 @@ class EtaTuner(keras_tuner.Tuner):
         try:
             record = self.study.run_trial(self.mode, self.project_name,
                                            trial.trial_id,
-                                           trial.hyperparameters.values)
+                                           trial.hyperparameters.values,
+                                           self.stage)
         except Exception as error:  # noqa: BLE001 -- see TrialError.
             raise TrialError(f"trial {self.project_name}/{trial.trial_id}: "
                              f"{error}") from error

@@ -9,7 +9,9 @@
 * `Plan`: the fields a stored search depends on (its batch sizes, eta0
   grid, seeds, budget, and the training config), kept in `plan.json` of the
   study directory. A rerun with other values would mix two studies in one
-  table, so it is refused, naming the first field that changed.
+  table, so it is refused, naming the first field that changed. Once the
+  coarse grid has run, the second stage's grid (`fine_eta0s`, per B) is
+  added to it, and a rerun runs that grid, never a recomputed one.
 """
 
 import math
@@ -18,6 +20,7 @@ import os
 import numpy as np
 
 from tf_temperature import _validation
+from tf_temperature.studies import optimum
 from tf_temperature.training import experiment, io
 
 MODES = ("grid", "bayesian", "hyperband", "transfer")
@@ -28,6 +31,12 @@ OBJECTIVES = {"eval_loss": "final_eval_loss",
 # give intervals too coarse to read (Efron and Tibshirani 1993 use >= 1000
 # for percentile intervals).
 MIN_ETA0_VALUES, MIN_BATCH_SIZES, MIN_BOOTSTRAP_SAMPLES = 3, 2, 100
+# A recorded trial (the fine stage of the population runner: half-batch
+# passes, evaluations along the run) costs about this many plain ones,
+# measured at B = 8 to 256 on the digits study: 2.9-4.2. For the estimate.
+RECORDED_COST = 3.0
+# plan.json's key for the second stage's grid (not a config field).
+FINE_KEY = "fine_eta0s"
 # Fields that change what the report says, not what a trial measured.
 REPORT_ONLY = ("tune.mode", "tune.bootstrap_samples", "tune.target_loss",
                "quiet",
@@ -118,6 +127,17 @@ def check_tune_config(config):
         _validation.integer_in("tune.seeds", seed, 0, experiment.MAX_SEED)
     _distinct("tune.seeds", tuple(tune.seeds), 1)
     _validation.positive_integer("tune.epochs", tune.epochs)
+    _validation.non_negative_number("tune.fine_span_octaves",
+                                    tune.fine_span_octaves)
+    _validation.positive_number("tune.fine_step_octaves",
+                                tune.fine_step_octaves)
+    if tune.fine_span_octaves and (tune.fine_step_octaves
+                                   > tune.fine_span_octaves):
+        raise ValueError(
+            "`tune.fine_step_octaves` must be at most tune.fine_span_octaves="
+            f"{tune.fine_span_octaves!r} (the fine grid's half width), or "
+            "set tune.fine_span_octaves=0 for no second stage. Received: "
+            f"tune.fine_step_octaves={tune.fine_step_octaves!r}")
     _validation.positive_integer("tune.max_trials", tune.max_trials)
     _validation.integer_in("tune.hyperband_factor", tune.hyperband_factor,
                            2, 100)
@@ -150,6 +170,26 @@ def trial_config(base, batch_size, eta0, seed, epochs):
     })
 
 
+def refines(tune):
+    """Whether the search adds the fine second stage: grid mode with a
+    fine grid of positive width (`optimum.fine_grid`)."""
+    return tune.mode == "grid" and tune.fine_span_octaves > 0
+
+
+def fine_points(tune):
+    """Eta0 values of one B's fine grid (0 without a second stage)."""
+    if not refines(tune):
+        return 0
+    return 2 * round(tune.fine_span_octaves / tune.fine_step_octaves) + 1
+
+
+def fine_eta0s(tune, coarse_optima):
+    """`{B: fine grid}` around each B's coarse optimum."""
+    return {int(b): optimum.fine_grid(e, tune.fine_span_octaves,
+                                      tune.fine_step_octaves)
+            for b, e in sorted(coarse_optima.items())}
+
+
 def hyperband_epochs(epochs, factor):
     """The budgets of keras-tuner's hyperband rungs (its `_get_epochs`)."""
     rungs, budget = set(), epochs
@@ -167,6 +207,9 @@ def planned_settings(config):
     grid = eta0_grid(tune)
     if tune.mode == "bayesian":
         grid = (min(grid), max(grid))
+    if refines(tune):  # The fine grids lie within these bounds.
+        widen = 2.0 ** (tune.fine_span_octaves + tune.fine_step_octaves)
+        grid = (min(grid) / widen, *grid, max(grid) * widen)
     budgets = (hyperband_epochs(tune.epochs, tune.hyperband_factor)
                if tune.mode == "hyperband" else [tune.epochs])
     return [(int(b), e, int(s), int(n)) for b in tune.batch_sizes
@@ -185,7 +228,8 @@ def chance_objective(objective, num_classes, task=None):
 
 def planned_trials(config):
     """`(B, epochs)` of every trial the search will run (hyperband: every
-    rung's budget at every grid point, an upper bound)."""
+    rung's budget at every grid point, an upper bound), the fine stage's
+    last."""
     tune = config.tune
     grid, batches = eta0_grid(tune), sorted(int(b) for b in tune.batch_sizes)
     if tune.mode == "bayesian":
@@ -198,7 +242,8 @@ def planned_trials(config):
             for _ in range(min(3, len(grid)))]
     budgets = (hyperband_epochs(tune.epochs, tune.hyperband_factor)
                if tune.mode == "hyperband" else [tune.epochs])
-    return [(b, n) for b in batches for _ in grid for n in budgets]
+    return [(b, n) for b in batches for _ in grid for n in budgets] + [
+        (b, tune.epochs) for b in batches for _ in range(fine_points(tune))]
 
 
 def worst_score(objective, num_classes, chance=None):
@@ -231,17 +276,19 @@ def check_trials(setup, config, source):
 
 
 def missing(planned, records, seeds):
-    """The `planned` `{batch_size, eta0}` trials lacking a row in `records`
-    (a DataFrame, one row per trial and seed) for some of `seeds`, as
-    phrases."""
-    def key(batch, eta0, seed):
-        return int(batch), float(f"{float(eta0):.12g}"), int(seed)
+    """The `planned` `{batch_size, eta0, stage}` trials lacking a row in
+    `records` (a DataFrame, one row per trial and seed) for some of
+    `seeds`, as phrases."""
+    def key(batch, eta0, seed, stage):
+        return int(batch), float(f"{float(eta0):.12g}"), int(seed), stage
 
     have = {key(*row) for row in zip(records["batch_size"], records["eta0"],
-                                     records["seed"], strict=True)}
-    return [f"B={c['batch_size']} eta0={c['eta0']:.4g}" for c in planned
-            if any(key(c["batch_size"], c["eta0"], s) not in have
-                   for s in seeds)]
+                                     records["seed"], records["stage"],
+                                     strict=True)}
+    return [f"B={c['batch_size']} eta0={c['eta0']:.4g}"
+            + (" (fine)" if c["stage"] == "fine" else "") for c in planned
+            if any(key(c["batch_size"], c["eta0"], s, c["stage"])
+                   not in have for s in seeds)]
 
 
 def _flat(config):
@@ -279,6 +326,7 @@ class Plan:
         if not io.exists(self.path):
             return
         stored = io.read_json(self.path)
+        stored.pop(FINE_KEY, None)
         for key in sorted(set(stored) | set(self.fields)):
             if stored.get(key) != self.fields.get(key):
                 raise ValueError(
@@ -292,3 +340,16 @@ class Plan:
         """Records the fields (once: a rerun checked them unchanged)."""
         if not io.exists(self.path):
             io.write_json(self.path, self.fields)
+
+    def fine_eta0s(self):
+        """`{B: eta0s}` of the second stage as first recorded, or None."""
+        stored = io.read_json(self.path).get(FINE_KEY)
+        return None if stored is None else {
+            int(b): tuple(float(e) for e in values)
+            for b, values in stored.items()}
+
+    def record_fine_eta0s(self, grids):
+        """Adds the second stage's grids (`{B: eta0s}`) to `plan.json`."""
+        stored = io.read_json(self.path)
+        stored[FINE_KEY] = {str(b): list(v) for b, v in grids.items()}
+        io.write_json(self.path, stored)

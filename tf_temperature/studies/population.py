@@ -153,7 +153,8 @@ class Population:
         self._starts = [np.stack(parts) for parts in zip(*starts,
                                                           strict=True)]
         self._loop = tf.function(self._train, reduce_retracing=True)
-        self._traced = tf.function(self._trajectory, reduce_retracing=True)
+        self._recorder = tf.function(self._recorded, reduce_retracing=True)
+        self._gd = None
 
     def _train(self, eta, batch_size, steps, warmup_steps):
         variables = self.model.trainable_variables
@@ -175,12 +176,14 @@ class Population:
                 break
         return diverged, peak
 
-    def _trajectory(self, eta, batch_size, steps, warmup_steps, eval_every,
-                    noise_from):
+    def _recorded(self, eta, batch_size, steps, warmup_steps, eval_every):
         copies = len(self.seeds)
         curve = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        smalls = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        bigs = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
         small_sum = big_sum = tf.zeros([copies], tf.float32)
         diverged = tf.zeros([copies], tf.bool)
+        peak = tf.zeros([copies], tf.float32)
         for step in tf.range(steps):
             ramp = tf.cast(step + 1, tf.float32) / tf.cast(
                 tf.maximum(warmup_steps, 1), tf.float32)
@@ -190,55 +193,47 @@ class Population:
                                                     x, y)
             self.optimizer.apply(grads, self.model.trainable_variables)
             diverged = diverged | ~tf.math.is_finite(losses)
-            counted = tf.cast(step >= noise_from, tf.float32)
-            small_sum += counted * small
-            big_sum += counted * big
+            peak = tf.maximum(peak, tf.where(diverged, math.inf, losses))
+            small_sum += small
+            big_sum += big
             if (step + 1) % eval_every == 0:
                 curve = curve.write(curve.size(),
                                     self._evaluate()["eval_loss"])
-        counted = tf.cast(tf.maximum(steps - noise_from, 1), tf.float32)
-        return curve.stack(), small_sum / counted, big_sum / counted, diverged
+                scale = tf.cast(eval_every, tf.float32)
+                smalls = smalls.write(smalls.size(), small_sum / scale)
+                bigs = bigs.write(bigs.size(), big_sum / scale)
+                small_sum = big_sum = tf.zeros([copies], tf.float32)
+        return (curve.stack(), smalls.stack(), bigs.stack(), diverged,
+                peak)
 
-    def trajectory(self, batch_size, eta, epochs, eval_every,
-                   warmup_steps=0, noise_from=None):
-        """Trains every copy as `run` does, from halves of each batch, and
-        records the evaluation loss along the way and the noise scale.
+    def _full_batch(self, eta, steps, x, y):
+        variables = self.model.trainable_variables
+        self.optimizer.learning_rate.assign(eta)
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                total = tf.reduce_sum(self._loss(self.model(x,
+                                                            training=True),
+                                                 y))
+            self.optimizer.apply(tape.gradient(total, variables), variables)
 
-        Args:
-            batch_size: `B` (even: the noise scale compares its halves).
-            eta: the rate.
-            epochs: the budget.
-            eval_every: steps between evaluations.
-            warmup_steps: as in `run`.
-            noise_from: the first step whose gradient norms count (default:
-                the middle of the run).
+    def eval_every(self, batch_size):
+        """Steps between the evaluations of a recorded run: about the
+        task's `evals_per_epoch` per epoch."""
+        return max(1, self.task.steps(batch_size, 1)
+                   // self.task.evals_per_epoch)
 
-        Returns:
-            dict: `steps` (the evaluation steps, `[n]`), `eval_loss`
-            (`[n, S]`, NaN once diverged), and per copy `small_sq`,
-            `big_sq` (mean `|G_(B/2)|^2` and `|G_B|^2`) and `diverged`.
-        """
-        if batch_size % 2:
-            raise ValueError("`batch_size` must be even (the noise scale "
-                             f"compares its halves). Received: "
-                             f"batch_size={batch_size!r}")
+    def full_batch(self, eta, steps):
+        """Full-batch gradient descent from every copy's start: `steps`
+        steps at rate `eta` on the whole training set (no gradient noise:
+        the study's noise-free control). Returns `evaluate`'s dict."""
+        x, y = self.task.full_batch(len(self.seeds))
+        if self._gd is None:
+            self._gd = tf.function(self._full_batch)
         self.reset()
-        steps = self.task.steps(batch_size, epochs)
-        noise_from = steps // 2 if noise_from is None else noise_from
-        curve, small, big, diverged = self._traced(
-            tf.constant(eta, tf.float32), tf.constant(batch_size, tf.int32),
-            tf.constant(steps, tf.int32), tf.constant(warmup_steps,
-                                                      tf.int32),
-            tf.constant(eval_every, tf.int32), tf.constant(noise_from,
-                                                           tf.int32))
-        curve = curve.numpy().astype(np.float64).reshape(-1, len(self.seeds))
-        diverged = diverged.numpy()
-        curve[:, diverged] = np.nan
-        return {"steps": eval_every * np.arange(1, len(curve) + 1),
-                "eval_loss": curve,
-                "small_sq": small.numpy().astype(np.float64),
-                "big_sq": big.numpy().astype(np.float64),
-                "diverged": diverged}
+        self._gd(tf.constant(eta, tf.float32), tf.constant(steps, tf.int32),
+                 x, y)
+        return {key: value.numpy().astype(np.float64)
+                for key, value in self._evaluate().items()}
 
     def reset(self):
         """Every copy back to its start; the optimizer state to zero."""
@@ -249,28 +244,59 @@ class Population:
             if "learning_rate" not in variable.path:
                 variable.assign(tf.zeros_like(variable))
 
-    def run(self, batch_size, eta, epochs, warmup_steps=0):
+    def run(self, batch_size, eta, epochs, warmup_steps=0, record=False):
         """Trains every copy from its start at rate `eta` and batch `B`.
+
+        With `record`, each step is two half-batch passes (their sum is the
+        batch gradient: the same update, to float32 rounding) and every
+        `eval_every(B)` steps the evaluation loss and the noise scale's
+        norms are recorded (McCandlish et al. 2018; `halves_step`).
 
         Returns:
             dict of NumPy arrays over the copies: `eval_loss`,
             `eval_error`, `train_loss` (NaN where diverged), `diverged`,
-            and `steps` (an int).
+            `peak_train_loss` and `steps` (an int); with `record` also
+            `curve_steps` (`[n]`, the evaluation steps), `curve_eval_loss`
+            (`[n, S]`, NaN once diverged), `curve_small_sq` and
+            `curve_big_sq` (`[n, S]`: each interval's mean `|G_(B/2)|^2`
+            of the halves and `|G_B|^2` of the whole).
         """
         if epochs > self.epochs:
             raise ValueError(f"`epochs` must be at most {self.epochs}. "
                              f"Received: epochs={epochs!r}")
+        if record and batch_size % 2:
+            raise ValueError("`batch_size` must be even (the noise scale "
+                             f"compares its halves). Received: "
+                             f"batch_size={batch_size!r}")
         self.reset()
         steps = self.task.steps(batch_size, epochs)
-        diverged, peak = self._loop(
-            tf.constant(eta, tf.float32), tf.constant(batch_size, tf.int32),
-            tf.constant(steps, tf.int32), tf.constant(warmup_steps,
-                                                      tf.int32))
+        arguments = (tf.constant(eta, tf.float32),
+                     tf.constant(batch_size, tf.int32),
+                     tf.constant(steps, tf.int32),
+                     tf.constant(warmup_steps, tf.int32))
+        extra = {}
+        if record:
+            every = self.eval_every(batch_size)
+            curve, small, big, diverged, peak = self._recorder(
+                *arguments, tf.constant(every, tf.int32))
+            copies = len(self.seeds)
+            extra = {"curve_steps": every * np.arange(1, len(curve) + 1),
+                     "curve_eval_loss": curve.numpy().astype(
+                         np.float64).reshape(-1, copies),
+                     "curve_small_sq": small.numpy().astype(
+                         np.float64).reshape(-1, copies),
+                     "curve_big_sq": big.numpy().astype(
+                         np.float64).reshape(-1, copies)}
+        else:
+            diverged, peak = self._loop(*arguments)
         diverged, peak = diverged.numpy(), peak.numpy().astype(np.float64)
         result = {key: value.numpy().astype(np.float64)
                   for key, value in self._evaluate().items()}
         diverged |= ~np.isfinite(result["eval_loss"])
         for key in ("eval_loss", "eval_error", "train_loss"):
             result[key] = np.where(diverged, np.nan, result[key])
-        result.update(diverged=diverged, peak_train_loss=peak, steps=steps)
+        if record:
+            extra["curve_eval_loss"][:, diverged] = np.nan
+        result.update(diverged=diverged, peak_train_loss=peak, steps=steps,
+                      **extra)
         return result

@@ -17,7 +17,13 @@ import time
 import keras
 import tensorflow as tf
 
-from tf_temperature.studies import critical_batch, plan, population, tasks
+from tf_temperature.studies import (
+    controls,
+    critical_batch,
+    plan,
+    population,
+    tasks,
+)
 from tf_temperature.training import distribute, experiment, io, trainer
 
 
@@ -46,21 +52,42 @@ class PopulationRunner:
         """Steps of one seed at `B` for `epochs`."""
         return self.task.steps(batch, epochs)
 
-    def run(self, directory, batch, eta0, epochs):
-        """Trains the seeds at `(B, eta0)`; `directory` is not used."""
-        del directory
+    # The fine stage's trials record each seed's run (`trajectory`).
+    records = True
+
+    @property
+    def population(self):
+        """The study's `population.Population`, built on first use."""
         if self._population is None:
             self._population = population.Population(
                 self.task, self.seeds, self.tune.epochs,
                 self.config.optimizer.momentum)
-        result = self._population.run(batch, batch * eta0, epochs,
-                                      self.config.optimizer.warmup_steps)
+        return self._population
+
+    def run(self, directory, batch, eta0, epochs, record=False):
+        """Trains the seeds at `(B, eta0)`; `directory` is not used. With
+        `record`, each seed's dict has its `trajectory`: the evaluation
+        steps, `eval_loss` there and the mean squared gradient norms of
+        the halves (`small_sq`) and the whole batch (`big_sq`) since the
+        previous evaluation, rounded to 7 digits."""
+        del directory
+        result = self.population.run(
+            batch, batch * eta0, epochs, self.config.optimizer.warmup_steps,
+            record=record)
         blew_up = self.task.blew_up(result)
-        return [{"seed": seed, "value": result[self.tune.objective][i],
-                 "final_train_loss": result["train_loss"][i],
-                 "peak_train_loss": result["peak_train_loss"][i],
-                 "diverged": bool(blew_up[i]), "steps": result["steps"]}
-                for i, seed in enumerate(self.seeds)]
+        seeds = [{"seed": seed, "value": result[self.tune.objective][i],
+                  "final_train_loss": result["train_loss"][i],
+                  "peak_train_loss": result["peak_train_loss"][i],
+                  "diverged": bool(blew_up[i]), "steps": result["steps"]}
+                 for i, seed in enumerate(self.seeds)]
+        if record:
+            for i, seed in enumerate(seeds):
+                seed["trajectory"] = {"steps": [
+                    int(s) for s in result["curve_steps"]], **{
+                    key: [float(f"{v:.7g}") for v in
+                          result[f"curve_{key}"][:, i]]
+                    for key in ("eval_loss", "small_sq", "big_sq")}}
+        return seeds
 
     def trial_seconds(self, batch_sizes, eta0, epochs):
         """`f(steps)`: a trial's seconds, a line `c0 + c1 steps` through
@@ -78,17 +105,23 @@ class PopulationRunner:
         fixed = max(t1 - per_step * s1, 0.0)
         return lambda steps: fixed + per_step * steps
 
-    def critical_batch(self, by_batch):
-        """`critical_batch.measure` on this study's population: B_noise and
-        steps to target at each B's best eta0."""
-        if self._population is None:
-            self._population = population.Population(
-                self.task, self.seeds, self.tune.epochs,
-                self.config.optimizer.momentum)
+    def critical_batch(self, by_batch, bootstrap, trajectories):
+        """`critical_batch.measure` on the fine stage's recorded runs:
+        steps to target and the noise scale at each B's best eta0."""
         return critical_batch.measure(
-            self._population, self.task, by_batch,
-            self.config.optimizer.warmup_steps,
-            self.tune.target_loss or None, self.tune.bootstrap_samples)
+            trajectories, by_batch, bootstrap,
+            {b: self.task.steps(b, 1) for b in by_batch["batch_size"]},
+            examples=self.task.training_examples,
+            target=self.tune.target_loss or None, known=self.task,
+            warmup_steps=self.config.optimizer.warmup_steps)
+
+    def cold_control(self, trials):
+        """`controls.cold_end` on this study's population (a task with a
+        finite training set), else None."""
+        if self.task.training_examples is None:
+            return None
+        return controls.cold_end(self.population, trials, self.tune.epochs,
+                                 self.tune.objective)
 
     def known_answer(self, batch_sizes, grid):
         """`{B: closed-form best eta0}` where the task has one, else None."""
@@ -121,8 +154,13 @@ class TrainerRunner:
         """Steps of one seed at `B` for `epochs` (whole batches)."""
         return epochs * max(self.source.num_train // batch, 1)
 
-    def run(self, directory, batch, eta0, epochs):
-        """Trains (or resumes) each seed in `directory/seed_S`."""
+    # Its runs record no trajectory (`PopulationRunner.records`).
+    records = False
+
+    def run(self, directory, batch, eta0, epochs, record=False):
+        """Trains (or resumes) each seed in `directory/seed_S` (`record` is
+        not used: the trainer's runs keep their own metrics)."""
+        del record
         rows = []
         for seed in self.seeds:
             config = plan.trial_config(self.config, batch, eta0, seed, epochs)

@@ -7,9 +7,10 @@ critical batch size where the linear rule breaks. Equivalently the best
 `eta` grows as `B^s` with slope `s = 1` on log-log axes; `s = 0.5` is the
 square-root rule (Krizhevsky 2014; Hoffer et al. 2017).
 
-The statistics (smoothed optima, bootstrap over seeds, stability edge) are
-in `optimum`; this module words the verdict and writes the table, the
-figure and `verdict.json`.
+The statistics (the two-stage optimum, the bootstrap over seeds, the
+largest trainable rate, the slopes) are in `optimum`; the critical batch
+size in `critical_batch`; this module words the verdict and writes the
+tables, the figures and `verdict.json`.
 """
 
 import numpy as np
@@ -21,7 +22,7 @@ from tf_temperature.studies import critical_batch, optimum
 TRIAL_COLUMNS = (
     "mode", "trial", "batch_size", "eta0", "eta", "seed", "objective",
     "final_train_loss", "peak_train_loss", "diverged", "epochs", "steps",
-    "wall_time",
+    "wall_time", "stage",
 )
 # The verdict's category: where the linear rule's slope 1 lies against the
 # 95% interval. Finer categories (is 0.5 inside?) flipped between two
@@ -54,13 +55,36 @@ def _square_root(low, high):
                                                 "outside") + " the interval")
 
 
+def _two_ranges(fit):
+    """The verdict's words on the two ranges' slopes."""
+    if not np.isfinite(fit["slope_small"]):
+        return ""
+
+    def words(name):
+        low, high = fit[f"{name}_low"], fit[f"{name}_high"]
+        linear = ("1 (the linear rule) inside" if low - 1e-9 <= 1.0
+                  <= high + 1e-9 else "1 (the linear rule) outside")
+        flat = ("0 (a best eta that stops growing) inside"
+                if low - 1e-9 <= 0.0 <= high + 1e-9 else "0 outside")
+        return (f"{fit[name]:.2f} [{low:.2f}, {high:.2f}] ({linear}, "
+                f"{flat})")
+
+    return (f" Split at the fitted break B = {fit['break_batch']:.3g} "
+            f"[{fit['break_batch_low']:.3g}, {fit['break_batch_high']:.3g}]:"
+            f" below it the slope is {words('slope_small')}; above it "
+            f"{words('slope_large')}.")
+
+
 def verdict(trials, chance, samples=1000):
     """The thesis test on a table of trials (see `optimum.analyse`).
 
     Returns:
         `(by_batch, result)`: the per-`B` table and a dict with `slope`,
-        `slope_low`, `slope_high`, `category`, `falls_from`, `not_trained`
-        (batch sizes left out), `notes` (lines) and `text`.
+        `slope_low`, `slope_high`, the two ranges (`break_batch`,
+        `slope_small`, `slope_large` with intervals), `category`,
+        `falls_from`, `not_trained` (batch sizes left out), `notes`
+        (lines), `text` and `bootstrap` (`optimum.analyse`'s draws and
+        replicate optima, not for JSON).
     """
     by_batch, fit = optimum.analyse(trials, chance, samples)
     fit.pop("replicates")
@@ -75,14 +99,20 @@ def verdict(trials, chance, samples=1000):
         if row.at_grid_edge:
             notes.append(f"B={row.batch_size}: the best eta0 is at the "
                          "grid's end; widen the grid to bracket it.")
-        if not np.isfinite(row.first_unstable_eta):
-            notes.append(f"B={row.batch_size}: no grid point blew up; "
-                         "eta_max is above the grid.")
+        if row.fine_at_edge:
+            notes.append(f"B={row.batch_size}: the best eta0 is at the "
+                         "fine grid's end; widen tune.fine_span_octaves.")
+        if not np.isfinite(row.first_blowup_eta):
+            notes.append(f"B={row.batch_size}: no grid point blew up; the "
+                         "largest trainable rate is above the grid.")
     seeds = int(trials["seed"].nunique())
     if seeds < 5:
-        notes.append(f"{seeds} seed(s): fewer than 5 seeds, the smallest "
-                     "number whose interval coverage was checked; read the "
+        notes.append(f"{seeds} seed(s): fewer than 5 seeds; read the "
                      "intervals as rough.")
+    if not (by_batch["stage"] == "fine").any():
+        notes.append("one-stage grid: the per-B intervals carry the seed "
+                     "noise, not the grid's bias (their coverage was "
+                     "measured with the second stage: docs/COVERAGE.md).")
     falls = optimum.falls_from(by_batch)
     if kind == "no_slope":
         text = ("fewer than 2 batch sizes trained: no slope can be fitted.")
@@ -96,7 +126,7 @@ def verdict(trials, chance, samples=1000):
                 + (f"the best eta0 falls below the smallest B's from "
                    f"B = {falls} on (intervals disjoint)." if falls else
                    "no B's best eta0 interval lies wholly below the "
-                   "smallest B's."))
+                   "smallest B's.") + _two_ranges(fit))
     fit.update(category=kind, falls_from=falls, notes=notes, text=text,
                not_trained=[int(b) for b in
                             by_batch.loc[~by_batch["trained"],
@@ -105,38 +135,47 @@ def verdict(trials, chance, samples=1000):
 
 
 def _median_curves(trials):
-    grouped = trials.groupby(["batch_size", "eta0"])["objective"]
+    grouped = trials.groupby(["stage", "batch_size", "eta0"])["objective"]
     return pd.DataFrame({
         "median": grouped.median(), "q25": grouped.quantile(0.25),
         "q75": grouped.quantile(0.75)}).reset_index()
 
 
-def figure(trials, by_batch, critical=None):
+def figure(trials, by_batch, fit=None):
     """`eta0_vs_batch.png`: the seed-median objective against eta0 per B
-    (bars: quartiles over seeds, x: a seed that blew up, dot: the smoothed
-    optimum); the best eta against B with its 95% interval, eta_max(B) and
-    the slopes 1 and 0.5; with `critical` (`critical_batch.measure`'s
-    result) McCandlish et al.'s predicted best eta.
+    (line and band: the coarse grid and its quartiles over seeds; dots: the
+    fine stage; x: a seed that blew up; black dot: the optimum); the best
+    eta against B with its 95% interval, the largest trainable eta of the
+    grid, the slopes 1 and 0.5 and, with `fit` (`verdict`'s result), the
+    two-range fit.
 
     Returns a `matplotlib.figure.Figure` (pyplot and the backend are left
     alone).
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, ScalarFormatter
 
     fig = Figure(figsize=(10, 3.8), dpi=80)
     left, right = fig.subplots(1, 2)
     curves = _median_curves(trials)
-    for batch, group in curves.groupby("batch_size"):
+    colors = {}
+    for batch, group in curves[curves["stage"] == "coarse"].groupby(
+            "batch_size"):
         group = group.sort_values("eta0")
         line, = left.plot(group["eta0"], group["median"], marker="o",
                           markersize=3, label=f"B={batch}")
+        colors[batch] = line.get_color()
         left.fill_between(group["eta0"], group["q25"], group["q75"],
                           color=line.get_color(), alpha=0.15)
         bad = trials[(trials["batch_size"] == batch) & trials["diverged"]]
         left.scatter(bad["eta0"], bad["objective"], marker="x", color="k",
                      s=12, zorder=3)
+    for batch, group in curves[curves["stage"] == "fine"].groupby(
+            "batch_size"):
+        left.scatter(group["eta0"], group["median"], s=5, zorder=3,
+                     color=colors.get(batch, "k"))
     left.scatter(by_batch["best_eta0"], by_batch["objective_median"],
-                 color="k", s=18, zorder=4, label="smoothed optimum")
+                 color="k", s=18, zorder=4, label="optimum")
     left.set_xscale("log")
     if (trials["objective"] > 0).all():
         left.set_yscale("log")  # Hot trials reach losses of 1e5 and more.
@@ -152,26 +191,36 @@ def figure(trials, by_batch, critical=None):
     errors = np.abs(np.stack([by_batch["best_eta0_low"],
                               by_batch["best_eta0_high"]]) * batches - best)
     right.errorbar(batches[trained], best[trained],
-                   yerr=errors[:, trained], fmt="o-", capsize=3,
+                   yerr=errors[:, trained], fmt="o", capsize=3,
                    label="best eta (95% interval)")
     if (~trained).any():
         right.scatter(batches[~trained], best[~trained], facecolors="none",
                       edgecolors="r", label="did not train")
-    right.loglog(batches, by_batch["eta_max"], "v", color="gray",
-                 label="eta_max (stability edge)")
+    right.loglog(batches, by_batch["largest_trainable_eta"], "v",
+                 color="gray", label="largest trainable eta (grid)")
     anchor_b, anchor_eta = batches[0], best[0]
     for slope, style in ((1.0, "--"), (0.5, ":")):
         right.plot(batches, anchor_eta * (batches / anchor_b) ** slope,
                    style, color="gray", label=f"slope {slope:g}")
-    if critical and np.isfinite(critical.get("eta_max", np.nan)):
-        fine = np.geomspace(batches[0], batches[-1], 100)
-        right.plot(fine, critical["eta_max"] / (1 + critical["b_noise"]
-                                                / fine), "-", color="C2",
-                   label="eta_max / (1 + B_noise / B)")
+    if fit and np.isfinite(fit.get("slope_small", np.nan)):
+        fitted = batches[trained]
+        knee = fit["break_batch"]
+        at_knee = np.exp(np.mean(np.log(best[trained]) - np.where(
+            fitted < knee, fit["slope_small"], fit["slope_large"])
+            * np.log(fitted / knee)))
+        ends = np.array([fitted[0], knee, fitted[-1]])
+        right.plot(ends, at_knee * (ends / knee) ** np.array(
+            [fit["slope_small"], 0.0, fit["slope_large"]]), "-",
+            color="C3", label=f"two ranges: {fit['slope_small']:.2f}, "
+                              f"{fit['slope_large']:.2f} (break "
+                              f"{knee:.3g})")
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xticks(batches, [f"{int(b)}" for b in batches])
     right.minorticks_off()
+    # Labelled ticks at 1, 2 and 5 per decade: the rates span one or two.
+    right.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    right.yaxis.set_major_formatter(ScalarFormatter())
     right.set_xlabel("batch size B")
     right.set_ylabel("eta = B x eta0")
     right.set_title("best eta vs B")
@@ -194,8 +243,9 @@ def table(by_batch):
             f"{r.objective_median:.4f} ({r.objective_iqr:.4f})"
             + ("" if r.trained else " did not train")
             for r in by_batch.itertuples()],
-        "eta_max": by_batch["eta_max"].map("{:.3g}".format),
-        "blew up": [f"{r.diverged_runs}/{r.trials * r.seeds}"
+        "largest trainable eta": by_batch["largest_trainable_eta"].map(
+            "{:.3g}".format),
+        "blew up": [f"{r.diverged_runs}/{(r.trials + r.fine_trials) * r.seeds}"
                     for r in by_batch.itertuples()],
     })
     if "closed_form_best_eta0" in by_batch:
@@ -204,30 +254,32 @@ def table(by_batch):
     return frame.to_string(index=False)
 
 
-def compare_known(by_batch, result, known, grid_step):
+def compare_known(by_batch, result, known):
     """Adds the closed-form optimum (`known`: `{B: eta0}`) to the table and
-    the check to `result`: the found best eta0 within one grid step at
-    every B, the closed-form slope inside the slope's interval."""
+    the check to `result`: at how many B the closed form is inside the
+    per-B interval, and whether the closed-form slope is inside the slope's
+    interval."""
     truth = by_batch["batch_size"].map(known).to_numpy(dtype=float)
     by_batch["closed_form_best_eta0"] = truth
-    ratio = np.abs(np.log(by_batch["best_eta0"].to_numpy() / truth))
     fitted = by_batch["trained"].to_numpy()
     batches = by_batch["batch_size"].to_numpy(dtype=float)[fitted]
     slope = float(optimum.slopes(np.log(batches), np.log(
         truth[fitted] * batches)[:, None])[0])
-    within = bool((ratio <= np.log(grid_step) + 1e-9).all())
+    inside = ((by_batch["best_eta0_low"] <= truth)
+              & (truth <= by_batch["best_eta0_high"])).to_numpy()
     covered = bool(result["slope_low"] <= slope <= result["slope_high"])
-    result.update(closed_form_slope=slope, within_one_grid_step=within,
-                  closed_form_slope_in_interval=covered)
+    result.update(closed_form_slope=slope,
+                  closed_form_slope_in_interval=covered,
+                  closed_form_in_interval=int(inside.sum()))
     result["text"] += (
         f" Known answer: closed-form slope {slope:.3f} "
-        + ("inside" if covered else "OUTSIDE") + " the interval; found "
-        "best eta0 " + ("within" if within else "NOT within")
-        + " one grid step of the closed form at every B.")
+        + ("inside" if covered else "OUTSIDE") + " the interval; the "
+        f"closed-form best eta0 is inside the per-B interval at "
+        f"{int(inside.sum())} of {len(inside)} B.")
 
 
 def write_report(workdir, trials, tune, chance, print_fn, known=None,
-                 critical=None):
+                 critical=None, cold=None):
     """Writes a search's report and prints its table and verdict.
 
     Args:
@@ -239,10 +291,14 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None,
         print_fn: called with the table, the notes and the verdict.
         known: `{B: closed-form best eta0}` where the task has a known
             answer (`compare_known`).
-        critical: `f(by_batch)` returning `critical_batch.measure`'s
-            `(table, result)`, or None (not measured): adds
-            `steps_to_target.csv` and `.png` and the result under
-            `critical_batch`.
+        critical: `f(by_batch, bootstrap)` returning
+            `critical_batch.measure`'s `(tables, result)`, or None (not
+            measured): adds `steps_to_target.csv`, `steps_to_target.png`,
+            `noise_scale.csv`, `noise_scale_by_epoch.csv`,
+            `noise_scale.png` and the result under `critical_batch`.
+        cold: `f(trials)` returning `controls.cold_end`'s
+            `(table, result)` or None: the result goes under
+            `cold_control`.
 
     Returns:
         The verdict dict, as written to `verdict.json`.
@@ -254,6 +310,7 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None,
     # not); every other mode trains every trial for the full budget.
     full = current[current["epochs"] == current["epochs"].max()]
     by_batch, result = verdict(full, chance, tune.bootstrap_samples)
+    bootstrap = result.pop("bootstrap")
     if len(full) < len(current):
         kept = full.groupby(["batch_size", "eta0"]).ngroups
         short = current.groupby(["batch_size", "eta0", "epochs"]).ngroups
@@ -262,9 +319,7 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None,
             f"{int(full['epochs'].max())} epochs enter the analysis; "
             f"{short - kept} shorter rung trials are left out."))
     if known:
-        eta0s = np.sort(current["eta0"].unique())
-        compare_known(by_batch, result, known,
-                      float(np.max(eta0s[1:] / eta0s[:-1])))
+        compare_known(by_batch, result, known)
     io.write_csv(io.join(workdir, "eta0_by_batch.csv"), by_batch)
     measured = None
     if critical is None:
@@ -272,20 +327,29 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None,
             "critical batch size: not measured with this runner (the "
             "training runs log the noise scale with noise_scale=True)")
     else:
-        steps, measured = critical(by_batch)
+        tables, measured = critical(by_batch, bootstrap)
         result["critical_batch"] = measured
-        if steps is not None:
-            io.write_csv(io.join(workdir, "steps_to_target.csv"), steps)
-            io.save_figure(critical_batch.figure(steps, measured),
+        if tables is not None:
+            for name in ("steps", "noise", "by_epoch"):
+                io.write_csv(io.join(workdir, CRITICAL_FILES[name]),
+                             tables[name])
+            io.save_figure(critical_batch.figure(tables["steps"], measured),
                            io.join(workdir, "steps_to_target.png"))
+            io.save_figure(critical_batch.noise_figure(
+                tables["by_epoch"], tables["steps"], measured),
+                io.join(workdir, "noise_scale.png"))
+    control = cold(full) if cold is not None else None
+    if control is not None:
+        result["cold_control"] = control[1]
     compute = {m: int(trials[trials["mode"] == m]["epochs"].sum())
                for m in sorted(trials["mode"].unique())}
     result.update(mode=tune.mode, objective=tune.objective,
                   chance_objective=chance, seed_epochs=compute,
                   seeds=int(current["seed"].nunique()),
-                  trials=int(len(current.groupby(["batch_size", "eta0"]))))
+                  trials=int(len(current.groupby(["stage", "batch_size",
+                                                  "eta0"]))))
     io.write_json(io.join(workdir, "verdict.json"), result)
-    io.save_figure(figure(full, by_batch, measured),
+    io.save_figure(figure(full, by_batch, result),
                    io.join(workdir, "eta0_vs_batch.png"))
     print_fn(table(by_batch))
     for line in result["notes"]:
@@ -293,4 +357,11 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None,
     print_fn(result["text"])
     if measured is not None:
         print_fn(measured["text"])
+    if control is not None:
+        print_fn(control[1]["text"])
     return result
+
+
+# The critical batch size's tables (`critical_batch.measure`) and files.
+CRITICAL_FILES = {"steps": "steps_to_target.csv", "noise": "noise_scale.csv",
+                  "by_epoch": "noise_scale_by_epoch.csv"}

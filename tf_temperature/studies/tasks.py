@@ -51,6 +51,11 @@ class DigitsTask:
     y_eval: np.ndarray
     num_classes: int
     hidden: tuple = (64,)
+    # A recorded run's evaluations per epoch: steps to a target are
+    # interpolated between two of them (in log loss), and the noise scale's
+    # trajectory has this resolution. An evaluation costs about as much as
+    # an epoch's steps at B = 256, so not more.
+    evals_per_epoch = 4
 
     @property
     def layer_sizes(self):
@@ -60,6 +65,12 @@ class DigitsTask:
     def chance(self):
         """The loss of a uniform guess, `ln K`."""
         return math.log(self.num_classes)
+
+    @property
+    def training_examples(self):
+        """`N`: every epoch samples these without replacement (the noise
+        scale's finite-set correction, `noise_scale.estimate`)."""
+        return len(self.y_train)
 
     def steps(self, batch_size, epochs):
         return epochs * (len(self.y_train) // batch_size)
@@ -110,6 +121,14 @@ class DigitsTask:
 
         return model, batch_fn, loss_fn, eval_fn
 
+    def full_batch(self, copies):
+        """The whole training set for each of `copies`: `(x [S, N, ...],
+        y [S, N])` (full-batch gradient descent's batch)."""
+        return (tf.constant(np.broadcast_to(
+            self.x_train, (copies, *self.x_train.shape))),
+                tf.constant(np.broadcast_to(self.y_train,
+                                            (copies, len(self.y_train)))))
+
     def initial_weights(self, seed):
         return population.initial_weights(self.layer_sizes, seed)
 
@@ -129,6 +148,8 @@ class LinearRegressionTask:
     noise_variance: float
     examples: int
     w_star: np.ndarray
+    # The budget is one pass (an "epoch"); its exact evaluation is cheap.
+    evals_per_epoch = 32
 
     @property
     def layer_sizes(self):
@@ -138,6 +159,11 @@ class LinearRegressionTask:
     def chance(self):
         """The excess loss at the start, `|w*|^2 / 2`."""
         return 0.5 * float(np.sum(self.w_star**2))
+
+    @property
+    def training_examples(self):
+        """None: every step draws fresh examples (an infinite set)."""
+        return None
 
     def steps(self, batch_size, epochs):
         del epochs  # One pass over `examples` fresh examples.
@@ -157,38 +183,28 @@ class LinearRegressionTask:
 
     def closed_form_best_eta0(self, batch_size, low, high, warmup_steps=0):
         """The eta0 in `[low, high]` of least expected excess loss, on a
-        log grid 2^0.01 apart (the recursion run for all of them at once).
-        """
+        log grid 2^0.01 apart."""
         eta0s = 2.0 ** np.arange(np.log2(low), np.log2(high), 0.01)
-        rates, m = batch_size * eta0s, np.full(len(eta0s), 2 * self.chance)
-        d, noise = self.dim, self.noise_variance
-        with np.errstate(over="ignore", invalid="ignore"):
-            for step in range(self.steps(batch_size, 1)):
-                rate = rates * min(1.0, (step + 1) / max(warmup_steps, 1))
-                m = ((1 - rate) ** 2 * m
-                     + rate**2 * ((d + 1) * m + d * noise) / batch_size)
-        return float(eta0s[np.nanargmin(np.where(np.isfinite(m), m,
-                                                 np.inf))])
+        m = linear_regression.second_moment_path(
+            batch_size * eta0s, batch_size, self.dim, self.noise_variance,
+            2 * self.chance, self.steps(batch_size, 1), warmup_steps)[-1]
+        return float(eta0s[np.argmin(m)])
 
     def expected_curve(self, eta, batch_size, warmup_steps=0):
-        """`[steps]`: `E|w - w*|^2` after each step of one trial (the
-        recursion of `linear_regression`'s module doc)."""
-        d, noise = self.dim, self.noise_variance
-        m, out = 2 * self.chance, []
-        for step in range(self.steps(batch_size, 1)):
-            rate = eta * min(1.0, (step + 1) / max(warmup_steps, 1))
-            m = ((1 - rate)**2 * m
-                 + rate**2 * ((d + 1) * m + d * noise) / batch_size)
-            out.append(m)
-        return np.array(out)
+        """`[steps]`: `E|w - w*|^2` after each step of one trial."""
+        return linear_regression.second_moment_path(
+            eta, batch_size, self.dim, self.noise_variance, 2 * self.chance,
+            self.steps(batch_size, 1), warmup_steps)[:, 0]
 
-    def expected_noise_scale(self, eta, batch_size, warmup_steps=0):
-        """The noise scale's expectation over the second half of a trial:
-        `E|G|^2 = E|delta|^2 = m` and `E tr(Sigma) = (d + 1) m + d
-        sigma^2`, pooled as `critical_batch` pools the measurement."""
-        curve = self.expected_curve(eta, batch_size, warmup_steps)
-        m = float(np.mean(curve[len(curve) // 2:]))
-        return ((self.dim + 1) * m + self.dim * self.noise_variance) / m
+    def expected_gradient_moments(self, eta, batch_size, warmup_steps=0):
+        """`(|G|^2, tr(Sigma))`, each `[steps]`: their expectations at the
+        weights each step starts from, `E|G|^2 = E|delta|^2 = m` and
+        `E tr(Sigma) = (d + 1) m + d sigma^2` (`linear_regression`): what
+        the noise scale measured along a trial estimates."""
+        m = np.concatenate([[2 * self.chance], self.expected_curve(
+            eta, batch_size, warmup_steps)[:-1]])
+        return linear_regression.gradient_moments(m, self.dim,
+                                                  self.noise_variance)
 
     def make(self, seeds, epochs):
         del epochs

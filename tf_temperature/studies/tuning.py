@@ -21,7 +21,12 @@ failures).
 
 Modes (`tune.mode`):
 
-* `grid`: every (B, eta0) of a log-spaced eta0 grid.
+* `grid`: every (B, eta0) of a log-spaced eta0 grid, then a second stage:
+  a fine grid around each B's coarse optimum (`tune.fine_span_octaves`,
+  `tune.fine_step_octaves`; `optimum` says why), kept in `plan.json` once
+  planned. With the population runner the fine trials also record each
+  seed's evaluation loss and gradient noise scale along the run
+  (`critical_batch` reads them).
 * `bayesian`, `hyperband`: keras-tuner's oracles over eta0, one search per
   batch size (hyperband trains from scratch for each rung's epochs, with the
   decay boundaries scaled to that budget).
@@ -47,6 +52,7 @@ import pandas as pd
 from tf_temperature.studies import (
     _tracing,
     driver,
+    optimum,
     plan,
     runners,
     scaling_report,
@@ -58,6 +64,8 @@ from tf_temperature.training import workdir as workdir_lib
 STUDY_FILES = ("trials.csv", "eta0_by_batch.csv", "verdict.json",
                "eta0_vs_batch.png", "plan.json")
 STUDY_DIRECTORIES = ("trials", "keras_tuner")
+# A fine-stage trial's per-seed trajectories, beside its record.json.
+TRAJECTORIES = "trajectories.json"
 # Re-exported: the study's fields and trials are defined in `plan`.
 MODES, OBJECTIVES = plan.MODES, plan.OBJECTIVES
 eta0_grid, check_tune_config = plan.eta0_grid, plan.check_tune_config
@@ -113,44 +121,84 @@ class Search:
 
     # --- Trials. ----------------------------------------------------------
 
-    def run_trial(self, mode, project, trial_id, values):
-        """Trains one trial's seeds (or resumes them); records the result."""
+    def run_trial(self, mode, project, trial_id, values, stage="coarse"):
+        """Trains one trial's seeds (or resumes them); records the result
+        (a fine-stage trial also its seeds' trajectories)."""
         batch, eta0 = int(values["batch_size"]), float(values["eta0"])
         epochs = int(values.get("tuner/epochs", self.tune.epochs))
         directory = io.join(self.workdir, "trials", project,
                             f"trial_{trial_id}")
         started = time.perf_counter()
-        seeds = self.runner.run(directory, batch, eta0, epochs)
+        seeds = self.runner.run(directory, batch, eta0, epochs,
+                                record=stage == "fine")
         wall = round(time.perf_counter() - started, 3)
         record = trial_record(f"{project}/{trial_id}", mode, batch, eta0,
-                              epochs, seeds, wall, self.worst)
+                              epochs, seeds, wall, self.worst, stage)
+        if any("trajectory" in seed for seed in seeds):
+            # Before record.json: a record means the trial is complete.
+            io.write_json(io.join(directory, TRAJECTORIES), [
+                {"seed": seed["seed"], **seed["trajectory"]}
+                for seed in seeds], indent=None)
         io.write_json(io.join(directory, "record.json"), record)
         line = trial_line(record, self.tune.objective)
         if self.progress is None:
             self.print_fn(line)
         else:
-            self.progress.step(self._costs.get((batch, epochs), 0.0), wall,
-                               line)
+            self.progress.step(self._costs.get((batch, epochs, stage), 0.0),
+                               wall, line)
         return record
+
+    def _record_files(self):
+        return io.glob(io.join(self.workdir, "trials", "*", "trial_*",
+                               "record.json"))
 
     def records(self):
         """Every recorded seed of every trial in the workdir, as a
         DataFrame (one row per trial and seed)."""
-        rows = [row for path in io.glob(io.join(
-            self.workdir, "trials", "*", "trial_*", "record.json"))
-            for row in io.read_json(path)["seeds"]]
+        rows = [row for path in self._record_files()
+                for row in io.read_json(path)["seeds"]]
         return pd.DataFrame(rows, columns=scaling_report.TRIAL_COLUMNS)
+
+    def trajectories(self):
+        """`{(B, eta0): {seed: trajectory}}` of the fine-stage trials of
+        the current mode that recorded them (`trial_record`)."""
+        found = {}
+        for path in self._record_files():
+            saved = io.join(io.dirname(path), TRAJECTORIES)
+            record = io.read_json(path)
+            if record["seeds"][0]["mode"] == self.tune.mode and io.exists(
+                    saved):
+                found[(int(record["batch_size"]), float(record["eta0"]))] = {
+                    int(t["seed"]): t for t in io.read_json(saved)}
+        return found
 
     # --- Searches. ---------------------------------------------------------
 
-    def _grid(self, mode, project, batch_sizes, eta0s):
+    def _grid(self, mode, project, batch_sizes, eta0s, stage="coarse"):
+        """A grid oracle over `eta0s[B]` (a dict) or `eta0s` at every B."""
+        per_batch = eta0s if isinstance(eta0s, dict) else {
+            b: eta0s for b in batch_sizes}
         combinations = [{"batch_size": int(b), "eta0": float(e)}
-                        for b in batch_sizes for e in eta0s]
-        self._planned += combinations
+                        for b in batch_sizes for e in per_batch[b]]
+        self._planned += [{**c, "stage": stage} for c in combinations]
+        every = sorted({float(e) for b in batch_sizes for e in per_batch[b]})
         oracle = driver.GridOracle(
-            driver.objective(),
-            driver.hyperparameters(batch_sizes, eta0s), combinations)
-        self._search(driver.EtaTuner(self, mode, project, oracle))
+            driver.objective(), driver.hyperparameters(batch_sizes, every),
+            combinations)
+        self._search(driver.EtaTuner(self, mode, project, oracle, stage))
+
+    def _fine_stage(self):
+        """The second stage: a fine grid around each B's coarse optimum,
+        planned once from the coarse trials and kept in `plan.json`."""
+        grids = self.plan.fine_eta0s()
+        if grids is None:
+            coarse = self.records()
+            coarse = coarse[(coarse["mode"] == "grid")
+                            & (coarse["stage"] == "coarse")]
+            grids = plan.fine_eta0s(self.tune,
+                                    optimum.coarse_optima(coarse))
+            self.plan.record_fine_eta0s(grids)
+        self._grid("grid", "grid_fine", self.batch_sizes, grids, "fine")
 
     def _search(self, tuner):
         self._tuners.append(tuner)
@@ -210,10 +258,18 @@ class Search:
         seconds = (self.runner.trial_seconds(self.batch_sizes, self.grid[0],
                                              self.tune.epochs)
                    if done < len(trials) and not serves else None)
-        # A trial's cost: its seconds as timed, else its steps.
-        costs = [seconds(steps) if seconds else steps for steps in (
-            self.runner.steps(b, n) for b, n in trials)]
-        self._costs = dict(zip(trials, costs, strict=True))
+        # A trial's cost: its seconds as timed, else its steps; a fine
+        # trial of the population runner records its run (RECORDED_COST).
+        first_fine = len(trials) - len(self.batch_sizes) * plan.fine_points(
+            self.tune)
+        keys = [(b, n, "fine" if i >= first_fine else "coarse")
+                for i, (b, n) in enumerate(trials)]
+        costs = [(seconds(self.runner.steps(b, n)) if seconds
+                  else self.runner.steps(b, n))
+                 * (plan.RECORDED_COST if stage == "fine"
+                    and self.runner.records else 1.0)
+                 for b, n, stage in keys]
+        self._costs = dict(zip(keys, costs, strict=True))
         self.progress = progress.Progress(costs, done, self.print_fn)
         if seconds:
             self.print_fn("estimated time: " + progress.duration(
@@ -226,6 +282,11 @@ class Search:
         mode = self.tune.mode
         if mode == "grid":
             self._grid("grid", "grid", self.batch_sizes, self.grid)
+            # A parallel search's workers serve one oracle: its rerun in one
+            # process adds the second stage (the report says so).
+            if plan.refines(self.tune) and not os.environ.get(
+                    "KERASTUNER_ORACLE_IP"):
+                self._fine_stage()
         elif mode == "transfer":
             self._transfer()
         else:
@@ -257,10 +318,18 @@ class Search:
                 + (", ..." if len(missing) > 8 else "")
                 + "; rerun the same command to run them (no verdict was "
                 "written)")
+        trajectories = self.trajectories()
+        critical = cold = None
+        if hasattr(self.runner, "critical_batch"):
+            def critical(by_batch, bootstrap):
+                return self.runner.critical_batch(by_batch, bootstrap,
+                                                  trajectories)
+            cold = self.runner.cold_control if self.tune.mode == "grid" \
+                else None
         result = scaling_report.write_report(
             self.workdir, trials, self.tune, self.chance, self.print_fn,
             known=self.runner.known_answer(self.batch_sizes, self.grid),
-            critical=getattr(self.runner, "critical_batch", None))
+            critical=critical, cold=cold)
         elapsed = (progress.duration(time.perf_counter()
                                      - self.progress.started)
                    if self.progress else "")
@@ -268,8 +337,10 @@ class Search:
             f"study done: {result['trials']} trials x {result['seeds']} "
             f"seeds in {self.workdir}: trials.csv, eta0_by_batch.csv, "
             f"verdict.json, eta0_vs_batch.png"
-            + (", steps_to_target.csv, steps_to_target.png"
-               if "critical_batch" in result else "")
+            + "".join(f", {name}" for name in (
+                *scaling_report.CRITICAL_FILES.values(),
+                "steps_to_target.png", "noise_scale.png")
+                if io.exists(io.join(self.workdir, name)))
             + ", plan.json, trials/, keras_tuner/"
             + (f" ({elapsed} this run)" if elapsed else ""))
         return result
@@ -278,15 +349,20 @@ class Search:
 def header(tune, batch_sizes, grid, num_trials):
     """The line that says what a search will run."""
     about = "about " if tune.mode in ("bayesian", "hyperband") else ""
+    fine = plan.fine_points(tune)
     return (f"study: {tune.mode} search over {len(batch_sizes)} batch sizes "
             f"B = {', '.join(map(str, batch_sizes))} and {len(grid)} eta0 "
-            f"from {min(grid):.3g} to {max(grid):.3g}: {about}{num_trials} "
+            f"from {min(grid):.3g} to {max(grid):.3g}"
+            + (f", then {fine} eta0 {tune.fine_step_octaves:g} octave "
+               "apart around each B's best" if fine else "")
+            + f": {about}{num_trials} "
             f"trials (B, eta0) x {len(tune.seeds)} seeds, {tune.epochs} "
             f"epoch(s) each, runner {tune.runner}, objective "
             f"{tune.objective}")
 
 
-def trial_record(name, mode, batch, eta0, epochs, seeds, wall, worst):
+def trial_record(name, mode, batch, eta0, epochs, seeds, wall, worst,
+                 stage="coarse"):
     """A trial's `record.json`: the seed median and spread, and one row per
     seed (`scaling_report.TRIAL_COLUMNS`); a seed whose objective is not
     finite carries the finite `worst` score and counts as diverged."""
@@ -302,7 +378,7 @@ def trial_record(name, mode, batch, eta0, epochs, seeds, wall, worst):
             "peak_train_loss": _finite_or_nan(seed["peak_train_loss"]),
             "diverged": bool(seed["diverged"]) or not finite,
             "epochs": epochs, "steps": int(seed["steps"]),
-            "wall_time": wall})
+            "wall_time": wall, "stage": stage})
     objectives = [row["objective"] for row in rows]
     return {"trial": name, "batch_size": batch, "eta0": eta0,
             "objective": float(np.median(objectives)),

@@ -142,12 +142,13 @@ def _strict(value):
     return value
 
 
-def write_json(path, value):
-    """Writes `value` as indented strict JSON (non-finite numbers as null),
-    atomically: a reader sees the old file or the new one, never half of
-    one."""
-    write_text(path, json.dumps(_strict(value), indent=2, sort_keys=True,
-                                default=str, allow_nan=False) + "\n")
+def write_json(path, value, indent=2):
+    """Writes `value` as strict JSON (non-finite numbers as null), indented
+    (`indent=None`: compact, for long arrays), atomically: a reader sees the
+    old file or the new one, never half of one."""
+    write_text(path, json.dumps(_strict(value), indent=indent,
+                                sort_keys=True, default=str,
+                                allow_nan=False) + "\n")
 
 
 def write_csv(path, frame):
