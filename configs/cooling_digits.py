@@ -5,9 +5,10 @@ r"""Decay eta, or grow B? Smith et al. 2018 on the bundled digits.
 Three schedules cool SGD by the same factors at the same epochs (the
 temperature eta / B falls by `cooling.factor` k at epochs 15 and 23):
 "decay" divides eta by k at fixed B; "grow" multiplies B by k at fixed eta;
-"hybrid" does half of each (B x sqrt(k), eta / sqrt(k)). Each runs with
-`cooling.seeds`; the same seed gives the same start and the same first
-phase in all three. The model is the study's BN-free perceptron (batch
+"hybrid" does half of each (B x sqrt(k), eta / sqrt(k)). A fourth,
+"grow_root" (B x sqrt(k) at fixed eta), cools less: the positive control.
+Each runs with `cooling.seeds`; the same seed gives the same start and the
+same first phase in all. The model is the study's BN-free perceptron (batch
 norm would make the loss depend on B through its statistics) on 1,024
 training digits, which every batch divides (no example is dropped, and
 the epochs hold the same examples at every B). The base rate is near the
@@ -37,6 +38,8 @@ def get_config():
     # The cooling factor at each boundary: a square (the hybrid takes its
     # root for B and for eta).
     config.cooling.factor = 4
-    config.cooling.schedules = ("decay", "grow", "hybrid")
+    # grow_root is the positive control: B x sqrt(k) at fixed eta cools by
+    # 2 where the others cool by 4, which the comparison must detect.
+    config.cooling.schedules = ("decay", "grow", "hybrid", "grow_root")
     config.cooling.seeds = (0, 1, 2, 3, 4)
     return config

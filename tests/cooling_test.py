@@ -36,17 +36,38 @@ def synthetic_curves(offset, seeds=5, epochs=4, noise=0.01):
 
 def test_a_known_offset_is_found_and_no_offset_matches():
     steps = {"decay": 100, "grow": 60}
-    found = cooling.compare(synthetic_curves(0.2), steps)
+    found = cooling.compare(synthetic_curves(0.2), steps, switch=2)
     grow = found["schedules"]["grow"]
     assert grow["steps_saved"] == pytest.approx(0.4)
     item = grow["train_loss"]
     assert item["difference_low"] < 0.2 < item["difference_high"]
-    assert not item["match"]
+    assert not item["match"] and grow["detected"]
+    # Counted after the shared first phase (epochs 1-2): 2 of 2 epochs.
     assert item["epochs_differing"] == [3, 4]
-    same = cooling.compare(synthetic_curves(0.0), steps)
+    assert item["epochs_compared"] == 2
+    after = item["after_switch"]
+    assert after["low"] < 0.2 < after["high"]
+    same = cooling.compare(synthetic_curves(0.0), steps, switch=2)
     item = same["schedules"]["grow"]["train_loss"]
     assert item["match"] and item["epochs_differing"] == []
     assert item["difference_low"] < 0 < item["difference_high"]
+    assert not same["schedules"]["grow"]["detected"]
+
+
+def test_the_positive_control_is_reported_as_detected_or_not():
+    curves = synthetic_curves(0.2)
+    curves.loc[curves["schedule"] == "grow", "schedule"] = "grow_root"
+    steps = {"decay": 100, "grow_root": 60}
+    found = cooling.compare(curves, steps, switch=2)
+    assert not found["schedules"]["grow_root"]["same_path"]
+    lines = cooling.summary_lines(found)
+    assert any("positive control detected" in line for line in lines)
+    assert any("0/2 epochs" in line or "2/2 epochs after epoch 2" in line
+               for line in lines)
+    blind = synthetic_curves(0.0)
+    blind.loc[blind["schedule"] == "grow", "schedule"] = "grow_root"
+    lines = cooling.summary_lines(cooling.compare(blind, steps, switch=2))
+    assert any("positive control NOT detected" in line for line in lines)
 
 
 def test_a_diverged_run_is_left_out_of_the_pairs():
@@ -89,8 +110,8 @@ def test_tiny_experiment_end_to_end_and_rerun(tmp_path):
     lines = []
     curves, report = cooling.run_experiment(
         tiny(cooling_digits.get_config()), str(tmp_path), lines.append)
-    assert lines[0].startswith("cooling: 3 schedules x 3 seeds = 9 runs")
-    assert lines[-1].startswith("[9/9] hybrid seed 2: ")
+    assert lines[0].startswith("cooling: 4 schedules x 3 seeds = 12 runs")
+    assert lines[-1].startswith("[12/12] grow_root seed 2: ")
     for name in cooling.FILES:
         assert (tmp_path / name).exists(), name
     # Strict JSON: no NaN or Infinity.
@@ -101,18 +122,24 @@ def test_tiny_experiment_end_to_end_and_rerun(tmp_path):
     steps = {name: entry["steps"]
              for name, entry in report["schedules"].items()}
     assert steps == {"decay": 3 * 64, "grow": 64 + 16 + 4,
-                     "hybrid": 64 + 32 + 16}
+                     "hybrid": 64 + 32 + 16, "grow_root": 64 + 32 + 16}
     train = curves[curves["split"] == "train"]
     final = train[train["epoch"] == 3]
     assert set(final.groupby("schedule")["step"].max().items()) == set(
         steps.items())
     batches = final.groupby("schedule")["batch_size"].max().to_dict()
-    assert batches == {"decay": 16, "grow": 256, "hybrid": 64}
-    # The temperature path is the same in all three: T0, T0/4, T0/16.
+    assert batches == {"decay": 16, "grow": 256, "hybrid": 64,
+                       "grow_root": 64}
+    # The temperature path is the same in three: T0, T0/4, T0/16; the
+    # control cools by 2 per switch: T0, T0/2, T0/4.
     temps = train.groupby(["schedule", "epoch"])["temperature"].mean()
     for name in ("grow", "hybrid"):
         np.testing.assert_allclose(temps[name].to_numpy(),
                                    temps["decay"].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(temps["grow_root"].to_numpy(),
+                               temps["decay"].to_numpy() * [1, 2, 4],
+                               rtol=1e-6)
+    assert report["switch"] == 1
     # The first phase is one run: the same seed gives the same numbers.
     first = train[train["epoch"] == 1].pivot(index="seed", columns="schedule",
                                              values="loss")

@@ -10,15 +10,23 @@ schedules cool by the factor `k = cooling.factor` at each of
 * `decay`: `eta / k` at fixed `B` (the reference);
 * `grow`: `B * k` at fixed `eta` (`optimizer.batch_growth`);
 * `hybrid`: `B * sqrt(k)` and `eta / sqrt(k)`, part of the cooling by
-  each knob.
+  each knob;
+* `grow_root`, the positive control: `B * sqrt(k)` at fixed `eta`, a
+  temperature path that differs (it cools by `sqrt(k)` where the others
+  cool by `k`). The paired comparison must find it different, or a match
+  of the others would mean nothing.
 
 Every schedule runs with every seed of `cooling.seeds` through the trainer
 (`training.trainer`, one resumable workdir per run under `runs/`). A seed
 gives the same initial weights and the same first phase in all three, so
 the comparison is paired: for each seed, the schedule's value minus the
 decay's, and over seeds a Student-t 95% interval of that difference, at
-the last epoch and at every epoch. A run that diverged is named and left
-out of the comparison, never counted as a result.
+the last epoch and at every epoch. The epochs before the first switch are
+the same run in every schedule, so the count of epochs whose interval
+excludes 0 (which 95% intervals give by chance at 1 in 20) is over the
+epochs after it; the first epoch after the switch, where a schedule's
+transient shows, is reported on its own. A run that diverged is named and
+left out of the comparison, never counted as a result.
 """
 
 import math
@@ -33,7 +41,9 @@ from tf_temperature.studies import _tracing
 from tf_temperature.training import experiment, io, progress, trainer
 from tf_temperature.training import workdir as workdir_lib
 
-SCHEDULES = ("decay", "grow", "hybrid")
+SCHEDULES = ("decay", "grow", "hybrid", "grow_root")
+# Schedules whose temperature path is decay's (the others are controls).
+SAME_PATH = ("decay", "grow", "hybrid")
 FILES = ("curves.csv", "cooling.json", "cooling.png")
 # The measures compared between schedules, at each epoch.
 MEASURES = (("train", "loss"), ("eval", "error"), ("eval", "loss"))
@@ -55,12 +65,12 @@ def check_config(config):
             "`cooling.schedules` must name 'decay' (the reference) and at "
             f"least one other of {SCHEDULES}, each once. Received: "
             f"cooling.schedules={names!r}")
-    if factor < 2 or ("hybrid" in names and math.isqrt(factor) ** 2
-                      != factor):
+    rooted = {"hybrid", "grow_root"} & set(names)
+    if factor < 2 or (rooted and math.isqrt(factor) ** 2 != factor):
         raise ValueError(
             "`cooling.factor` must be an integer >= 2, and a square with "
-            "the 'hybrid' schedule (it grows B and divides eta by the "
-            f"root). Received: cooling.factor={cooling.factor!r}")
+            "the 'hybrid' or 'grow_root' schedule (they use its root). "
+            f"Received: cooling.factor={cooling.factor!r}")
     seeds = tuple(cooling.seeds)
     if len(set(seeds)) < MIN_SEEDS or len(set(seeds)) != len(seeds):
         raise ValueError(
@@ -87,7 +97,10 @@ def schedule_changes(config, name):
                         "optimizer.batch_growth": (k,) * count},
                "hybrid": {"optimizer.decay": "piecewise",
                           "optimizer.decay_rate": 1.0 / root,
-                          "optimizer.batch_growth": (root,) * count}}[name]
+                          "optimizer.batch_growth": (root,) * count},
+               "grow_root": {"optimizer.decay": "constant",
+                             "optimizer.batch_growth": (root,) * count}
+               }[name]
     return {**changes, "optimizer.batch_growth_eta": "constant"}
 
 
@@ -152,7 +165,8 @@ def run_experiment(config, workdir, print_fn=print):
             f"every run of the cooling experiment diverged (eta0="
             f"{config.optimizer.eta0:.4g}); lower optimizer.eta0")
     curves = pd.concat(frames, ignore_index=True)
-    report = compare(curves, steps)
+    report = compare(curves, steps,
+                     int(math.ceil(min(config.optimizer.boundaries_epochs))))
     report.update(factor=config.cooling.factor, diverged=[
         {"schedule": n, "seed": s} for n, s in failed])
     io.write_text(io.join(workdir, "curves.csv"), curves.to_csv(index=False))
@@ -174,32 +188,39 @@ def _paired(values):
     return mean, mean - half, mean + half
 
 
-def compare(curves, steps):
+def compare(curves, steps, switch=0):
     """Each schedule against `decay`, paired by seed.
 
     Args:
         curves: rows of every run's `metrics.csv` with `schedule`, `seed`.
         steps: `{schedule: optimizer steps of a run}`.
+        switch: the last epoch before the first cooling (the schedules'
+            shared first phase); 0: none shared.
 
     Returns:
         dict: per schedule, `steps`, `steps_saved` (share of decay's),
+        `same_path` (the temperature path is decay's; False for a control)
         and per measure (`train_loss`, `eval_error`, `eval_loss`): the
         final-epoch seed mean and spread, the paired difference from
         decay with its 95% interval, `max_gap_in_seed_sd` (the largest
         |mean difference| over the epochs, in units of decay's seed sd at
         that epoch), `match` (that gap is at most 1: the curves agree
         within the seed spread at every epoch), `epochs_differing` (the
-        epochs whose paired interval excludes 0: a difference the seeds
-        detect, however small); `seeds` used (where both runs finished).
+        epochs after `switch` whose paired interval excludes 0: a
+        difference the seeds detect, however small) out of
+        `epochs_compared`, and `after_switch` (the paired difference and
+        interval at epoch `switch + 1`); `seeds` used (where both runs
+        finished); `detected` (the final paired interval excludes 0 for
+        some measure).
     """
     last = int(curves["epoch"].max())
-    report = {"epochs": last, "schedules": {}}
+    report = {"epochs": last, "switch": int(switch), "schedules": {}}
     reference = curves[curves["schedule"] == "decay"]
     for name, frame in curves.groupby("schedule", sort=False):
         seeds = sorted(set(frame["seed"]) & set(reference["seed"]))
         entry = {"steps": steps[name],
                  "steps_saved": 1.0 - steps[name] / steps["decay"],
-                 "seeds": seeds}
+                 "same_path": name in SAME_PATH, "seeds": seeds}
         report["schedules"][name] = entry
         if len(seeds) < 2:
             entry["note"] = ("fewer than 2 seeds finished in both this "
@@ -215,13 +236,25 @@ def compare(curves, steps):
                 diff, low, high = _paired(final - theirs[last])
                 gaps = [_gap(ours[epoch] - theirs[epoch], theirs[epoch])
                         for epoch in ours.columns]
-                outside = [int(epoch) for epoch in ours.columns
+                later = [e for e in ours.columns if e > switch]
+                outside = [int(epoch) for epoch in later
                            if not _holds_zero(ours[epoch] - theirs[epoch])]
                 item.update(difference=diff, difference_low=low,
                             difference_high=high, max_gap_in_seed_sd=max(
                                 gaps), match=bool(max(gaps) <= 1.0),
-                            epochs_differing=outside)
+                            epochs_differing=outside,
+                            epochs_compared=len(later))
+                if switch + 1 in ours.columns:
+                    after = ours[switch + 1] - theirs[switch + 1]
+                    item["after_switch"] = dict(zip(
+                        ("difference", "low", "high"), _paired(after),
+                        strict=True))
             entry[f"{split}_{column}"] = item
+        if name != "decay":
+            entry["detected"] = any(
+                not (entry[f"{s}_{c}"]["difference_low"] <= 0
+                     <= entry[f"{s}_{c}"]["difference_high"])
+                for s, c in MEASURES)
     return report
 
 
@@ -249,10 +282,13 @@ def _table(frame, split, column, seeds):
 def summary_lines(report):
     """The report as lines for the terminal."""
     lines, last = [], report["epochs"]
+    switch = report.get("switch", 0)
     for name, entry in report["schedules"].items():
-        line = (f"{name:>6}: {entry['steps']} steps"
+        line = (f"{name:>9}: {entry['steps']} steps"
                 + ("" if name == "decay" else
-                   f" ({entry['steps_saved']:.0%} fewer than decay)"))
+                   f" ({entry['steps_saved']:.0%} fewer than decay)")
+                + ("" if entry.get("same_path", True) else
+                   "; positive control (another temperature path)"))
         lines.append(line + (f"; {entry['note']}" if "note" in entry
                              else ""))
         for key in ("train_loss", "eval_loss", "eval_error"):
@@ -267,13 +303,28 @@ def summary_lines(report):
                          f"[{item['difference_low']:+.2e}, "
                          f"{item['difference_high']:+.2e}]")
                 lines.append(text)
+                after = item.get("after_switch")
+                compared = item["epochs_compared"]
                 text = (f"      largest gap over the epochs "
                         f"{item['max_gap_in_seed_sd']:.2f} seed sd -> "
                         + ("within the seed spread" if item["match"]
                            else "OUTSIDE the seed spread")
                         + "; paired intervals excluding 0 at "
-                        f"{len(item['epochs_differing'])}/{last} epochs")
+                        f"{len(item['epochs_differing'])}/{compared} epochs "
+                        f"after epoch {switch} (by chance about "
+                        f"{0.05 * compared:.2g})"
+                        + (f"; epoch {switch + 1}: "
+                           f"{after['difference']:+.2e} "
+                           f"[{after['low']:+.2e}, {after['high']:+.2e}]"
+                           if after else ""))
             lines.append(text)
+        if not entry.get("same_path", True) and "detected" in entry:
+            lines.append(
+                "    positive control " + ("detected: the paired intervals "
+                                           "at the last epoch exclude 0"
+                                           if entry["detected"] else
+                                           "NOT detected: the comparison "
+                                           "cannot see this difference"))
     if report.get("diverged"):
         lines.append("diverged (left out): " + ", ".join(
             f"{d['schedule']} seed {d['seed']}" for d in report["diverged"]))
