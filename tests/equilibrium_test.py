@@ -39,12 +39,12 @@ def test_plateau_drift_test_and_seed_errors():
     for i in range(1, 100):
         noise[i] = 0.95 * noise[i - 1] + 0.01 * rng.normal(size=8)
     flat = plateaus.plateau(times, 1.0 + noise)
-    assert flat["equilibrated"]
+    assert flat["no_drift_detected"]
     assert flat["level"] == pytest.approx(1.0, abs=0.02)
     # The points of a run are not independent: the seeds' error is larger.
     assert flat["stderr"] > 1.5 * flat["naive_stderr"]
     falling = plateaus.plateau(times, 1.0 - 0.001 * times[:, None] + noise)
-    assert not falling["equilibrated"]
+    assert not falling["no_drift_detected"]
     assert falling["drift"] == pytest.approx(-0.099, abs=0.03)
 
 
@@ -59,9 +59,28 @@ def test_collapse_exponent_recovers_a_known_alpha():
                                      samples=200)
     assert fit["exponent"] == pytest.approx(0.7, abs=0.05)
     assert fit["low"] <= 0.7 <= fit["high"]
+    assert fit["loo_low"] <= fit["exponent"] <= fit["loo_high"]
     few = plateaus.collapse_exponent(levels[:3], np.log(etas[:3]),
                                      np.log(batches[:3]))
     assert math.isnan(few["exponent"])
+
+
+def test_collapse_interval_widens_for_misfit():
+    # Run-level offsets 5 times the seed error: chi^2 / dof well above 1,
+    # and the interval widened by its square root.
+    rng = np.random.default_rng(2)
+    etas = np.array([0.05, 0.1, 0.2, 0.4, 0.2, 0.2, 0.2])
+    batches = np.array([16, 16, 16, 16, 8, 32, 64])
+    u = np.log(etas) - np.log(batches)
+    truth = 0.9 + 0.02 * (u + 6) ** 2 + 0.004 * rng.normal(size=7)
+    levels = truth[:, None] + 0.002 * rng.normal(size=(7, 6))
+    fit = plateaus.collapse_exponent(levels, np.log(etas), np.log(batches),
+                                     samples=200)
+    assert fit["chi2_per_dof"] > 4
+    seed_half = (fit["seed_high"] - fit["seed_low"]) / 2
+    assert (fit["high"] - fit["low"]) / 2 == pytest.approx(
+        seed_half * math.sqrt(fit["chi2_per_dof"]), rel=1e-6)
+    assert fit["loo_low"] < fit["loo_high"]
 
 
 @pytest.mark.parametrize("label_noise", [0.0, 0.2])
@@ -174,7 +193,7 @@ def test_pipeline_hot_runs_equilibrate_higher_and_collapse(tmp_path):
         / table.loc[measured, "grad_norm_sq"], rtol=1e-9)
     fits = json.loads((workdir / "equilibrium.json").read_text(),
                       parse_constant=lambda name: pytest.fail(name))
-    assert set(fits) >= {"alpha", "gamma", "equilibrated_runs"}
+    assert set(fits) >= {"alpha", "gamma", "no_drift_runs", "drifting"}
     curves = pd.read_csv(workdir / "curves.csv")
     assert curves["loss"].dtype == float and len(curves) > 0
     for name in ("equilibrium.png", "schedule.png"):

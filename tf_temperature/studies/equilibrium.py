@@ -24,9 +24,10 @@ epoch the training loss is measured at frozen weights as its expectation
 over the label redraws, and the noise scale from the halves of every batch.
 A plateau is the mean of the last `measure_fraction` of a run's own SGD
 time (of each phase): runs compare at equal SGD time, where equal `T`
-gives the same process (the SDE's) whether or not it has equilibrated. It
-is declared an equilibrium only when its drift test passes (`plateaus`);
-the collapse exponents are fitted over all constant-rate runs.
+gives the same process (the SDE's) whether or not it has equilibrated.
+The drift test (`plateaus`) says where no drift was detected, with the
+drift's interval: that is not a proof of equilibrium; the collapse
+exponents are fitted over all constant-rate runs.
 
 The default (`configs/equilibrium_digits.py`) trains a BN-free MLP on the
 digits, 20% of the labels redrawn at every visit: the noise is a loss floor
@@ -58,7 +59,7 @@ from tf_temperature.training import workdir as workdir_lib
 COLUMNS = (
     "sweep", "run", "phase", "eta", "momentum", "batch_size", "temperature",
     "steps", "sgd_time", "equilibrium_loss", "stderr", "naive_stderr",
-    "drift", "drift_low", "drift_high", "equilibrated", "seeds",
+    "drift", "drift_low", "drift_high", "no_drift_detected", "seeds",
     "loss_floor", "grad_norm_sq", "grad_variance", "noise_scale",
 )
 # `noise_scale` (B_simple = grad_variance / grad_norm_sq, McCandlish et al.
@@ -202,7 +203,8 @@ def _measure(run, index, losses, small, big, steps_per_point, seeds, eq,
                 "naive_stderr": found["naive_stderr"],
                 "drift": found["drift"], "drift_low": found["drift_low"],
                 "drift_high": found["drift_high"],
-                "equilibrated": found["equilibrated"], "seeds": seeds,
+                "no_drift_detected": found["no_drift_detected"],
+                "seeds": seeds,
                 "loss_floor": floor, **noise,
                 "_seed_levels": found["seed_levels"]})
     return rows

@@ -24,7 +24,7 @@ def figure(table):
 
     def points(ax, frame, x, label, marker, color):
         for ok, fill in ((True, color), (False, "none")):
-            part = frame[frame["equilibrated"] == ok]
+            part = frame[frame["no_drift_detected"] == ok]
             ax.errorbar(part[x], part["equilibrium_loss"], yerr=part["stderr"],
                         marker=marker, linestyle="none", capsize=3,
                         color=color, markerfacecolor=fill,
@@ -93,7 +93,7 @@ def schedule_figure(curves, table):
     # The plateaus' values go into the legend, not beside the segments,
     # where the curve or the rate line would run through them.
     values = ", ".join(f"{r.equilibrium_loss:.3f}"
-                       + ("" if r.equilibrated else " (drifting)")
+                       + ("" if r.no_drift_detected else " (drifting)")
                        for r in phases.itertuples())
     for r in phases.itertuples():
         end += r.steps
@@ -120,7 +120,7 @@ def schedule_figure(curves, table):
              *rate.get_legend_handles_labels()[0]]
     fig.legend(lines, [line.get_label() for line in lines], fontsize=7,
                loc="lower center", ncol=2, frameon=False)
-    ax.set_title("constant eta to equilibrium, then halved: cooling",
+    ax.set_title("constant eta, then halved: the loss falls at each cut",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.13, 1, 1))
     return fig

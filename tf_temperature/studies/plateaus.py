@@ -9,13 +9,18 @@
   this experiment reported) understates the error.
 * The **drift test**: each seed's least-squares slope of the loss against
   SGD time over the window, times the window's length, is the loss's change
-  across the window; its mean over seeds with a Student-t 95% interval. The
-  run is `equilibrated` when that interval contains 0.
+  across the window; its mean over seeds with a Student-t 95% interval.
+  Where that interval contains 0 the run has `no_drift_detected`: not a
+  proof of equilibrium (a hot run's interval can be wide enough to hide a
+  real drift), which is why the interval is reported beside it.
 * The **collapse**: the lecture says the plateau depends on `eta / B`
   alone, and with momentum `m` on `eta / (B (1 - m))`. `collapse_exponent`
   fits `L = f(log eta - alpha log B)` with `f` quadratic, weighted by the
   plateaus' errors, over a grid of `alpha`; the interval is the spread of a
-  bootstrap over seeds times Student's t (coverage in `collapse_exponent`).
+  bootstrap over seeds times Student's t (coverage in `collapse_exponent`),
+  widened by `sqrt(chi^2 / dof)` where the fit is worse than the error bars
+  allow (the model's misfit is a source of variance the seeds do not
+  carry), with the range of the fits that leave out one run beside it.
   The same function fits `gamma` in `eta / (1 - m)^gamma`.
 """
 
@@ -37,8 +42,8 @@ def plateau(times, losses):
     Returns:
         dict: `level`, `stderr` (over seeds), `naive_stderr` (over the
         points, as if independent), `drift` (mean change across the window)
-        and `drift_low`, `drift_high` (its 95% interval), `equilibrated`,
-        `seed_levels` (`[S]`).
+        and `drift_low`, `drift_high` (its 95% interval),
+        `no_drift_detected` (that interval holds 0), `seed_levels` (`[S]`).
     """
     seeds = losses.shape[1]
     levels = losses.mean(axis=0)
@@ -56,7 +61,7 @@ def plateau(times, losses):
                    if seeds > 1 else math.nan),
         "naive_stderr": float(losses.std(ddof=1) / math.sqrt(losses.size)),
         "drift": drift, "drift_low": float(low), "drift_high": float(high),
-        "equilibrated": bool(low <= 0.0 <= high),
+        "no_drift_detected": bool(low <= 0.0 <= high),
         "seed_levels": levels,
     }
 
@@ -87,24 +92,31 @@ def collapse_exponent(seed_levels, log_rate, log_scale, samples=1000,
         seed: the bootstrap's random seed.
 
     Returns:
-        dict: `exponent`, `low`, `high` (95% interval: the exponent +- t
-        times the bootstrap's standard deviation),
-        `chi2_per_dof` at the best exponent, `runs`. NaN where fewer than 4
+        dict: `exponent`; `seed_low`, `seed_high` (the exponent +- t times
+        the bootstrap's standard deviation: the seeds' variance alone);
+        `low`, `high` (the 95% interval: that half-width times
+        `sqrt(chi2_per_dof)` where it exceeds 1); `chi2_per_dof` at the
+        best exponent; `loo_low`, `loo_high` (the smallest and largest
+        exponent with one run left out); `runs`. NaN where fewer than 4
         runs or one scale value.
     """
     seed_levels = np.asarray(seed_levels, float)
+    log_rate, log_scale = np.asarray(log_rate), np.asarray(log_scale)
     runs, seeds = seed_levels.shape
     if runs < 4 or len(np.unique(log_scale)) < 2 or seeds < 2:
-        return {"exponent": math.nan, "low": math.nan, "high": math.nan,
-                "chi2_per_dof": math.nan, "runs": runs}
+        return dict.fromkeys(("exponent", "low", "high", "seed_low",
+                              "seed_high", "loo_low", "loo_high",
+                              "chi2_per_dof"), math.nan) | {"runs": runs}
 
-    def fit(levels):
+    def fit(levels, keep=slice(None)):
         mean = levels.mean(axis=1)
         errors = levels.std(axis=1, ddof=1) / math.sqrt(levels.shape[1])
-        chi2 = _chi2(mean, errors, log_rate, log_scale, EXPONENTS)
+        chi2 = _chi2(mean, errors, log_rate[keep], log_scale[keep],
+                     EXPONENTS)
         return EXPONENTS[int(np.argmin(chi2))], float(chi2.min())
 
     best, chi2 = fit(seed_levels)
+    chi2_per_dof = chi2 / max(runs - 4, 1)
     rng = np.random.default_rng(seed)
     boot = [fit(seed_levels[:, rng.integers(0, seeds, seeds)])[0]
             for _ in range(samples)]
@@ -113,16 +125,28 @@ def collapse_exponent(seed_levels, log_rate, log_scale, samples=1000,
     # at 8 seeds): the bootstrap's spread, widened by Student's t with
     # seeds - 1 degrees of freedom, as for a mean of that many numbers.
     half = stats.t.ppf(0.975, seeds - 1) * float(np.std(boot, ddof=1))
-    low, high = best - half, best + half
-    return {"exponent": float(best), "low": float(low), "high": float(high),
-            "chi2_per_dof": chi2 / max(runs - 4, 1), "runs": runs}
+    # A fit worse than its error bars (chi^2 / dof > 1) has a variance the
+    # seeds do not show: the usual inflation of a fitted parameter's error
+    # (Birge's ratio; the Particle Data Group's scale factor).
+    wide = half * math.sqrt(max(chi2_per_dof, 1.0))
+    left_out = []
+    for run in range(runs):
+        keep = np.arange(runs) != run
+        if keep.sum() >= 4 and len(np.unique(log_scale[keep])) >= 2:
+            left_out.append(fit(seed_levels[keep], keep)[0])
+    return {"exponent": float(best), "low": float(best - wide),
+            "high": float(best + wide), "seed_low": float(best - half),
+            "seed_high": float(best + half), "chi2_per_dof": chi2_per_dof,
+            "loo_low": float(min(left_out, default=math.nan)),
+            "loo_high": float(max(left_out, default=math.nan)),
+            "runs": runs}
 
 
 def collapse_fits(table, batch_size):
     """`alpha` in `eta / B^alpha` (plain SGD runs) and `gamma` in
     `eta / (1 - m)^gamma` (the eta sweeps at `batch_size`), from the
     constant-rate plateaus at equal SGD time (`collapse_exponent`),
-    and which runs passed the drift test."""
+    and which runs showed no drift (`plateau`)."""
     constant = table[table["sweep"] != "schedule"].drop_duplicates("run")
     plain = constant[constant["momentum"] == 0.0]
     swept = constant[constant["batch_size"] == batch_size]
@@ -134,8 +158,8 @@ def collapse_fits(table, batch_size):
                   else np.zeros((0, 2)))
         fits[name] = collapse_exponent(
             levels, np.log(frame["eta"].to_numpy(float)), scale)
-    fits["equilibrated_runs"] = int(constant["equilibrated"].sum())
+    fits["no_drift_runs"] = int(constant["no_drift_detected"].sum())
     fits["runs"] = int(len(constant))
-    fits["not_equilibrated"] = constant.loc[~constant["equilibrated"],
-                                            "run"].to_list()
+    fits["drifting"] = constant.loc[~constant["no_drift_detected"],
+                                    "run"].to_list()
     return fits
