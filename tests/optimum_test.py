@@ -209,3 +209,18 @@ def test_missing_seeds_are_refused():
     trials = trials.drop(index=trials.index[3])
     with pytest.raises(ValueError, match="lack some seeds"):
         optimum.analyse(trials, chance=2.3, samples=100)
+
+
+def test_a_break_the_data_do_not_locate_is_called_so():
+    fit = {"batch_sizes_fitted": list(BATCHES), "break_batch": 128.0,
+           "break_batch_low": 16.0, "break_batch_high": 128.0,
+           "slope_small": 0.66, "slope_small_low": 0.49,
+           "slope_small_high": 1.54, "slope_large": 0.26,
+           "slope_large_low": -0.06, "slope_large_high": 0.71}
+    text = scaling_report._two_ranges(fit)
+    assert "the data do not locate it" in text
+    assert "0.26 [-0.06, 0.71] (1 (the linear rule) outside, 0 (a best " \
+           "eta that stops growing) inside)" in text
+    located = scaling_report._two_ranges(dict(fit, break_batch_low=40.0,
+                                              break_batch_high=90.0))
+    assert "do not locate" not in located

@@ -1,5 +1,5 @@
-"""Tests of the tools: plot_schedule, benchmark, equipartition; what they
-print and where they write."""
+"""Tests of the tools: plot_schedule, benchmark, equipartition, coverage;
+what they print and where they write."""
 
 import importlib.util
 import pathlib
@@ -107,4 +107,34 @@ def test_tools_write_only_where_told_and_name_what_they_wrote(tmp_path):
     assert schedule.stderr.strip().splitlines()[-1] == (
         "error: --output: name the PNG to write, for example "
         "--output=runs/schedule.png")
+    assert sorted(p.name for p in here.iterdir()) == ["out"]
+
+
+@pytest.mark.slow
+def test_coverage_tool_prints_the_table_and_writes_only_where_told(tmp_path):
+    import pandas as pd
+
+    here = tmp_path / "cwd"
+    here.mkdir()
+    tiny = ["--sets=2", "--seeds=4", "--samples=100"]
+    printed = run_tool("coverage", *tiny, cwd=here)
+    assert printed.returncode == 0, printed.stderr[-3000:]
+    lines = printed.stdout.splitlines()
+    assert lines[0].startswith("coverage: 2 disjoint sets of 4 seeds")
+    assert lines[1].startswith("[1/1] 2 sets")
+    assert any(line.startswith("| slope ") for line in lines)
+    assert lines[-1].endswith("no file written (--output=DIR writes the "
+                              "tables as CSV)")
+    assert list(here.iterdir()) == []
+    written = run_tool("coverage", *tiny, "--output=out", "--quiet",
+                       cwd=here)
+    assert written.returncode == 0, written.stderr[-3000:]
+    table = pd.read_csv(here / "out" / "coverage.csv")
+    assert len(table) == 7  # Six batch sizes and the slope.
+    assert table["two_stage_coverage"].between(0, 1).all()
+    assert len(pd.read_csv(here / "out" / "coverage_sets.csv")) == 2 * 7
+    bad = run_tool("coverage", "--sets=0", "--output=never", cwd=here)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "error: `--sets` must be an integer >= 1. Received: --sets=0")
     assert sorted(p.name for p in here.iterdir()) == ["out"]

@@ -391,6 +391,16 @@ def test_digits_verdict_reproduces_on_a_disjoint_seed_set(tmp_path):
                                      None).run())
     first, second = results
     assert first["category"] == second["category"] == "sublinear"
-    assert max(first["slope_low"], second["slope_low"]) <= min(
-        first["slope_high"], second["slope_high"])
+
+    def overlap(name, a=first, b=second):
+        return max(a[f"{name}_low"], b[f"{name}_low"]) <= min(
+            a[f"{name}_high"], b[f"{name}_high"])
+
+    assert overlap("slope")
     assert not first["not_trained"] and not second["not_trained"]
+    # The critical batch size's intervals, which reselect each B's optimum
+    # and the target, overlap too (they were disjoint when they did not).
+    assert overlap("b_crit", first["critical_batch"],
+                   second["critical_batch"])
+    assert overlap("b_half", first["critical_batch"],
+                   second["critical_batch"])

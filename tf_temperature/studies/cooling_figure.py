@@ -12,7 +12,8 @@ from tf_temperature.training import io
 # Thick to thin, solid to dotted: curves that coincide stay visible.
 STYLES = ({"linewidth": 3.0, "linestyle": "-"},
           {"linewidth": 1.8, "linestyle": "--"},
-          {"linewidth": 1.2, "linestyle": ":"})
+          {"linewidth": 1.2, "linestyle": ":"},
+          {"linewidth": 1.2, "linestyle": "-."})
 PANELS = (("train", "loss", "training loss"),
           ("eval", "error", "validation error"))
 
@@ -44,9 +45,13 @@ def figure(curves):
             axes[row, 2].step(train[x].mean(), last, where="pre",
                               color=color, label=name, **style)
     for row, x in enumerate(("epochs", "optimizer steps")):
-        for col, (_, _, title) in enumerate(PANELS):
+        for col, (split, column, title) in enumerate(PANELS):
             axes[row, col].set_ylabel(title)
-            axes[row, col].set_yscale("log")
+            values = curves.loc[curves["split"] == split, column]
+            # A log axis only where the values span a decade (with label
+            # noise the training loss stays within a factor of 2).
+            if values.min() > 0 and values.max() > 10 * values.min():
+                axes[row, col].set_yscale("log")
         axes[row, 2].set_yscale("log", base=2 if row else 10)
         axes[row, 2].set_ylabel("SGD T = eta / B" if row == 0
                                 else "global batch B")

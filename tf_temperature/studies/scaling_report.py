@@ -69,9 +69,16 @@ def _two_ranges(fit):
         return (f"{fit[name]:.2f} [{low:.2f}, {high:.2f}] ({linear}, "
                 f"{flat})")
 
+    fitted = fit["batch_sizes_fitted"]
+    # The break may lie from the second to the second-to-last B.
+    unlocated = (len(fitted) >= 4
+                 and fit["break_batch_low"] <= fitted[1] * 1.01
+                 and fit["break_batch_high"] >= fitted[-2] / 1.01)
     return (f" Split at the fitted break B = {fit['break_batch']:.3g} "
-            f"[{fit['break_batch_low']:.3g}, {fit['break_batch_high']:.3g}]:"
-            f" below it the slope is {words('slope_small')}; above it "
+            f"[{fit['break_batch_low']:.3g}, {fit['break_batch_high']:.3g}]"
+            + (" (an interval over every B the break may take: the data do "
+               "not locate it)" if unlocated else "")
+            + f": below it the slope is {words('slope_small')}; above it "
             f"{words('slope_large')}.")
 
 
