@@ -126,13 +126,13 @@ FIELD_CASES = [
      "optimizer.batch_growth=(2,)"),
     ("cooling_factor_not_a_square", "cooling", {"cooling.factor": 3}, None,
      "error: `cooling.factor` must be an integer >= 2, and a square with "
-     "the 'hybrid' schedule (it grows B and divides eta by the root). "
+     "the 'hybrid' or 'grow_root' schedule (they use its root). "
      "Received: cooling.factor=3"),
     ("cooling_without_decay", "cooling",
      {"cooling.schedules": ("grow", "hybrid")}, None,
      "error: `cooling.schedules` must name 'decay' (the reference) and at "
-     "least one other of ('decay', 'grow', 'hybrid'), each once. Received: "
-     "cooling.schedules=('grow', 'hybrid')"),
+     "least one other of ('decay', 'grow', 'hybrid', 'grow_root'), each "
+     "once. Received: cooling.schedules=('grow', 'hybrid')"),
     ("cooling_two_seeds", "cooling", {"cooling.seeds": (0, 1)}, None,
      "error: `cooling.seeds` must hold at least 3 distinct seeds (the "
      "intervals are over seeds). Received: cooling.seeds=(0, 1)"),

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tf_temperature.studies import equipartition
 from tf_temperature.studies import linear_regression as lr
 
 ETA0 = 0.005
@@ -57,7 +58,7 @@ def test_bad_arguments(kwargs, message):
 @pytest.fixture(scope="module")
 def grid():
     """The 4 x 4 grid (eta x B) with its eta = B * eta0 diagonal; ~15 s."""
-    return lr.equipartition_table(ETAS, BATCHES, dim=DIM,
+    return equipartition.table(ETAS, BATCHES, dim=DIM,
                                   noise_variance=NOISE)
 
 
@@ -101,7 +102,7 @@ def test_linear_scaling_diagonal_holds_the_temperature(grid):
 
 @pytest.mark.slow
 def test_noise_variance_recovered_from_equilibrium(grid):
-    estimate, stderr = lr.pooled_noise_variance(grid)
+    estimate, stderr = equipartition.pooled_noise_variance(grid)
     assert abs(estimate - NOISE) < 3 * stderr + 0.01 * NOISE
     assert stderr < 0.01 * NOISE
 
@@ -125,7 +126,7 @@ def test_markdown_table_marks_unstable_and_off_law_rows():
                      "measured": exact if stable else math.inf,
                      "stderr": 0.0, "relative_error": 0.0,
                      "noise_variance_estimate": 1.0})
-    lines = lr.markdown_table(pd.DataFrame(rows)).splitlines()
+    lines = equipartition.markdown_table(pd.DataFrame(rows)).splitlines()
     assert len(lines) == 5
     assert lines[0].startswith("|") and lines[1].startswith("|")
     assert [c.strip() for c in lines[2].split("|")][8] == "holds"

@@ -224,3 +224,32 @@ def test_a_break_the_data_do_not_locate_is_called_so():
     located = scaling_report._two_ranges(dict(fit, break_batch_low=40.0,
                                               break_batch_high=90.0))
     assert "do not locate" not in located
+
+
+def test_an_optimum_beyond_the_fine_grid_is_read_on_the_coarse_values():
+    # A fine grid centred an octave below the optimum: the optimum, and the
+    # replicates', are read on the coarse values above it, not pinned to
+    # the fine grid's top, and the share of replicates there is reported.
+    truth = np.log(2.0**-7.0)
+    rng = np.random.default_rng(4)
+    fine_grid = 2.0 ** np.arange(-8.5, -7.4, 0.125)  # Up to 2^-7.5.
+    rows = []
+    for stage, grid in (("coarse", GRID), ("fine", fine_grid)):
+        for eta0 in grid:
+            for seed in range(6):
+                rows.append({"batch_size": 8, "eta0": eta0, "seed": seed,
+                             "stage": stage, "diverged": False,
+                             "objective": 0.1 + 0.05 * (np.log(eta0)
+                                                        - truth) ** 2
+                             + rng.normal(0, 1e-4)})
+    trials = pd.DataFrame(rows)
+    by_batch, _ = optimum.analyse(trials, chance=2.3, samples=200)
+    row = by_batch.iloc[0]
+    assert row["best_eta0"] > fine_grid[-1] * 1.05
+    assert row["best_eta0_high"] > fine_grid[-1] * 1.05
+    assert row["best_eta0"] == pytest.approx(2.0**-7.0, rel=0.05)
+    assert row["beyond_fine_share"] > 0.9
+    notes = scaling_report.verdict(pd.concat([trials.assign(
+        batch_size=b) for b in (8, 16)]), chance=2.3, samples=100)[1][
+        "notes"]
+    assert any("beyond the fine grid's ends" in n for n in notes)

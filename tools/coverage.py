@@ -10,7 +10,7 @@ the default run. With `--output` it writes the table and the per-set rows
 as CSV there (nothing is written without it).
 
     python tools/coverage.py [--sets=100] [--seeds=16] [--samples=1000] \
-        [--output=runs/coverage] [--quiet]
+        [--span=0.5] [--output=runs/coverage] [--quiet]
 """
 
 import os
@@ -26,6 +26,8 @@ _SETS = flags.DEFINE_integer("sets", 100, "Disjoint seed sets.")
 _SEEDS = flags.DEFINE_integer("seeds", 16, "Seeds per set (the study's).")
 _SAMPLES = flags.DEFINE_integer("samples", 1000, "Bootstrap replicates per "
                                 "set (the study's).")
+_SPAN = flags.DEFINE_float("span", 0.5, "The fine grid's half width in "
+                          "octaves (the study's tune.fine_span_octaves).")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for coverage.csv "
                               "and coverage_sets.csv (created); none: no "
                               "file.")
@@ -43,6 +45,10 @@ def main(argv):
             print(f"error: `--{name}` must be an integer >= {low}. "
                   f"Received: --{name}={flag.value}", file=sys.stderr)
             return 2
+    if not 0.125 <= _SPAN.value <= 4:
+        print("error: `--span` must be between 0.125 and 4 octaves. "
+              f"Received: --span={_SPAN.value}", file=sys.stderr)
+        return 2
     from configs import tune_linear
     from tf_temperature.studies import coverage, plan, tasks
     from tf_temperature.training import io, progress
@@ -54,7 +60,8 @@ def main(argv):
     batches = tuple(int(b) for b in config.tune.batch_sizes)
     say(f"coverage: {_SETS.value} disjoint sets of {_SEEDS.value} seeds of "
         f"the linear-regression study (B = {', '.join(map(str, batches))}, "
-        f"{len(grid)} coarse eta0 and the fine stage), {_SAMPLES.value} "
+        f"{len(grid)} coarse eta0 and a fine stage of +-{_SPAN.value:g} "
+        f"octave), {_SAMPLES.value} "
         "bootstrap replicates each; simulating, then one line per 10 sets")
     started = time.perf_counter()
     chunks = [min(10, _SETS.value - k) for k in range(0, _SETS.value, 10)]
@@ -70,7 +77,7 @@ def main(argv):
 
     table, per_set = coverage.measure(task, batches, grid, _SETS.value,
                                       _SEEDS.value, _SAMPLES.value,
-                                      on_set=on_set)
+                                      on_set=on_set, span=_SPAN.value)
     if _OUTPUT.value:
         io.makedirs(_OUTPUT.value)
         io.write_csv(io.join(_OUTPUT.value, "coverage.csv"), table)

@@ -56,7 +56,7 @@ def main(argv):
         print(f"error: unexpected arguments: {' '.join(argv[1:])}",
               file=sys.stderr)
         return 2
-    from tf_temperature.studies import linear_regression
+    from tf_temperature.studies import equipartition, linear_regression
     from tf_temperature.training import io, progress
 
     say = (lambda line: None) if _QUIET.value else print
@@ -84,7 +84,7 @@ def main(argv):
                        f"eta={row['eta']:g} B={row['batch_size']}: {found}")
             last[0] = now
 
-        table = linear_regression.equipartition_table(
+        table = equipartition.table(
             etas, batches, dim=_DIM.value, noise_variance=_NOISE.value,
             chains=_CHAINS.value, on_point=on_point)
     except ValueError as error:
@@ -94,8 +94,8 @@ def main(argv):
         if os.path.dirname(_OUTPUT.value):
             io.makedirs(os.path.dirname(_OUTPUT.value))
         io.write_csv(_OUTPUT.value, table)
-    print(linear_regression.markdown_table(table))
-    estimate, stderr = linear_regression.pooled_noise_variance(table)
+    print(equipartition.markdown_table(table))
+    estimate, stderr = equipartition.pooled_noise_variance(table)
     stable = table[table["stable"]]
     print(f"\n{int(stable['agrees'].sum())}/{len(stable)} stable points "
           "within 5% or 3 standard errors of the exact law; largest error "

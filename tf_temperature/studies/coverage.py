@@ -180,7 +180,7 @@ def _two_stage(coarse, losses, keys, values, columns, seeds, chance, worst,
     frames = [coarse]
     for b, centre in optimum.coarse_optima(coarse).items():
         fine = [int(round(math.log2(e) / optimum.FINE_STEP_OCTAVES))
-                for e in optimum.fine_grid(centre)]
+                for e in optimum.fine_grid(centre, span)]
         rows = np.searchsorted(keys, fine)
         frames.append(_trials(b, values[rows], losses[b][rows, columns],
                               seeds, chance, worst, "fine"))

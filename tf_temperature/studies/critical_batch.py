@@ -4,38 +4,31 @@ Where does a larger batch stop paying? Measured on the fine stage's trials
 (`tuning`), which record every seed's evaluation loss and gradient norms
 along the run (`population.Population.run(record=True)`):
 
-* **Steps to target** (Shallue et al. 2019, "Measuring the Effects of Data
-  Parallelism on Neural Network Training"): at each B's best eta0 (the fine
-  grid's value nearest the study's optimum), the steps until the
-  evaluation loss first reaches a target. Perfect scaling halves the steps
-  when B doubles; `S(B) = S_min (1 + B_crit / B)` (McCandlish et al. 2018,
-  eq. 2.11) gives **B_crit** where the halving stops.
+* **Steps to target** (Shallue et al. 2019): at each B's best eta0 (the
+  fine value nearest the study's optimum), the steps until the evaluation
+  loss first reaches a target. Perfect scaling halves them when B doubles;
+  `S(B) = S_min (1 + B_crit / B)` (McCandlish et al. 2018, eq. 2.11) gives
+  **B_crit** where the halving stops.
 * **The simple noise scale** `B_simple = tr(Sigma) / |G|^2` (McCandlish et
-  al. 2018, "An Empirical Model of Large-Batch Training") from the two
-  halves of every batch, at the same runs. It is not a constant: as the
-  loss falls `|G|^2` shrinks faster than the noise and it grows many-fold.
-  It is read over four windows: the first epoch, up to the target, the
-  epoch around the target and the whole run. McCandlish et al. relate
-  `B_crit` for a target to the noise scale where the run reaches it: the
-  report sets `B_crit` beside `B_simple` at the target. On a finite
-  training set drawn without replacement the halves' `|G|^2` estimate is
-  biased by `-tr(Sigma) / (N - 1)`; it is corrected
-  (`noise_scale.estimate`), and `noise_scale.csv` keeps the uncorrected
-  value beside it.
-* **B_half**: where the best eta0 has fallen to half of the smallest B's
-  (interpolated in log-log): the measured departure from the linear rule.
+  al. 2018) from the two halves of every batch. It grows many-fold as the
+  loss falls, so it is read over four windows (`WINDOWS`): the first epoch,
+  up to the target, the four recorded intervals around it (one epoch of
+  the digits) and the whole run; McCandlish et al. relate `B_crit` to it at
+  the target. On a finite training set drawn without replacement the
+  halves' `|G|^2` is low by `tr(Sigma) / (N - 1)`: corrected
+  (`noise_scale.estimate`), the uncorrected value kept beside it.
+* **B_half**: where the best eta0 falls to half of the smallest B's. Their
+  `B_half = B_noise + 2 B_0` (from `eta_opt = eta_max / (1 + B_noise / B)`,
+  the best step at given weights, not the best constant rate for a budget)
+  is not used: on the linear-regression known answer, with the closed-form
+  noise scale, it is 31-33 or 696 depending on the window, against 766.
 
-McCandlish et al.'s `eta_opt(B) = eta_max / (1 + B_noise / B)` is the best
-step at given weights, not the best constant rate for a budget; on the
-linear-regression known answer its `B_half = B_noise + 2 B_0`, with the
-closed-form noise scale, is 31 to 206 over the four windows against 766 from
-the closed-form optima, so it is not used.
-
-Intervals: one bootstrap over seeds, the draws of `optimum.analyse` (the
-same at every B), and every replicate reselects what the data select:
-each B's best eta0 (its own optimum, then the fine grid's nearest value),
-the target (1.1 x the largest best median loss over B, unless the config
-fixes it), each seed's crossing and the windows that follow from it.
+Intervals: one bootstrap over seeds, the draws of `optimum.analyse`, and
+every replicate reselects what the data select: each B's best eta0 (its
+own optimum, then the nearest fine value: the runs are recorded on the
+fine grid only, so a replicate's optimum beyond it is read at its end), the
+target (1.1 x the largest best median loss over B, unless the config fixes
+it), each seed's crossing and the windows that follow from it.
 """
 
 import math
@@ -51,9 +44,9 @@ from tf_temperature.studies.optimum import percentile_interval as _interval
 TARGET_MARGIN = 1.1
 # The windows B_simple is read over (see the module doc).
 WINDOWS = ("first_epoch", "to_target", "at_target", "whole_run")
-_WINDOW_WORDS = {"first_epoch": "first epoch", "to_target": "up to the "
-                 "target", "at_target": "at the target", "whole_run":
-                 "whole run"}
+_WINDOW_WORDS = dict(zip(WINDOWS, ("first epoch", "up to the target",
+                                    "at the target", "whole run"),
+                         strict=True))
 
 
 def steps_to_target(steps, curves, target):
@@ -111,20 +104,23 @@ def half_point(batch_sizes, best_eta0s):
     return math.inf
 
 
-def window_masks(steps, every, per_epoch, crossing):
+def window_masks(steps, every, per_epoch, crossing, half_width=None):
     """`{window: [n, S] bool}`: which recorded intervals (each `every`
     steps long, ending at `steps`) each seed's window holds; `crossing`
-    (`[S]`, inf: never) is the seed's step at the target."""
+    (`[S]`, inf: never) is the seed's step at the target. "At the target"
+    is the intervals whose middle lies within `half_width` steps of the
+    crossing (default: two recorded intervals, so four in all: one epoch
+    of the digits, an eighth of the linear-regression budget)."""
     end = np.asarray(steps, float)[:, None]
     start, middle = end - every, end - every / 2.0
+    half_width = 2.0 * every if half_width is None else half_width
     crossing = np.asarray(crossing, float)[None, :]
     reached = np.isfinite(crossing)
     shape = (len(end), crossing.shape[1])
     return {
         "first_epoch": np.broadcast_to(end <= per_epoch, shape),
         "to_target": reached & (start < crossing),
-        "at_target": reached & (np.abs(middle - crossing)
-                                <= per_epoch / 2.0),
+        "at_target": reached & (np.abs(middle - crossing) <= half_width),
         "whole_run": np.ones(shape, bool)}
 
 
@@ -287,11 +283,9 @@ def measure(trajectories, by_batch, bootstrap, per_epoch, examples=None,
         noise_rows.append(noise_row)
     steps = pd.DataFrame(steps_rows)
     noise = pd.DataFrame(noise_rows)
-    first = noise.iloc[0]
-    result["b_simple"] = {w: float(first[w]) for w in WINDOWS}
-    result["b_simple_low"] = {w: float(first[f"{w}_low"]) for w in WINDOWS}
-    result["b_simple_high"] = {w: float(first[f"{w}_high"])
-                               for w in WINDOWS}
+    for suffix in ("", "_low", "_high"):  # At the smallest B.
+        result[f"b_simple{suffix}"] = {
+            w: float(noise.iloc[0][f"{w}{suffix}"]) for w in WINDOWS}
     if known is not None and hasattr(known, "expected_curve"):
         _closed_form(known, steps, result, per_epoch, warmup_steps)
     result["text"] = describe(result)
@@ -316,8 +310,10 @@ def _closed_form(task, steps, result, per_epoch, warmup_steps):
     norm_sq, variance = task.expected_gradient_moments(
         batch * first["eta0"], batch, warmup_steps)
     ends = np.arange(1, len(norm_sq) + 1, dtype=float)
+    recorded = max(1, per_epoch[batch] // task.evals_per_epoch)
     masks = window_masks(ends, 1.0, per_epoch[batch],
-                         [first["closed_form_steps"]])
+                         [first["closed_form_steps"]],
+                         half_width=2.0 * recorded)
     result["closed_form_b_simple"] = {
         w: float(variance[masks[w][:, 0]].sum() / norm_sq[masks[w][:, 0]]
                  .sum()) if masks[w].any() else math.nan for w in WINDOWS}
@@ -348,6 +344,12 @@ def _range(low, high):
     return f"[{low:.3g}, {high:.3g}]"
 
 
+def _value(value):
+    """A noise scale for a person: `inf` (the window's `|G|^2` estimate is
+    not positive: all noise) reads "not resolved"."""
+    return "not resolved" if value == math.inf else f"{value:.3g}"
+
+
 def _apart(a_low, a_high, b_low, b_high):
     return a_high < b_low or b_high < a_low
 
@@ -371,8 +373,8 @@ def describe(result):
            if beyond else ""),
         f"B_simple (McCandlish et al. 2018) at B = {batch}'s best eta0, "
         f"{corrected}: " + "; ".join(
-            f"{_WINDOW_WORDS[w]} {noise[w]:.3g} {_range(low[w], high[w])}"
-            for w in WINDOWS)]
+            f"{_WINDOW_WORDS[w]} {_value(noise[w])} "
+            f"{_range(low[w], high[w])}" for w in WINDOWS)]
     if "closed_form_b_simple" in result:
         closed = result["closed_form_b_simple"]
         lines.append(
@@ -384,8 +386,8 @@ def describe(result):
                    low["at_target"], high["at_target"])
     lines.append(
         f"B_crit {result['b_crit']:.3g} against B_simple at the target "
-        f"{noise['at_target']:.3g} (McCandlish et al. relate the two): the "
-        "intervals " + ("are apart" if apart else "overlap"))
+        f"{_value(noise['at_target'])} (McCandlish et al. relate the two): "
+        "the intervals " + ("are apart" if apart else "overlap"))
     if math.isfinite(result["b_half"]):
         where = (f"falls to half of B = {batch}'s at B_half = "
                  f"{result['b_half']:.3g} "
@@ -396,88 +398,3 @@ def describe(result):
                  f"{_range(result['b_half_low'], result['b_half_high'])})")
     lines.append(f"departure from the linear rule: the best eta0 {where}")
     return "\n".join(lines)
-
-
-def figure(table, result):
-    """`steps_to_target.png`: steps to the target against B on log-log
-    axes, with perfect scaling (steps halve as B doubles) through the
-    smallest B and the fitted `S_min (1 + B_crit / B)`.
-
-    Returns a `matplotlib.figure.Figure`.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import LogLocator, ScalarFormatter
-
-    fig = Figure(figsize=(5, 4.6), dpi=80)
-    ax = fig.subplots()
-    batches = table["batch_size"].to_numpy(float)
-    steps = table["steps_to_target"].to_numpy(float)
-    spread = np.abs(table[["steps_low", "steps_high"]].to_numpy(float).T
-                    - steps)
-    spread[~np.isfinite(spread)] = 0.0
-    ax.errorbar(batches, steps, yerr=spread, fmt="o", color="C0", capsize=3,
-                label="measured (median over seeds, 95% interval)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.plot(batches, steps[0] * batches[0] / batches, "--", color="gray",
-            label="perfect scaling")
-    if math.isfinite(result["b_crit"]):
-        fine = np.geomspace(batches[0], batches[-1], 100)
-        ax.plot(fine, result["s_min"] * (1 + result["b_crit"] / fine), "-",
-                color="C1", label=f"S_min (1 + B_crit / B), B_crit = "
-                                  f"{result['b_crit']:.3g}")
-        if batches[0] <= result["b_crit"] <= batches[-1]:
-            ax.axvline(result["b_crit"], color="C1", linestyle=":")
-    ax.set_xticks(batches, [f"{int(b)}" for b in batches])
-    ax.minorticks_off()
-    # Labelled ticks at 1, 2 and 5 per decade: the steps span one or two.
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.set_xlabel("batch size B")
-    ax.set_ylabel("steps to target")
-    ax.set_title(f"steps to eval loss {result['target']:.3g}")
-    ax.grid(alpha=0.3, which="both")
-    # The legend below the axes: the lines cross every corner.
-    fig.legend(*ax.get_legend_handles_labels(), fontsize=7,
-               loc="lower center", ncol=2, frameon=False)
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
-    return fig
-
-
-def noise_figure(by_epoch, steps, result):
-    """`noise_scale.png`: per B at its best eta0, the median evaluation
-    loss (left) and `B_simple` per epoch (right) against the step, the
-    target and each B's median crossing marked.
-
-    Returns a `matplotlib.figure.Figure`.
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.8), dpi=80)
-    left, right = fig.subplots(1, 2)
-    crossing = steps.set_index("batch_size")["steps_to_target"]
-    for k, (batch, group) in enumerate(by_epoch.groupby("batch_size")):
-        color = f"C{k}"
-        left.plot(group["step"], group["eval_loss"], color=color,
-                  label=f"B={batch}")
-        value = group["b_simple"].where(group["b_simple"] > 0)
-        right.plot(group["step"], value, color=color, marker=".",
-                   label=f"B={batch}")
-        if math.isfinite(crossing.get(batch, math.inf)):
-            for ax in (left, right):
-                ax.axvline(crossing[batch], color=color, linestyle=":",
-                           alpha=0.6)
-    left.axhline(result["target"], color="k", linestyle="--", linewidth=1,
-                 label=f"target {result['target']:.3g}")
-    for ax in (left, right):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("step (dotted: the median step at the target)")
-        ax.grid(alpha=0.3, which="both")
-    left.set_ylabel("eval loss, median over seeds")
-    left.set_title("evaluation loss at each B's best eta0")
-    right.set_ylabel("B_simple, per epoch")
-    right.set_title("the noise scale grows as the loss falls")
-    left.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    return fig

@@ -7,8 +7,9 @@ seed, with the objective) this module computes, per `B`:
   non-finite carries a finite worst score, so the median still orders);
 * the *smoothed optimum*: the vertex of a parabola in `log eta0` through
   the log of the median objective at the argmin and its two grid
-  neighbours, on the **fine grid** of the search's second stage where it
-  has one (`stage == "fine"`, `fine_grid`), else on the coarse grid;
+  neighbours, read on the **fine grid** of the search's second stage where
+  it has one (`stage == "fine"`, `fine_grid`) together with the coarse
+  values outside it, else on the coarse grid;
 * the *largest trainable rate*: the largest `eta = B eta0` of the coarse
   grid below the first point where most seeds blew up (their loss rose
   far above chance or turned NaN within the budget; a rate above it may
@@ -22,21 +23,22 @@ break (`two_ranges`).
 
 Why two stages. On the coarse grid alone (sqrt(2) apart) the three-point
 parabola is biased on real curves, which are steeper on their cold side:
-on the linear-regression known answer its optimum sat 5-9% above the
-closed form and its 95% intervals held the truth at 1 to 93% of 100 seed
-sets depending on B (docs/COVERAGE.md). A second grid 2^(1/8) apart over
-+-0.75 octave around each B's coarse optimum cuts the bias below the seed
-noise; coverage measured on that known answer is in docs/COVERAGE.md.
+on the linear-regression known answer its optimum sat up to 10% above the
+closed form, and its 95% intervals held the truth at 0 to 94% of 100 seed
+sets depending on B. A second grid 2^(1/8) apart over +-0.5 octave around
+each B's coarse optimum cuts the bias to about 1% (docs/COVERAGE.md).
 
 Intervals come from one bootstrap over seeds (Efron and Tibshirani 1993):
 a replicate draws the seeds with replacement (the same draw at every `B`
 and every stage: a seed fixes the initial weights and the data order) and
 recomputes everything that the data select: the medians, the argmin and
 its vertex, the slopes, the break. The 95% interval is the 2.5-97.5
-percentile range. Only where the fine grid is centred is not redone (it is
-fixed once the coarse stage has run); the fine grid's +-0.75 octave holds
-the replicates' optima in every measured case (`fine_at_edge` says where
-it does not).
+percentile range of the replicates (order statistics, `percentile_interval`).
+Only where the fine grid is centred is not redone (it is fixed once the
+coarse stage has run): a replicate whose optimum lies beyond the fine grid
+is read on the coarse values there, and `beyond_fine_share` says how many
+did (a flat curve's optimum wanders; the fine reading then holds for the
+rest only).
 """
 
 import math
@@ -185,6 +187,25 @@ def largest_trainable(eta0s, diverged_share):
             float(eta0s[first]))
 
 
+def _reading_grid(eta0s, raw, fine=None):
+    """`(grid, objectives, inner)`: where a B's optimum is read. Without a
+    fine stage, the coarse grid. With one, the fine values and the coarse
+    values outside their range (a replicate's optimum may wander past the
+    fine grid: it is read there on the coarse values, not pinned to the
+    fine grid's end); `inner` marks the fine values strictly inside it."""
+    if fine is None:
+        return eta0s, raw, np.ones(len(eta0s), bool)
+    fine_eta0s, fine_raw = fine
+    low, high = fine_eta0s[0], fine_eta0s[-1]
+    outside = (eta0s < low * (1 - 1e-9)) | (eta0s > high * (1 + 1e-9))
+    grid = np.concatenate([fine_eta0s, eta0s[outside]])
+    order = np.argsort(grid)
+    values = np.concatenate([fine_raw, raw[outside]])[order]
+    inner = np.concatenate([np.r_[False, np.ones(len(fine_eta0s) - 2, bool),
+                                  False], np.zeros(outside.sum(), bool)])
+    return grid[order], values, inner[order]
+
+
 def _stage(trials, stage):
     if "stage" not in trials:
         return trials if stage == "coarse" else trials.iloc[:0]
@@ -192,13 +213,16 @@ def _stage(trials, stage):
 
 
 def percentile_interval(values):
-    """The 2.5-97.5 percentile range of replicates; an infinite replicate
-    counts as larger than every finite one (order statistics, no
-    interpolation across it)."""
-    values = np.sort(np.asarray(values, float))
-    values = values[~np.isnan(values)]
+    """The 2.5-97.5 percentile range of bootstrap replicates, as order
+    statistics (no interpolation). An infinite replicate counts as larger
+    than every finite one, and so does a NaN one (a replicate where the
+    quantity could not be measured: `B_crit` with fewer than 3 B at the
+    target, say), so that it widens the interval instead of vanishing.
+    NaN, NaN for no replicates."""
+    values = np.asarray(values, float)
     if not len(values):
         return math.nan, math.nan
+    values = np.sort(np.where(np.isnan(values), math.inf, values))
     last = len(values) - 1
     return (float(values[int(math.floor(0.025 * last))]),
             float(values[int(math.ceil(0.975 * last))]))
@@ -233,7 +257,8 @@ def analyse(trials, chance, samples=1000, seed=0):
     draws = rng.integers(0, len(seeds), size=(samples, len(seeds)))
     rows, boot, boot_objective = [], {}, {}
     for batch, (eta0s, raw_coarse) in sorted(coarse.items()):
-        grid, raw = fine.get(batch, (eta0s, raw_coarse))
+        grid, raw, inner = _reading_grid(eta0s, raw_coarse,
+                                         fine.get(batch))
         log_eta0 = np.log(grid)
         y = np.log(raw) if (raw > 0).all() else raw
         vertex, index = smoothed_argmin(log_eta0,
@@ -242,11 +267,11 @@ def analyse(trials, chance, samples=1000, seed=0):
             log_eta0, np.median(y[:, draws], axis=2))
         boot_objective[batch] = np.median(raw[picked[:, None], draws],
                                           axis=1)
-        low, high = np.percentile(boot[batch], [2.5, 97.5])
+        low, high = percentile_interval(boot[batch])
         at = trials[trials["batch_size"] == batch]
-        coarse_at = _stage(at, "coarse")
-        share = coarse_at.groupby("eta0")["diverged"].mean().reindex(eta0s)
-        stable, unstable = largest_trainable(eta0s, share.to_numpy())
+        share = _stage(at, "coarse").groupby("eta0")["diverged"].mean()
+        stable, unstable = largest_trainable(
+            eta0s, share.reindex(eta0s).to_numpy())
         i = int(index[0])
         coarse_i = int(np.argmin(np.median(raw_coarse, axis=1)))
         best = float(np.median(raw[i]))
@@ -261,12 +286,15 @@ def analyse(trials, chance, samples=1000, seed=0):
             "objective_iqr": float(np.subtract(*np.percentile(
                 raw[i], [75, 25]))),
             "seeds": len(seeds), "trials": int(len(eta0s)),
-            "fine_trials": int(len(grid)) if batch in fine else 0,
+            "fine_trials": int(len(fine[batch][0])) if batch in fine else 0,
             "diverged_runs": int(at["diverged"].sum()),
             "largest_trainable_eta": batch * stable,
             "first_blowup_eta": batch * unstable,
             "at_grid_edge": bool(coarse_i in (0, len(eta0s) - 1)),
-            "fine_at_edge": bool(batch in fine and i in (0, len(grid) - 1)),
+            # Replicates whose argmin is not inside the fine grid (read on
+            # the coarse values beyond it, or at its last point).
+            "beyond_fine_share": float(np.mean(~inner[picked])) if (
+                batch in fine) else 0.0,
             "trained": bool(best <= 0.5 * chance),
         })
     by_batch = pd.DataFrame(rows)
@@ -286,7 +314,7 @@ def analyse(trials, chance, samples=1000, seed=0):
     log_best = np.stack([boot[b] for b in fitted["batch_size"]]) + (
         log_batch[:, None])
     replicates = slopes(log_batch, log_best)
-    low, high = np.percentile(replicates, [2.5, 97.5])
+    low, high = percentile_interval(replicates)
     result.update(slope=float(slopes(log_batch, point)[0]),
                   slope_low=float(low), slope_high=float(high),
                   replicates=replicates)

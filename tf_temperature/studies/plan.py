@@ -216,6 +216,21 @@ def planned_settings(config):
             for e in grid for s in tune.seeds for n in budgets]
 
 
+def trial_costs(config, trials, runner, seconds=None):
+    """`(keys, costs)` of `planned_trials`: each trial's `(B, epochs,
+    stage)` and its cost for the progress lines, its seconds as timed
+    (`seconds(steps)`) or else its steps; a fine trial of a runner that
+    records its runs costs `RECORDED_COST` plain ones."""
+    first_fine = len(trials) - len(config.tune.batch_sizes) * fine_points(
+        config.tune)
+    keys = [(b, n, "fine" if i >= first_fine else "coarse")
+            for i, (b, n) in enumerate(trials)]
+    costs = [(seconds(runner.steps(b, n)) if seconds else runner.steps(b, n))
+             * (RECORDED_COST if stage == "fine" and runner.records else 1.0)
+             for b, n, stage in keys]
+    return keys, costs
+
+
 def chance_objective(objective, num_classes, task=None):
     """The objective of an untrained model: `ln K` (loss) or `1 - 1/K`
     (error) for a classifier; a regression task's own (`task.chance`)."""

@@ -105,6 +105,16 @@ class PopulationRunner:
         fixed = max(t1 - per_step * s1, 0.0)
         return lambda steps: fixed + per_step * steps
 
+    def report_hooks(self, mode, trajectories):
+        """`scaling_report.write_report`'s `critical` and `cold` for this
+        runner: the critical batch size from the recorded runs, and in grid
+        mode the cold-end control."""
+        def critical(by_batch, bootstrap):
+            return self.critical_batch(by_batch, bootstrap, trajectories)
+
+        return {"critical": critical,
+                "cold": self.cold_control if mode == "grid" else None}
+
     def critical_batch(self, by_batch, bootstrap, trajectories):
         """`critical_batch.measure` on the fine stage's recorded runs:
         steps to target and the noise scale at each B's best eta0."""
@@ -188,6 +198,12 @@ class TrainerRunner:
     def known_answer(self, batch_sizes, grid):
         """None: a training config has no closed form."""
         del batch_sizes, grid
+
+    def report_hooks(self, mode, trajectories):
+        """No hooks: neither the critical batch size nor the cold-end
+        control is measured from trainer runs."""
+        del mode, trajectories
+        return {}
 
 
 def make_runner(config):

@@ -16,7 +16,7 @@ tables, the figures and `verdict.json`.
 import numpy as np
 import pandas as pd
 
-from tf_temperature.studies import critical_batch, optimum
+from tf_temperature.studies import critical_batch_figures, optimum
 
 # One row per (trial, seed): the trials.csv columns.
 TRIAL_COLUMNS = (
@@ -106,9 +106,13 @@ def verdict(trials, chance, samples=1000):
         if row.at_grid_edge:
             notes.append(f"B={row.batch_size}: the best eta0 is at the "
                          "grid's end; widen the grid to bracket it.")
-        if row.fine_at_edge:
-            notes.append(f"B={row.batch_size}: the best eta0 is at the "
-                         "fine grid's end; widen tune.fine_span_octaves.")
+        if row.beyond_fine_share > 0.025:
+            notes.append(
+                f"B={row.batch_size}: {row.beyond_fine_share:.0%} of the "
+                "bootstrap replicates' optima lie at or beyond the fine "
+                "grid's ends (read on the coarse grid there): the interval's "
+                "ends are coarse; widen tune.fine_span_octaves to read them "
+                "finely.")
         if not np.isfinite(row.first_blowup_eta):
             notes.append(f"B={row.batch_size}: no grid point blew up; the "
                          "largest trainable rate is above the grid.")
@@ -340,9 +344,10 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None,
             for name in ("steps", "noise", "by_epoch"):
                 io.write_csv(io.join(workdir, CRITICAL_FILES[name]),
                              tables[name])
-            io.save_figure(critical_batch.figure(tables["steps"], measured),
-                           io.join(workdir, "steps_to_target.png"))
-            io.save_figure(critical_batch.noise_figure(
+            io.save_figure(critical_batch_figures.steps_figure(
+                tables["steps"], measured),
+                io.join(workdir, "steps_to_target.png"))
+            io.save_figure(critical_batch_figures.noise_figure(
                 tables["by_epoch"], tables["steps"], measured),
                 io.join(workdir, "noise_scale.png"))
     control = cold(full) if cold is not None else None

@@ -42,18 +42,17 @@ worker processes (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
 parallel, each worker training on its own devices.
 """
 
-import math
 import os
 import time
 
 import numpy as np
-import pandas as pd
 
 from tf_temperature.studies import (
     _tracing,
     driver,
     optimum,
     plan,
+    records,
     runners,
     scaling_report,
 )
@@ -64,8 +63,6 @@ from tf_temperature.training import workdir as workdir_lib
 STUDY_FILES = ("trials.csv", "eta0_by_batch.csv", "verdict.json",
                "eta0_vs_batch.png", "plan.json")
 STUDY_DIRECTORIES = ("trials", "keras_tuner")
-# A fine-stage trial's per-seed trajectories, beside its record.json.
-TRAJECTORIES = "trajectories.json"
 # Re-exported: the study's fields and trials are defined in `plan`.
 MODES, OBJECTIVES = plan.MODES, plan.OBJECTIVES
 eta0_grid, check_tune_config = plan.eta0_grid, plan.check_tune_config
@@ -101,11 +98,10 @@ class Search:
         self.config = config
         self.tune = config.tune
         self.runner = runners.make_runner(config)
-        num_classes = self.runner.num_classes
+        classes = self.runner.num_classes
         self.chance = plan.chance_objective(
-            self.tune.objective, num_classes, getattr(self.runner, "task",
-                                                      None))
-        self.worst = plan.worst_score(self.tune.objective, num_classes,
+            self.tune.objective, classes, getattr(self.runner, "task", None))
+        self.worst = plan.worst_score(self.tune.objective, classes,
                                       self.chance)
         workdir_lib.check_workdir(workdir, STUDY_FILES, STUDY_DIRECTORIES)
         self.workdir = workdir
@@ -132,15 +128,10 @@ class Search:
         seeds = self.runner.run(directory, batch, eta0, epochs,
                                 record=stage == "fine")
         wall = round(time.perf_counter() - started, 3)
-        record = trial_record(f"{project}/{trial_id}", mode, batch, eta0,
-                              epochs, seeds, wall, self.worst, stage)
-        if any("trajectory" in seed for seed in seeds):
-            # Before record.json: a record means the trial is complete.
-            io.write_json(io.join(directory, TRAJECTORIES), [
-                {"seed": seed["seed"], **seed["trajectory"]}
-                for seed in seeds], indent=None)
-        io.write_json(io.join(directory, "record.json"), record)
-        line = trial_line(record, self.tune.objective)
+        record = records.write(directory, records.trial_record(
+            f"{project}/{trial_id}", mode, batch, eta0, epochs, seeds, wall,
+            self.worst, stage), seeds)
+        line = records.trial_line(record, self.tune.objective)
         if self.progress is None:
             self.print_fn(line)
         else:
@@ -148,29 +139,10 @@ class Search:
                                wall, line)
         return record
 
-    def _record_files(self):
-        return io.glob(io.join(self.workdir, "trials", "*", "trial_*",
-                               "record.json"))
-
     def records(self):
         """Every recorded seed of every trial in the workdir, as a
         DataFrame (one row per trial and seed)."""
-        rows = [row for path in self._record_files()
-                for row in io.read_json(path)["seeds"]]
-        return pd.DataFrame(rows, columns=scaling_report.TRIAL_COLUMNS)
-
-    def trajectories(self):
-        """`{(B, eta0): {seed: trajectory}}` of the fine-stage trials of
-        the current mode that recorded them (`trial_record`)."""
-        found = {}
-        for path in self._record_files():
-            saved = io.join(io.dirname(path), TRAJECTORIES)
-            record = io.read_json(path)
-            if record["seeds"][0]["mode"] == self.tune.mode and io.exists(
-                    saved):
-                found[(int(record["batch_size"]), float(record["eta0"]))] = {
-                    int(t["seed"]): t for t in io.read_json(saved)}
-        return found
+        return records.read_records(self.workdir)
 
     # --- Searches. ---------------------------------------------------------
 
@@ -219,13 +191,8 @@ class Search:
         reference = self.tune.transfer_batch_size or self.batch_sizes[0]
         self._grid("transfer", f"transfer_B{reference}", [reference],
                    self.grid)
-        at_reference = self.records()
-        at_reference = at_reference[
-            (at_reference["mode"] == "transfer")
-            & (at_reference["batch_size"] == reference)]
-        best = at_reference.groupby("eta0")["objective"].median().idxmin()
-        index = int(np.argmin(np.abs(np.log(self.grid) - np.log(best))))
-        neighbours = self.grid[max(index - 1, 0):index + 2]
+        neighbours = best_and_neighbours(self.records(), reference,
+                                         self.grid)
         for batch in self.batch_sizes:
             if batch != reference:
                 self._grid("transfer", f"transfer_B{batch}", [batch],
@@ -249,26 +216,13 @@ class Search:
         self.print_fn(header(self.tune, self.batch_sizes, self.grid,
                              len(trials)))
         if done:
-            self.print_fn(
-                f"the study in {self.workdir} is already complete ({done} of "
-                f"{len(trials)} trials done): nothing to train; its report:"
-                if done >= len(trials) else f"resuming: {done} of "
-                f"{len(trials)} trials are already done")
+            self.print_fn(resume_line(self.workdir, done, len(trials)))
         serves = os.environ.get("KERASTUNER_ORACLE_IP") and not _is_worker()
         seconds = (self.runner.trial_seconds(self.batch_sizes, self.grid[0],
                                              self.tune.epochs)
                    if done < len(trials) and not serves else None)
-        # A trial's cost: its seconds as timed, else its steps; a fine
-        # trial of the population runner records its run (RECORDED_COST).
-        first_fine = len(trials) - len(self.batch_sizes) * plan.fine_points(
-            self.tune)
-        keys = [(b, n, "fine" if i >= first_fine else "coarse")
-                for i, (b, n) in enumerate(trials)]
-        costs = [(seconds(self.runner.steps(b, n)) if seconds
-                  else self.runner.steps(b, n))
-                 * (plan.RECORDED_COST if stage == "fine"
-                    and self.runner.records else 1.0)
-                 for b, n, stage in keys]
+        keys, costs = plan.trial_costs(self.config, trials, self.runner,
+                                       seconds)
         self._costs = dict(zip(keys, costs, strict=True))
         self.progress = progress.Progress(costs, done, self.print_fn)
         if seconds:
@@ -295,8 +249,6 @@ class Search:
             return None  # The chief writes the report.
         return self.report()
 
-    # --- Report. ----------------------------------------------------------
-
     def report(self):
         """Writes the report files and prints the table and the verdict.
 
@@ -318,32 +270,47 @@ class Search:
                 + (", ..." if len(missing) > 8 else "")
                 + "; rerun the same command to run them (no verdict was "
                 "written)")
-        trajectories = self.trajectories()
-        critical = cold = None
-        if hasattr(self.runner, "critical_batch"):
-            def critical(by_batch, bootstrap):
-                return self.runner.critical_batch(by_batch, bootstrap,
-                                                  trajectories)
-            cold = self.runner.cold_control if self.tune.mode == "grid" \
-                else None
         result = scaling_report.write_report(
             self.workdir, trials, self.tune, self.chance, self.print_fn,
             known=self.runner.known_answer(self.batch_sizes, self.grid),
-            critical=critical, cold=cold)
-        elapsed = (progress.duration(time.perf_counter()
-                                     - self.progress.started)
-                   if self.progress else "")
-        self.print_fn(
-            f"study done: {result['trials']} trials x {result['seeds']} "
-            f"seeds in {self.workdir}: trials.csv, eta0_by_batch.csv, "
-            f"verdict.json, eta0_vs_batch.png"
+            **self.runner.report_hooks(self.tune.mode,
+                                       records.read_trajectories(
+                                           self.workdir, self.tune.mode)))
+        self.print_fn(closing_line(result, self.workdir, self.progress))
+        return result
+
+
+def best_and_neighbours(records, reference, grid):
+    """`transfer` mode: the grid's best eta0 at the reference B (seed
+    median) and its grid neighbours."""
+    at = records[(records["mode"] == "transfer")
+                 & (records["batch_size"] == reference)]
+    best = at.groupby("eta0")["objective"].median().idxmin()
+    index = int(np.argmin(np.abs(np.log(grid) - np.log(best))))
+    return grid[max(index - 1, 0):index + 2]
+
+
+def resume_line(workdir, done, total):
+    """What a rerun says before it runs (or reports) anything."""
+    if done >= total:
+        return (f"the study in {workdir} is already complete ({done} of "
+                f"{total} trials done): nothing to train; its report:")
+    return f"resuming: {done} of {total} trials are already done"
+
+
+def closing_line(result, workdir, clock=None):
+    """The last line: the study's size, its files, the time this run."""
+    elapsed = (progress.duration(time.perf_counter() - clock.started)
+               if clock else "")
+    return (f"study done: {result['trials']} trials x {result['seeds']} "
+            f"seeds in {workdir}: trials.csv, eta0_by_batch.csv, "
+            "verdict.json, eta0_vs_batch.png"
             + "".join(f", {name}" for name in (
                 *scaling_report.CRITICAL_FILES.values(),
                 "steps_to_target.png", "noise_scale.png")
-                if io.exists(io.join(self.workdir, name)))
+                if io.exists(io.join(workdir, name)))
             + ", plan.json, trials/, keras_tuner/"
             + (f" ({elapsed} this run)" if elapsed else ""))
-        return result
 
 
 def header(tune, batch_sizes, grid, num_trials):
@@ -359,49 +326,6 @@ def header(tune, batch_sizes, grid, num_trials):
             f"trials (B, eta0) x {len(tune.seeds)} seeds, {tune.epochs} "
             f"epoch(s) each, runner {tune.runner}, objective "
             f"{tune.objective}")
-
-
-def trial_record(name, mode, batch, eta0, epochs, seeds, wall, worst,
-                 stage="coarse"):
-    """A trial's `record.json`: the seed median and spread, and one row per
-    seed (`scaling_report.TRIAL_COLUMNS`); a seed whose objective is not
-    finite carries the finite `worst` score and counts as diverged."""
-    rows = []
-    for seed in seeds:
-        value = seed["value"]
-        finite = value is not None and math.isfinite(value)
-        rows.append({
-            "mode": mode, "trial": name, "batch_size": batch, "eta0": eta0,
-            "eta": batch * eta0, "seed": seed["seed"],
-            "objective": float(value) if finite else worst,
-            "final_train_loss": _finite_or_nan(seed["final_train_loss"]),
-            "peak_train_loss": _finite_or_nan(seed["peak_train_loss"]),
-            "diverged": bool(seed["diverged"]) or not finite,
-            "epochs": epochs, "steps": int(seed["steps"]),
-            "wall_time": wall, "stage": stage})
-    objectives = [row["objective"] for row in rows]
-    return {"trial": name, "batch_size": batch, "eta0": eta0,
-            "objective": float(np.median(objectives)),
-            "objective_iqr": float(np.subtract(
-                *np.percentile(objectives, [75, 25]))),
-            "diverged_seeds": sum(row["diverged"] for row in rows),
-            "wall_time": wall, "seeds": rows}
-
-
-def trial_line(record, objective):
-    """One trial's line for the terminal."""
-    batch, eta0 = record["batch_size"], record["eta0"]
-    blew_up = record["diverged_seeds"]
-    return (f"B={batch:<5d} eta0={eta0:<9.3g} eta={batch * eta0:<8.3g} "
-            f"{objective} median {record['objective']:.4f} (IQR "
-            f"{record['objective_iqr']:.4f})"
-            + (f", {blew_up}/{len(record['seeds'])} blew up" if blew_up
-               else "") + f"  {record['wall_time']:.1f} s")
-
-
-def _finite_or_nan(value):
-    return float(value) if value is not None and math.isfinite(
-        value) else float("nan")
 
 
 def _is_worker():
