@@ -127,7 +127,10 @@ TUNE = ["--config.tune.batch_sizes=(32,64)",
         "--config.tune.eta0_values=(0.001,0.002,0.004)",
         "--config.tune.seeds=(0,)", "--config.tune.epochs=1",
         "--config.model.family=linear", "--config.steps_per_loop=50",
-        "--config.tune.runner=trainer"]
+        "--config.tune.runner=trainer",
+        # One stage; the second is tested with the population runner
+        # (tuning_test, filesystem_test).
+        "--config.tune.fine_span_octaves=0"]
 
 
 def tune_cli(workdir, fault=None, signame="KILL", *changes):

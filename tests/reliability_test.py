@@ -215,7 +215,10 @@ TUNE = ["--config.tune.batch_sizes=(32,64)",
         "--config.tune.seeds=(0,)", "--config.tune.epochs=2",
         "--config.tune.bootstrap_samples=100",
         "--config.model.family=linear", "--config.steps_per_loop=50",
-        "--config.tune.runner=trainer"]
+        "--config.tune.runner=trainer",
+        # One stage; the second is tested with the population runner
+        # (tuning_test, filesystem_test).
+        "--config.tune.fine_span_octaves=0"]
 
 
 def test_search_killed_twice_runs_every_trial_once(tmp_path):
