@@ -11,6 +11,21 @@ import math
 import numpy as np
 
 
+def batch_axes(ax, batches):
+    """Log-log axes against the batch size: a labelled tick at each B, and
+    on the y axis at 1, 2 and 5 per decade (the quantities span one or
+    two decades, where matplotlib would label only one tick)."""
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(batches, [f"{int(b)}" for b in batches])
+    ax.minorticks_off()
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("batch size B")
+
+
 def steps_figure(table, result):
     """`steps_to_target.png`: steps to the target against B on log-log
     axes, with perfect scaling (steps halve as B doubles) through the
@@ -19,7 +34,6 @@ def steps_figure(table, result):
     Returns a `matplotlib.figure.Figure`.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogLocator, ScalarFormatter
 
     fig = Figure(figsize=(5, 4.6), dpi=80)
     ax = fig.subplots()
@@ -30,8 +44,6 @@ def steps_figure(table, result):
     spread[~np.isfinite(spread)] = 0.0
     ax.errorbar(batches, steps, yerr=spread, fmt="o", color="C0", capsize=3,
                 label="measured (median over seeds, 95% interval)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.plot(batches, steps[0] * batches[0] / batches, "--", color="gray",
             label="perfect scaling")
     if math.isfinite(result["b_crit"]):
@@ -41,12 +53,7 @@ def steps_figure(table, result):
                                   f"{result['b_crit']:.3g}")
         if batches[0] <= result["b_crit"] <= batches[-1]:
             ax.axvline(result["b_crit"], color="C1", linestyle=":")
-    ax.set_xticks(batches, [f"{int(b)}" for b in batches])
-    ax.minorticks_off()
-    # Labelled ticks at 1, 2 and 5 per decade: the steps span one or two.
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.set_xlabel("batch size B")
+    batch_axes(ax, batches)
     ax.set_ylabel("steps to target")
     ax.set_title(f"steps to eval loss {result['target']:.3g}")
     ax.grid(alpha=0.3, which="both")

@@ -164,7 +164,6 @@ def figure(trials, by_batch, fit=None):
     alone).
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogLocator, ScalarFormatter
 
     fig = Figure(figsize=(10, 3.8), dpi=80)
     left, right = fig.subplots(1, 2)
@@ -225,14 +224,7 @@ def figure(trials, by_batch, fit=None):
             color="C3", label=f"two ranges: {fit['slope_small']:.2f}, "
                               f"{fit['slope_large']:.2f} (break "
                               f"{knee:.3g})")
-    right.set_xscale("log")
-    right.set_yscale("log")
-    right.set_xticks(batches, [f"{int(b)}" for b in batches])
-    right.minorticks_off()
-    # Labelled ticks at 1, 2 and 5 per decade: the rates span one or two.
-    right.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    right.yaxis.set_major_formatter(ScalarFormatter())
-    right.set_xlabel("batch size B")
+    critical_batch_figures.batch_axes(right, batches)
     right.set_ylabel("eta = B x eta0")
     right.set_title("best eta vs B")
     right.legend(fontsize=7, loc="lower right")
