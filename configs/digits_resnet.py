@@ -89,6 +89,9 @@ def get_config():
     config.model.weight_decay = 1e-4
     # Zero-init the last BN gamma of residual blocks; None: if residual.
     config.model.zero_init_residual = config_dict.placeholder(bool)
+    # False: no batch norm (cifar family); the convolutions get biases and
+    # a residual block's last conv starts at zero instead of its gamma.
+    config.model.batch_norm = True
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.eta0 = 0.1 / 128  # Per-example rate: eta = B * eta0.
@@ -99,7 +102,9 @@ def get_config():
     # Warmup counted in steps (added to warmup_epochs): Goyal et al.'s
     # gradual warmup for a fixed number of updates at every B.
     config.optimizer.warmup_steps = 0
-    config.optimizer.warmup = "gradual"  # "gradual", "constant", "none".
+    # "gradual" or "constant" (from the reference-batch rate), "from_zero"
+    # (a ramp at every B: the eta0 studies') or "none" (schedules.py).
+    config.optimizer.warmup = "gradual"
     config.optimizer.reference_batch_size = 256
     # The lecture: the rate is halved twice.
     config.optimizer.decay = "piecewise"  # "piecewise", "cosine", "constant".

@@ -22,10 +22,47 @@ from tf_temperature import _validation
 from tf_temperature.batch_schedules import BatchSizeSchedule
 
 RULES = ("linear", "sqrt", "none")
-WARMUPS = ("gradual", "constant", "none")
+WARMUPS = ("gradual", "constant", "from_zero", "none")
 DECAYS = ("piecewise", "cosine", "constant")
 # How eta follows a growing batch: kept, or scaled by `rule` with B.
 BATCH_GROWTH_ETAS = ("constant", "scaled")
+
+
+def warmup_rate(warmup, step, warmup_steps, start, target):
+    """The rate at optimizer step `step` (from 0) of a warmup of
+    `warmup_steps` steps towards `target`: the one place each warmup kind
+    is written (`LinearScalingSchedule` and the study's population engine,
+    `studies.population`, both call it).
+
+    * `"gradual"` (Goyal et al. 2017, section 2.2): linear from `start`
+      (their reference-batch rate) at step 0 to `target` at `warmup_steps`.
+    * `"constant"`: `start` for `warmup_steps` steps, then `target`.
+    * `"from_zero"`: `target * min(1, (step + 1) / warmup_steps)`, a ramp
+      from about 0 whatever `B` (the first update already moves).
+    * `"none"`: `target` (as is any kind with `warmup_steps = 0`).
+
+    Args:
+        warmup: one of `WARMUPS`.
+        step, warmup_steps: float32 tensors (or floats).
+        start, target: the rates; tensors broadcast (one per copy).
+
+    Returns:
+        A float32 tensor.
+    """
+    step = ops.cast(step, "float32")
+    warmup_steps = ops.cast(warmup_steps, "float32")
+    target = ops.cast(target, "float32")
+    warming = step < warmup_steps
+    if warmup == "gradual":
+        ramp = start + (target - start) * step / ops.maximum(warmup_steps,
+                                                              1e-9)
+        return ops.where(warming, ramp, target)
+    if warmup == "constant":
+        return ops.where(warming, ops.cast(start, "float32"), target)
+    if warmup == "from_zero":
+        return target * ops.minimum((step + 1.0) / ops.maximum(
+            warmup_steps, 1.0), 1.0)
+    return target
 
 
 def scaled_learning_rate(eta0, batch_size, rule="linear"):
@@ -119,8 +156,10 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
       or below the reference batch has no warmup to do.
       `"gradual"` ramps linearly from that start to `eta` at
       `warmup_epochs` (Goyal et al. section 2.2); `"constant"` holds the
-      start for `warmup_epochs`, then jumps to `eta`; `"none"` has no warmup
-      (`warmup_epochs` is then ignored).
+      start for `warmup_epochs`, then jumps to `eta`; `"from_zero"` ignores
+      the start and ramps `eta (t + 1) / warmup_steps` (a warmup at every
+      B, the eta0 study's); `"none"` has no warmup (`warmup_epochs` is then
+      ignored). `warmup_rate` writes each kind.
     - Decay: `"piecewise"` multiplies by `decay_rate` at each of
       `boundaries_epochs` (He et al. and Goyal et al.: 0.1 at 30, 60, 80;
       the lecture: 0.5 twice); `"cosine"` follows half a cosine from `eta`
@@ -143,7 +182,7 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
         steps_per_epoch: steps per epoch at this batch size, >= 1 (or one
             per phase of a `batch_growth`: `BatchSizeSchedule`).
         warmup_epochs: length of the warmup in epochs, >= 0.
-        warmup: `"gradual"`, `"constant"` or `"none"`.
+        warmup: `"gradual"`, `"constant"`, `"from_zero"` or `"none"`.
         rule: `"linear"`, `"sqrt"` or `"none"`.
         boundaries_epochs: increasing epochs > `warmup_epochs` at which a
             `"piecewise"` decay multiplies the rate by `decay_rate`.
@@ -258,11 +297,11 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 [scaled_learning_rate(self.eta0, p.batch_size, self.rule)
                  for p in self.batches.phases], "float32"),
                 self.batches.phase_index(step))
-        if warmup_epochs > 0 and self.warmup == "gradual":
-            ramp = start + (target - start) * epoch / warmup_epochs
-            rate = ops.where(epoch < warmup_epochs, ramp, rate)
-        elif warmup_epochs > 0 and self.warmup == "constant":
-            rate = ops.where(epoch < warmup_epochs, start, rate)
+        if warmup_epochs > 0:
+            per_epoch = self.batches.phases[0].steps_per_epoch
+            # The warmup ends in the first phase: `step` counts its steps.
+            rate = warmup_rate(self.warmup, step, warmup_epochs * per_epoch,
+                               start, rate)
 
         if self.decay == "piecewise" and self.boundaries_epochs:
             passed = ops.sum(
