@@ -1,11 +1,12 @@
 """Population trials: a copy is a lone Keras model; one trace; known answer."""
 
 import keras
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_temperature import noise_scale
+from tf_temperature import noise_scale, schedules
 from tf_temperature.studies import linear_regression, population, tasks
 
 
@@ -16,31 +17,43 @@ def digits_task(hidden=(16,), n=64, features=12, seed=0):
     return tasks.DigitsTask(x[:n], y[:n], x[n:], y[n:], 4, tuple(hidden))
 
 
+def image_task(family, n=32, seed=0):
+    """A 4-class task on 8x8x1 images for the plain CNN or the ResNet."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n + 16, 8, 8, 1)).astype("float32")
+    y = ((x[:, :4].mean((1, 2, 3)) > 0).astype("int32")
+         + 2 * (x[:, :, :4].mean((1, 2, 3)) > 0).astype("int32"))
+    config = ml_collections.ConfigDict(dict(
+        depth=8, residual=family == "resnet", width=4, shortcut="A",
+        zero_init_residual=None))
+    network = population.Network(config, (8, 8, 1), 4)
+    return tasks.DigitsTask(x[:n], y[:n], x[n:], y[n:], 4, (), network)
+
+
 def lone_mlp(task, seed):
-    """A copy's twin: Keras `Dense` layers from the copy's start."""
-    sizes = task.layer_sizes
-    model = keras.Sequential(
-        [keras.Input((sizes[0],))]
-        + [keras.layers.Dense(units, activation="relu")
-           for units in sizes[1:-1]] + [keras.layers.Dense(sizes[-1])])
-    start = population.initial_weights(sizes, seed)
-    model.set_weights([w if w.ndim == 2 and w.shape[0] != 1 else w[0]
-                       for w in start])
+    """A copy's twin: the lone Keras model from the copy's start."""
+    model = task.architecture.lone()
+    model.set_weights(task.initial_weights(seed))
     return model
 
 
-def lone_model(task, seed, momentum, eta, batch_size, steps, warmup=0):
-    """The copy's twin trained on the same batches."""
+def lone_model(task, seed, momentum, eta, batch_size, steps, warmup=0,
+               kind="from_zero", reference_batch_size=256):
+    """The copy's twin trained by Keras' SGD on the same batches, at the
+    rates of the training pipeline's schedule for the same warmup."""
     model = lone_mlp(task, seed)
     optimizer = keras.optimizers.SGD(learning_rate=0.0, momentum=momentum)
+    schedule = schedules.LinearScalingSchedule(
+        eta / batch_size, batch_size, task.steps(batch_size, 1),
+        warmup_epochs=warmup / task.steps(batch_size, 1), warmup=kind,
+        reference_batch_size=reference_batch_size)
     n = len(task.y_train)
     per_epoch = n // batch_size
     for step in range(steps):
         epoch, index = divmod(step, per_epoch)
         order = np.random.default_rng([seed, epoch]).permutation(n)
         picked = order[index * batch_size:(index + 1) * batch_size]
-        optimizer.learning_rate.assign(
-            eta * min(1.0, (step + 1) / max(warmup, 1)))
+        optimizer.learning_rate.assign(schedule(step))
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(
                 keras.losses.sparse_categorical_crossentropy(
@@ -62,6 +75,38 @@ def test_a_copy_trains_exactly_as_a_lone_keras_model(momentum, warmup):
     for w, g in zip(want, got, strict=True):
         np.testing.assert_allclose(g.reshape(w.shape), w, rtol=2e-5,
                                    atol=2e-6)
+
+
+@pytest.mark.parametrize("family, momentum, warmup, kind", [
+    ("plain", 0.0, 0, "none"), ("resnet", 0.0, 0, "none"),
+    ("plain", 0.9, 6, "from_zero"), ("resnet", 0.9, 6, "gradual")])
+def test_a_convolutional_copy_trains_exactly_as_a_lone_keras_model(
+        family, momentum, warmup, kind):
+    # The plain CNN and the ResNet of the project's builder: copy 1 of the
+    # population (grouped-by-copy convolutions, XLA) against the lone
+    # Keras Conv2D model, started alike and fed the same batches.
+    task = image_task(family)
+    pop = population.Population(task, (3, 7), epochs=2, momentum=momentum)
+    eta = 0.2
+    pop.run(batch_size=8, eta=eta, epochs=2, warmup_steps=warmup,
+            warmup=kind, reference_batch_size=2)
+    lone = lone_mlp(task, 7)
+    names = [v.path for v in lone.trainable_variables]
+    assert any("conv" in name for name in names)
+    if family == "resnet":
+        # Without batch norm each block's last conv starts at zero.
+        assert not np.any(lone.get_layer("stage1_block1_2_conv")
+                          .get_weights()[0])
+    schedule_kind = kind if warmup else "none"
+    want = lone_model(task, 7, momentum, eta, 8, task.steps(8, 2), warmup,
+                      schedule_kind, reference_batch_size=2)
+    got = [v.numpy()[1] for v in pop.model.trainable_variables]
+    moved = 0.0
+    for w, g, start in zip(want, got, task.initial_weights(7), strict=True):
+        np.testing.assert_allclose(g.reshape(w.shape), w, rtol=1e-4,
+                                   atol=1e-5)
+        moved = max(moved, float(np.abs(w - start).max()))
+    assert moved > 1e-2  # The copies trained.
 
 
 def test_copies_do_not_depend_on_each_other_and_one_trace_serves_all():
@@ -209,3 +254,32 @@ def test_full_batch_descent_is_plain_gradient_descent():
                 labels=task.y_eval, logits=logits)).numpy()
         assert found["eval_loss"][copy] == pytest.approx(expected,
                                                          rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["gradual", "constant", "from_zero",
+                                  "none"])
+def test_the_trainer_and_the_engine_warm_up_alike(kind):
+    # One study config drives the training pipeline's optimizer and the
+    # population engine; their rates agree step by step (the warmup's
+    # name means one thing in both).
+    from configs import tune_digits
+    from tf_temperature.training import experiment
+
+    config = tune_digits.get_config()
+    config.optimizer.warmup_steps = 40
+    config.optimizer.warmup = kind
+    config.optimizer.reference_batch_size = 16
+    batch, eta0, per_epoch = 64, 2.0**-7, 16
+    config.optimizer.eta0 = eta0
+    optimizer = experiment.build_optimizer(config.optimizer, batch,
+                                           per_epoch, 20)
+    steps = np.arange(60)
+    trainer = np.array([float(optimizer.schedule(s)) for s in steps])
+    engine = population.Population.rate(
+        tf.constant(steps), batch * eta0, batch, 40, kind, 16).numpy()
+    np.testing.assert_allclose(engine, trainer, rtol=1e-6)
+    if kind == "gradual":  # From B_ref eta0 = 0.125 to eta = 0.5.
+        assert trainer[0] == pytest.approx(0.125)
+    if kind == "from_zero":  # eta (t + 1) / 40.
+        assert trainer[0] == pytest.approx(0.5 / 40)
+    assert trainer[45] == pytest.approx(0.5)

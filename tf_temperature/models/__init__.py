@@ -29,7 +29,8 @@ def build_model(model_config, input_shape, num_classes):
 
     Args:
         model_config: `config.model` (`family`, `depth`, `width`,
-            `residual`, `shortcut`, `weight_decay`, `zero_init_residual`).
+            `residual`, `shortcut`, `weight_decay`, `zero_init_residual`,
+            `batch_norm`: absent means True).
         input_shape: the image shape.
         num_classes: the number of logits.
 
@@ -42,9 +43,24 @@ def build_model(model_config, input_shape, num_classes):
     if model_config.family == "mlp":
         return mlp_model(input_shape, num_classes, model_config.depth,
                          model_config.width, model_config.weight_decay)
-    builder = (cifar_resnet if model_config.family == "cifar"
-               else imagenet_resnet)
-    return builder(
+    if model_config.family == "cifar":
+        return cifar_resnet(
+            model_config.depth,
+            residual=model_config.residual,
+            num_classes=num_classes,
+            input_shape=tuple(input_shape),
+            width=model_config.width,
+            shortcut=model_config.shortcut,
+            weight_decay=model_config.weight_decay,
+            zero_init_residual=model_config.zero_init_residual,
+            batch_norm=model_config.get("batch_norm", True),
+        )
+    if not model_config.get("batch_norm", True):
+        raise ValueError("`model.batch_norm` must be True with model.family="
+                         f"{model_config.family!r} (only the cifar family "
+                         "has a BN-free variant). Received: "
+                         "model.batch_norm=False")
+    return imagenet_resnet(
         model_config.depth,
         residual=model_config.residual,
         num_classes=num_classes,

@@ -99,9 +99,12 @@ class ZeroPadShortcut(keras.layers.Layer):
 class _Builder:
     """Holds the options shared by every layer of one network."""
 
-    def __init__(self, residual, weight_decay, zero_init_residual, shortcut):
+    def __init__(self, residual, weight_decay, zero_init_residual, shortcut,
+                 batch_norm=True, population=None):
         self.residual = residual
         self.shortcut = shortcut
+        self.batch_norm = batch_norm
+        self.population = population
         self.blocks = 0  # Counted as they are made (see `_recursion_room`).
         self.zero_init = residual if zero_init_residual is None else bool(
             zero_init_residual
@@ -112,23 +115,30 @@ class _Builder:
             keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
         )
 
-    def conv(self, x, filters, kernel_size, strides, name):
+    def conv(self, x, filters, kernel_size, strides, name, zero=False):
+        if self.population:
+            return _population().PopulationConv2D(
+                filters, kernel_size, self.population, strides=strides,
+                use_bias=not self.batch_norm, name=name)(x)
         return keras.layers.Conv2D(
             filters,
             kernel_size,
             strides=strides,
             padding="same",
-            use_bias=False,
+            # Batch norm's beta is the bias; without it the conv has one.
+            use_bias=not self.batch_norm,
             # He et al. 2015 initialization, as in torchvision's ResNets.
-            kernel_initializer=keras.initializers.VarianceScaling(
-                2.0, mode="fan_out", distribution="untruncated_normal"
-            ),
+            kernel_initializer="zeros" if zero else (
+                keras.initializers.VarianceScaling(
+                    2.0, mode="fan_out", distribution="untruncated_normal")),
             kernel_regularizer=self.regularizer,
             data_format="channels_last",
             name=name,
         )(x)
 
     def bn(self, x, name, zero_gamma=False):
+        if not self.batch_norm:
+            return x
         return keras.layers.BatchNormalization(
             axis=-1,
             momentum=_BN_MOMENTUM,
@@ -139,10 +149,12 @@ class _Builder:
 
     def conv_bn(self, x, filters, kernel_size, strides, name, relu=True,
                 last_in_block=False):
-        x = self.conv(x, filters, kernel_size, strides, f"{name}_conv")
-        x = self.bn(x, f"{name}_bn",
-                    zero_gamma=last_in_block and self.residual
-                    and self.zero_init)
+        zero = last_in_block and self.residual and self.zero_init
+        # Without batch norm the zero start moves to the block's last conv
+        # (Zhang et al. 2019, Fixup): each block starts as the identity.
+        x = self.conv(x, filters, kernel_size, strides, f"{name}_conv",
+                      zero=zero and not self.batch_norm)
+        x = self.bn(x, f"{name}_bn", zero_gamma=zero)
         if relu:
             x = keras.layers.ReLU(name=f"{name}_relu")(x)
         return x
@@ -231,15 +243,27 @@ def _recursion_room(blocks):
         sys.setrecursionlimit(previous)
 
 
+def _population():
+    """The population layers (imported late: `studies` imports models)."""
+    from tf_temperature.studies import population
+
+    return population
+
+
 def _finish(inputs, x, build, depth, num_classes, head, temperature, name):
     """Pooling, the head, and the model named after its family."""
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    # float32 logits under mixed precision (the Keras mixed-precision guide:
-    # the model's last layer computes in float32). Weight decay on the
-    # kernel only, not the bias.
-    outputs = keras.layers.Dense(num_classes, dtype="float32",
-                                 kernel_regularizer=build.regularizer,
-                                 name="logits")(x)
+    if build.population:
+        x = _population().SplitCopies(build.population, name="split")(x)
+        outputs = _population().PopulationDense(
+            num_classes, build.population, name="logits")(x)
+    else:
+        # float32 logits under mixed precision (the Keras mixed-precision
+        # guide: the model's last layer computes in float32). Weight decay
+        # on the kernel only, not the bias.
+        outputs = keras.layers.Dense(num_classes, dtype="float32",
+                                     kernel_regularizer=build.regularizer,
+                                     name="logits")(x)
     if head == "softmax":
         outputs = TemperatureSoftmax(temperature,
                                      name="probabilities")(outputs)
@@ -260,6 +284,8 @@ def cifar_resnet(
     head="logits",
     temperature=1.0,
     name=None,
+    batch_norm=True,
+    population=None,
 ):
     """The CIFAR ResNet (or plain net) of He et al. 2016, section 4.2.
 
@@ -282,6 +308,13 @@ def cifar_resnet(
         head: `"logits"` or `"softmax"` (a `TemperatureSoftmax`).
         temperature: the head's softmax temperature (with `head="softmax"`).
         name: model name; default `resnet{depth}` or `plain{depth}`.
+        batch_norm: False removes every batch norm; the convolutions get
+            biases, and a residual block's last convolution starts at zero
+            where its batch norm's gamma would (`zero_init_residual`).
+        population: None, or `S` for `S` independent copies trained as one
+            model (`studies.population`: inputs `[S, B, H, W, C]`, logits
+            `[S, B, K]`); needs `batch_norm=False`, `head="logits"` and no
+            weight decay.
 
     Returns:
         A `keras.Model` from images to float32 logits (or probabilities).
@@ -302,11 +335,32 @@ def cifar_resnet(
         )
     shape = _check_common(residual, input_shape, shortcut, head, num_classes,
                           width, weight_decay, temperature, min_size=4)
+    if not isinstance(batch_norm, bool):
+        raise ValueError("`batch_norm` must be True or False. Received: "
+                         f"batch_norm={batch_norm!r}")
+    if population is not None:
+        _validation.positive_integer("population", population)
+        for field, value, ok in (
+                ("batch_norm", batch_norm, not batch_norm),
+                ("head", head, head == "logits"),
+                ("weight_decay", weight_decay, not weight_decay)):
+            if not ok:
+                raise ValueError(
+                    f"`{field}` is not supported with `population` (copies "
+                    "without batch statistics, plain SGD). Received: "
+                    f"{field}={value!r}")
     blocks_per_stage = (depth - 2) // 6
-    build = _Builder(residual, weight_decay, zero_init_residual, shortcut)
+    build = _Builder(residual, weight_decay, zero_init_residual, shortcut,
+                     batch_norm, population)
 
-    inputs = keras.Input(shape, name="images")
-    x = build.conv_bn(inputs, width, 3, 1, "stem")
+    if population:
+        inputs = keras.Input((None, *shape), batch_size=population,
+                             name="images")
+        x = _population().MergeCopies(name="merge")(inputs)
+    else:
+        inputs = keras.Input(shape, name="images")
+        x = inputs
+    x = build.conv_bn(x, width, 3, 1, "stem")
     for stage, filters in enumerate((width, 2 * width, 4 * width)):
         for block in range(blocks_per_stage):
             strides = 2 if stage > 0 and block == 0 else 1
@@ -351,6 +405,13 @@ def imagenet_resnet(
         head: `"logits"` or `"softmax"` (a `TemperatureSoftmax`).
         temperature: the head's softmax temperature (with `head="softmax"`).
         name: model name; default `resnet{depth}` or `plain{depth}`.
+        batch_norm: False removes every batch norm; the convolutions get
+            biases, and a residual block's last convolution starts at zero
+            where its batch norm's gamma would (`zero_init_residual`).
+        population: None, or `S` for `S` independent copies trained as one
+            model (`studies.population`: inputs `[S, B, H, W, C]`, logits
+            `[S, B, K]`); needs `batch_norm=False`, `head="logits"` and no
+            weight decay.
 
     Returns:
         A `keras.Model` from images to float32 logits (or probabilities).

@@ -38,10 +38,11 @@ al. 2017's linear scaling rule); the exact law keeps a residual
 `eta (B + d + 1) / 2B` correction, which the grid in `equipartition.table`
 measures.
 
-`measure_excess_loss` runs the system with a Keras model and a Keras SGD
-optimizer (many independent chains at once, every chain its own `w`) and
-time-averages `|delta|^2 / 2` after a burn-in, with a batch-means standard
-error. `noise_variance_from_excess_loss` inverts the law: from a measured
+`measure_excess_loss` runs the system as a population of independent
+chains (`population.Copies`, the studies' one SGD engine; every chain its
+own `w`, its examples from `sample_batch`) and time-averages
+`|delta|^2 / 2` after a burn-in, with a batch-means standard error.
+`noise_variance_from_excess_loss` inverts the law: from a measured
 equilibrium loss, `eta`, `B` and `d` it recovers `sigma^2`, as the gas law
 `pV = N k T` gives Boltzmann's constant from a measured pressure.
 """
@@ -49,7 +50,6 @@ equilibrium loss, `eta`, `B` and `d` it recovers `sigma^2`, as the gas law
 import dataclasses
 import math
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -187,14 +187,50 @@ class Measurement:
     diverged: bool
 
 
-def make_model(dim, chains):
-    """`chains` independent linear regressions `y_c = x_c . w_c`, as one
-    Keras model on inputs of shape `[B, chains, dim]` (weights zero)."""
-    inputs = keras.Input((chains, dim), name="x")
-    outputs = keras.layers.EinsumDense(
-        "bcd,cd->bc", output_shape=(chains,), kernel_initializer="zeros",
-        name="w")(inputs)
-    return keras.Model(inputs, outputs, name="linear_regression")
+def sample_batch(w_star, noise_std, batch_size, seeds, step):
+    """Fresh examples of the system for each copy: the one place they are
+    drawn (the eta0 study's task and `measure_excess_loss` both call it).
+
+    `x ~ N(0, I_d)` `[B, d]` and `y = x . w*_i + noise_std eps` per copy.
+    With a sequence of seeds, copy `i`'s examples depend on `seeds[i]` and
+    `step` alone, never on the other copies (the study: held-out seeds are
+    other data); with one int, all copies are drawn at once from that key
+    and the step (the many chains of a measurement: 5 times fewer ops a
+    step than 64 per-copy draws).
+
+    Args:
+        w_star: `[d]` (every copy's) or `[S, d]` (one per copy).
+        noise_std: `sigma`.
+        batch_size: `B`, an int or an int32 tensor.
+        seeds: `S` Python ints, or one int key.
+        step: the step, an int32 tensor.
+
+    Returns:
+        `(x [S, B, d], y [S, B])`.
+    """
+    dim = w_star.shape[-1]
+    if isinstance(seeds, int):
+        copies = int(w_star.shape[0]) if len(w_star.shape) == 2 else 1
+        x = tf.random.stateless_normal([copies, batch_size, dim],
+                                       seed=tf.stack([seeds, step]))
+        noise = tf.random.stateless_normal(
+            [copies, batch_size], seed=tf.stack([seeds, -1 - step]))
+    else:
+        x = tf.stack([tf.random.stateless_normal(
+            [batch_size, dim], seed=tf.stack([seed, step]))
+            for seed in seeds])
+        noise = tf.stack([tf.random.stateless_normal(
+            [batch_size], seed=tf.stack([seed, -1 - step]))
+            for seed in seeds])
+    w_star = tf.broadcast_to(w_star, [x.shape[0], dim])
+    return x, tf.einsum("sbd,sd->sb", x, w_star) + noise_std * noise
+
+
+def half_mean_square(outputs, targets):
+    """`[S]`: each copy's loss, half the mean square of `outputs [S, B, 1]`
+    against `targets [S, B]`."""
+    return 0.5 * tf.reduce_mean(tf.square(outputs[..., 0] - targets),
+                                axis=-1)
 
 
 def measurement_steps(eta, batch_size, dim=8, num_batches=20):
@@ -212,13 +248,14 @@ def measure_excess_loss(eta, batch_size, dim=8, noise_variance=1.0,
                         seed=0):
     """Runs SGD on the system and measures its stationary excess loss.
 
-    A Keras model (`make_model`) with `chains` independent weight vectors,
-    each started at its own `w*` (excess 0, so the loss heats up to the
-    equilibrium), is trained by `keras.optimizers.SGD(eta)` on fresh
-    Gaussian batches of `batch_size` examples per chain, inside one
-    `tf.function`. The chains' mean excess loss is averaged over `steps`
-    steps after `burn_in`; the standard error comes from `num_batches`
-    batch means (each batch five relaxation times long by default).
+    A population of `chains` independent linear models
+    (`population.Copies`), each started at its own `w*` (excess 0, so the
+    loss heats up to the equilibrium), is trained by plain SGD at `eta` on
+    fresh Gaussian batches of `batch_size` examples per chain
+    (`sample_batch`), inside one `tf.function`. The chains' mean excess
+    loss is averaged over `steps` steps after `burn_in`; the standard
+    error comes from `num_batches` batch means (each batch five
+    relaxation times long by default).
 
     Args:
         eta: the learning rate.
@@ -254,32 +291,26 @@ def measure_excess_loss(eta, batch_size, dim=8, noise_variance=1.0,
                          f"Received: steps={steps!r}")
 
     _tracing.expect_new_functions()  # One loop function per call.
-    model = make_model(dim, chains)
-    kernel = model.get_layer("w").kernel
-    optimizer = keras.optimizers.SGD(learning_rate=eta)
-    optimizer.build(model.trainable_variables)
-    rng = np.random.default_rng(seed)
-    w_star = tf.constant(rng.normal(size=(chains, dim)), tf.float32)
-    kernel.assign(w_star)
-    generator = tf.random.Generator.from_seed(seed)
+    from tf_temperature.studies import population
+
+    w_star = np.random.default_rng(seed).normal(size=(chains, dim)).astype(
+        np.float32)
+    model = population.Perceptron((dim, 1), use_bias=False).population(
+        chains)
+    # Every chain starts at its own w* (excess 0) and heats up.
+    copies = population.Copies(model, half_mean_square,
+                               starts=[w_star[:, :, None]])
+    kernel = model.get_layer("logits").kernel
     noise_std = math.sqrt(noise_variance)
 
     @tf.function
     def run(num_steps):
         excess = tf.TensorArray(tf.float32, size=num_steps)
         for i in tf.range(num_steps):
-            x = generator.normal([batch_size, chains, dim])
-            y = (tf.einsum("bcd,cd->bc", x, w_star)
-                 + noise_std * generator.normal([batch_size, chains]))
-            with tf.GradientTape() as tape:
-                residual = model(x, training=True) - y
-                # Summed over chains: each chain's gradient is its own.
-                loss = 0.5 * tf.reduce_sum(
-                    tf.reduce_mean(tf.square(residual), axis=0))
-            gradients = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply(gradients, model.trainable_variables)
+            x, y = sample_batch(w_star, noise_std, batch_size, int(seed), i)
+            copies.step(x, y, eta)
             value = 0.5 * tf.reduce_mean(
-                tf.reduce_sum(tf.square(kernel - w_star), axis=-1))
+                tf.reduce_sum(tf.square(kernel[:, :, 0] - w_star), axis=-1))
             excess = excess.write(i, value)
             if not tf.math.is_finite(value):
                 break

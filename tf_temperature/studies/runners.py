@@ -28,7 +28,8 @@ from tf_temperature.training import distribute, experiment, io, trainer
 
 
 class PopulationRunner:
-    """Trials of a small BN-free model, every seed a copy of one population.
+    """Trials of a BN-free model (perceptron, plain CNN or ResNet), every
+    seed a copy of one population.
 
     Args:
         config: the study config (`tune.runner = "population"`).
@@ -39,9 +40,11 @@ class PopulationRunner:
 
     def __init__(self, config):
         self.config, self.tune = config, config.tune
-        self.task = tasks.make_task(config)
+        tasks.check_population_config(config)
+        # Before any model is built (TensorFlow fixes its pools then).
         distribute.set_threads(config.intra_op_threads,
                                config.inter_op_threads)
+        self.task = tasks.make_task(config)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         self.num_classes = getattr(self.task, "num_classes", 0)
@@ -71,9 +74,10 @@ class PopulationRunner:
         the halves (`small_sq`) and the whole batch (`big_sq`) since the
         previous evaluation, rounded to 7 digits."""
         del directory
+        opt = self.config.optimizer
         result = self.population.run(
-            batch, batch * eta0, epochs, self.config.optimizer.warmup_steps,
-            record=record)
+            batch, batch * eta0, epochs, opt.warmup_steps, record=record,
+            warmup=opt.warmup, reference_batch_size=opt.reference_batch_size)
         blew_up = self.task.blew_up(result)
         seeds = [{"seed": seed, "value": result[self.tune.objective][i],
                   "final_train_loss": result["train_loss"][i],

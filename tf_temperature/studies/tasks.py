@@ -29,9 +29,14 @@ BLOWUP = 3.0
 
 
 def mean_cross_entropy(logits, labels):
-    """`[S]`: each copy's mean cross-entropy over its batch."""
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=labels, logits=logits), axis=-1)
+    """`[S]`: each copy's mean cross-entropy over its batch (logits
+    `[S, B, K]`, labels `[S, B]`)."""
+    # As 2-D logits the op runs as is: with 3-D ones TensorFlow adds a
+    # shape assert, which XLA drops with a warning at every compile.
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.reshape(labels, [-1]),
+        logits=tf.reshape(logits, [-1, tf.shape(logits)[-1]]))
+    return tf.reduce_mean(tf.reshape(losses, tf.shape(labels)), axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +48,9 @@ class DigitsTask:
         x_eval, y_eval: the evaluation split.
         num_classes: labels.
         hidden: units of the hidden layers (`()`: softmax regression).
+        network: a `population.Network` (then `x_train` and `x_eval` are
+            images `[N, H, W, C]` and `hidden` is not used), or None for
+            the perceptron of `hidden`.
     """
 
     x_train: np.ndarray
@@ -51,6 +59,7 @@ class DigitsTask:
     y_eval: np.ndarray
     num_classes: int
     hidden: tuple = (64,)
+    network: object = None
     # A recorded run's evaluations per epoch: steps to a target are
     # interpolated between two of them (in log loss), and the noise scale's
     # trajectory has this resolution. An evaluation costs about as much as
@@ -60,6 +69,12 @@ class DigitsTask:
     @property
     def layer_sizes(self):
         return [self.x_train.shape[1], *self.hidden, self.num_classes]
+
+    @property
+    def architecture(self):
+        """What a copy is: `network`, or the perceptron of `hidden`."""
+        return self.network or population.Perceptron(
+            tuple(self.layer_sizes))
 
     @property
     def chance(self):
@@ -83,7 +98,8 @@ class DigitsTask:
 
     def make(self, seeds, epochs):
         """Returns `(model, batch_fn, loss_fn, eval_fn)` for the copies of
-        `seeds` over at most `epochs` epochs."""
+        `seeds` over at most `epochs` epochs (`eval_fn(train=False)`: the
+        evaluation loss alone, a recorded run's curve)."""
         n = len(self.y_train)
         orders = tf.constant(np.stack([
             np.stack([np.random.default_rng([seed, epoch]).permutation(n)
@@ -94,7 +110,7 @@ class DigitsTask:
         x_eval = tf.constant(np.broadcast_to(
             self.x_eval, (len(seeds), *self.x_eval.shape)))
         y_eval = tf.constant(self.y_eval)
-        model = population.mlp(self.layer_sizes, len(seeds))
+        model = self.architecture.population(len(seeds))
 
         def batch_fn(step, batch_size):
             per_epoch = n // batch_size
@@ -105,12 +121,14 @@ class DigitsTask:
 
         loss_fn = mean_cross_entropy
 
-        def eval_fn():
+        def eval_fn(train=True):
             logits = model(x_eval)
             labels = tf.broadcast_to(y_eval, tf.shape(logits)[:2])
             wrong = tf.cast(tf.not_equal(
                 tf.argmax(logits, -1, output_type=tf.int32), labels),
                 tf.float32)
+            if not train:  # A recorded run's curve: the eval split only.
+                return {"eval_loss": loss_fn(logits, labels)}
             train_logits = model(tf.broadcast_to(
                 x_train, (len(seeds), *x_train.shape)))
             train_labels = tf.broadcast_to(y_train,
@@ -130,7 +148,8 @@ class DigitsTask:
                                             (copies, len(self.y_train)))))
 
     def initial_weights(self, seed):
-        return population.initial_weights(self.layer_sizes, seed)
+        """Copy `seed`'s start: the lone model's weights."""
+        return self.architecture.start(seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,22 +232,13 @@ class LinearRegressionTask:
         model = population.mlp([self.dim, 1], len(seeds), use_bias=False)
 
         def batch_fn(step, batch_size):
-            # A copy's examples depend on its seed and the step only.
-            xs, ys = [], []
-            for seed in seeds:
-                x = tf.random.stateless_normal(
-                    [batch_size, self.dim], seed=tf.stack([seed, step]))
-                noise = tf.random.stateless_normal(
-                    [batch_size], seed=tf.stack([seed, -1 - step]))
-                xs.append(x)
-                ys.append(tf.linalg.matvec(x, w_star) + noise_std * noise)
-            return tf.stack(xs), tf.stack(ys)
+            return linear_regression.sample_batch(
+                w_star, noise_std, batch_size, seeds, step)
 
-        def loss_fn(outputs, targets):  # [S]: half the mean square.
-            return 0.5 * tf.reduce_mean(
-                tf.square(outputs[..., 0] - targets), axis=-1)
+        loss_fn = linear_regression.half_mean_square
 
-        def eval_fn():
+        def eval_fn(train=True):
+            del train  # Exact and cheap: always the same dict.
             # The population loss is exact: E (x.(w - w*))^2 / 2 + sigma^2/2.
             excess = 0.5 * tf.reduce_sum(tf.square(
                 model.get_layer("logits").kernel[:, :, 0] - w_star), axis=-1)
@@ -254,7 +264,7 @@ def check_population_config(config):
     """Raises `ValueError` naming the first field a population study
     cannot run: it trains one small BN-free model per seed on one device at
     a constant rate after warmup, by plain or momentum SGD."""
-    from tf_temperature import _validation
+    from tf_temperature import _validation, schedules
     from tf_temperature.training import experiment
 
     opt = config.optimizer
@@ -267,10 +277,22 @@ def check_population_config(config):
                 f"must be one of {DATASETS} with tune.runner='population' "
                 "(tune.runner='trainer' runs any training config)")
     if config.dataset.name == "digits" and config.model.family not in (
-            "mlp", "linear"):
+            "mlp", "linear", "cifar"):
         _refuse("model.family", config.model.family,
-                "must be 'mlp' or 'linear' with tune.runner='population' "
-                "(no batch norm: tune.runner='trainer' runs ResNets)")
+                "must be 'mlp', 'linear' or 'cifar' with tune.runner="
+                "'population' (tune.runner='trainer' runs ImageNet ResNets)")
+    if (config.dataset.name == "digits" and config.model.family == "cifar"
+            and config.model.get("batch_norm", True)):
+        _refuse("model.batch_norm", config.model.get("batch_norm", True),
+                "must be False with tune.runner='population' (copies "
+                "without batch statistics; tune.runner='trainer' runs batch "
+                "norm)")
+    _validation.one_of("optimizer.warmup", opt.warmup, schedules.WARMUPS)
+    if (config.dataset.name == "linear_regression" and opt.warmup_steps
+            and opt.warmup != "from_zero"):
+        _refuse("optimizer.warmup", opt.warmup,
+                "must be 'from_zero' with dataset.name='linear_regression' "
+                "and optimizer.warmup_steps > 0 (the closed form's ramp)")
     for field, value, ok in (
             ("optimizer.rule", opt.rule, opt.rule == "linear"),
             ("optimizer.boundaries_epochs", tuple(opt.boundaries_epochs),
@@ -295,7 +317,7 @@ def make_task(config):
         ValueError: naming the first bad field.
     """
     from tf_temperature import _validation
-    from tf_temperature.training import sources
+    from tf_temperature.training import experiment, sources
 
     check_population_config(config)
     batch_sizes = tuple(int(b) for b in config.tune.batch_sizes)
@@ -314,17 +336,23 @@ def make_task(config):
         sources.check_dataset_config(data)
         (x_train, y_train), (x_eval, y_eval) = sources.load_digits_split(
             data.validation_fraction, config.seed)
-        x_train = x_train.reshape(len(x_train), -1)
-        x_eval = x_eval.reshape(len(x_eval), -1)
-        mean, std = x_train.mean(), x_train.std()
-        hidden = ()
+        hidden, network = (), None
+        if config.model.family == "cifar":
+            network = population.Network(config.model, x_train.shape[1:],
+                                         10)
+            with experiment.fields_of("model", config.model):
+                network.lone()  # Checks depth, width, shortcut.
+        else:
+            x_train = x_train.reshape(len(x_train), -1)
+            x_eval = x_eval.reshape(len(x_eval), -1)
         if config.model.family == "mlp":
             hidden = (_validation.positive_integer(
                 "model.width", config.model.width),) * (
                 _validation.positive_integer("model.depth",
                                              config.model.depth))
+        mean, std = x_train.mean(), x_train.std()
         task = DigitsTask((x_train - mean) / std, y_train,
-                          (x_eval - mean) / std, y_eval, 10, hidden)
+                          (x_eval - mean) / std, y_eval, 10, hidden, network)
         count = len(y_train)
         what = f"dataset.validation_fraction={data.validation_fraction!r}"
     for batch in batch_sizes:

@@ -1,13 +1,9 @@
 """The equilibrium experiment's runs: many (eta, B, m) copies in one graph.
 
 Every run of the equilibrium experiment (`equilibrium`) at one batch size
-`B` is a copy of one population (`population.PopulationDense` weights with a
-leading copy axis): each copy has its own rate `eta`, momentum `m`, rate
-schedule and seed, and the update is heavy-ball SGD written out per copy,
-
-    v <- m v - eta g,    w <- w + v,
-
-Keras' `SGD(momentum=m)` update, with `eta` and `m` vectors over the copies.
+`B` is a copy of one population (`population.Copies`, the studies' one
+engine): each copy has its own rate `eta`, momentum `m`, rate schedule and
+seed, and the update is Keras' `SGD(momentum=m)` per copy.
 Each copy visits the training set once per epoch in its seed's own order
 (the last `N mod B` examples of an order wait for the next epoch's); the
 labels are redrawn at every visit with probability `label_noise`
@@ -49,19 +45,17 @@ class Thermometer:
     def __init__(self, x_train, y_train, hidden, num_classes, label_noise,
                  etas, momenta, seeds, halvings):
         copies = len(etas)
-        sizes = [x_train.shape[1], *hidden, num_classes]
-        self.model = population.mlp(sizes, copies)
-        starts = [population.initial_weights(sizes, int(s)) for s in seeds]
-        for variable, parts in zip(self.model.trainable_variables,
-                                   zip(*starts, strict=True), strict=True):
-            variable.assign(np.stack(parts))
-        self.velocity = [tf.Variable(tf.zeros_like(v), trainable=False)
-                         for v in self.model.trainable_variables]
+        perceptron = population.Perceptron(
+            (x_train.shape[1], *hidden, num_classes))
+        self.model = perceptron.population(copies)
+        self.copies = population.Copies(
+            self.model, tasks.mean_cross_entropy, np.asarray(momenta),
+            population.stack_starts(self.model, [perceptron.start(int(s))
+                                                 for s in seeds]))
         self.x = tf.constant(x_train, tf.float32)
         self.y = tf.constant(y_train, tf.int32)
         self.classes, self.noise = num_classes, float(label_noise)
         self.eta = tf.constant(etas, tf.float32)
-        self.momentum = tf.constant(momenta, tf.float32)
         self._seed_list = [int(s) for s in seeds]
         width = max([len(h) for h in halvings] + [1])
         self.halvings = tf.constant(
@@ -93,8 +87,6 @@ class Thermometer:
 
     def _update(self, step, picked):
         """One step of every copy on its batch `picked` (`[S, B]`)."""
-        copies = self.eta.shape[0]
-        variables = self.model.trainable_variables
         x = tf.gather(self.x, picked)
         y = tf.gather(self.y, picked)
         redraw = tf.random.stateless_uniform(tf.shape(y), seed=[11, step])
@@ -102,15 +94,8 @@ class Thermometer:
             tf.shape(y), seed=[13, step], minval=0, maxval=self.classes,
             dtype=tf.int32)
         y = tf.where(redraw < self.noise, random, y)
-        grads, _, small, big = population.halves_step(
-            self.model, tasks.mean_cross_entropy, x, y)
-        rate = self._per_copy_rate(step)
-        for variable, velocity, grad in zip(variables, self.velocity, grads,
-                                            strict=True):
-            shape = [copies] + [1] * (len(variable.shape) - 1)
-            velocity.assign(tf.reshape(self.momentum, shape) * velocity
-                            - tf.reshape(rate, shape) * grad)
-            variable.assign_add(velocity)
+        _, small, big = self.copies.halves_step(x, y,
+                                                self._per_copy_rate(step))
         return small, big
 
     def _train(self, first, steps, batch_size, measure_every):
