@@ -22,13 +22,15 @@ Suites (`--suites`, comma-separated):
   JPEGs of ImageNet-like sizes, on one core and on all, against
   `keras.utils.image_dataset_from_directory` + Keras preprocessing layers.
 * `memory`: peak resident memory of a short training run per model, each
-  in its own process.
-* `study`: trials of the default eta0 study (`configs/tune_digits.py`,
-  5 seeds, 20 epochs, at B = 8, 64, 256) the old way, one training-pipeline
-  run per seed (`tune.runner = "trainer"`), against the population runner
-  with one seed per population (one trace, reused) and with the 5 seeds as
-  one population; seconds per seed and trial, and the speed-ups, in this
-  process.
+  in its own process; and of the population engine with 1 and 4 BN-free
+  ResNet-20 copies (32x32x3, B = 32 per copy): the cost of one more copy.
+* `study`: trials of the plain-CNN eta0 study
+  (`configs/tune_digits_cnn.py`; `--study_seeds` seeds, `--study_epochs`
+  epochs, at B = 16 and 64) as one training-pipeline run per seed
+  (`tune.runner = "trainer"`) and as one population of the seeds; seconds
+  per seed and trial and the speed-up, in this process; then the
+  population's images/s per copy against a lone Keras `fit` of the same
+  CNN at B = 64.
 * `accelerator`: ResNet-50, synthetic ImageNet data, mixed_bfloat16, XLA,
   B = 256 per GPU; images/sec and model FLOP utilization (4.1 GMAC forward
   per image, x3 for training, 2 FLOP per MAC). Skips without a GPU.
@@ -80,6 +82,11 @@ _IMAGES = flags.DEFINE_integer("images", 96, "JPEG files for the input "
 _THREADS = flags.DEFINE_list("threads", ["0", "0"], "TensorFlow intra- and "
                              "inter-op threads for this process (0: its "
                              "default).")
+_STUDY_SEEDS = flags.DEFINE_integer("study_seeds", 10, "Seeds (copies) "
+                                    "per trial in the study suite.")
+_STUDY_EPOCHS = flags.DEFINE_integer("study_epochs", 10, "Epochs per trial "
+                                     "in the study suite (the CNN study's "
+                                     "budget).")
 _MODE = flags.DEFINE_string("child", "", "Internal: run one measurement in "
                             "this process and print JSON.")
 
@@ -186,44 +193,108 @@ def run_child(mode, arguments):
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return {"peak_mb": peak_kb / 1024, "seconds":
                 time.perf_counter() - start, "step": summary["step"]}
+    if mode == "population_memory":
+        # S BN-free ResNet-20 copies (32x32x3, width 16) at B per copy:
+        # a few engine steps, then the process's peak resident memory.
+        import ml_collections
+
+        from tf_temperature.studies import population, tasks
+
+        copies, batch = arguments["copies"], arguments["batch"]
+        network = population.Network(ml_collections.ConfigDict(dict(
+            depth=20, residual=True, width=16, shortcut="A",
+            zero_init_residual=None)), (32, 32, 3), 10)
+        model = network.population(copies)
+        engine = population.Copies(model, tasks.mean_cross_entropy, 0.9)
+        x = tf.random.normal([copies, batch, 32, 32, 3])
+        y = tf.zeros([copies, batch], tf.int32)
+        start = time.perf_counter()
+        for _ in range(3):
+            engine.step(x, y, 0.01)
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return {"peak_mb": peak_kb / 1024,
+                "seconds": time.perf_counter() - start}
     if mode == "accelerator":
         return accelerator()
     raise ValueError(f"unknown child mode {mode!r}")
 
 
 def suite_study(repeats):
-    from configs import tune_digits
+    """The population engine against the trainer, on the plain-CNN study.
+
+    Trials of `configs/tune_digits_cnn.py` (`--study_seeds` seeds,
+    `--study_epochs` epochs, at B = 16 and 64): one training-pipeline run
+    per seed (`tune.runner = "trainer"`, what a study of any model costs)
+    against the seeds as one population (`tune.runner = "population"`),
+    seconds per seed and trial after one warm-up trial each; then the
+    population's images/s per copy against a lone Keras `fit` of the same
+    model (`population.Network.lone`, Keras SGD) at B = 64.
+    """
+    import keras
+    import numpy as np
+
+    from configs import tune_digits_cnn
     from tf_temperature.studies import runners
 
-    del repeats  # One pass: the trainer runner alone takes a minute.
-    rows, trials = [], [(8, 2.0**-7), (64, 2.0**-7), (256, 2.0**-8)]
-    config = tune_digits.get_config()
-    seeds = tuple(config.tune.seeds)
+    del repeats  # One pass: the trainer runs take most of the suite.
+    config = tune_digits_cnn.get_config()
+    config.tune.seeds = tuple(range(_STUDY_SEEDS.value))
+    config.tune.epochs = epochs = _STUDY_EPOCHS.value
+    trials = [(16, 2.0**-7), (64, 2.0**-8)]
+    seeds = len(config.tune.seeds)
 
-    def timed(runner, per_run_seeds):
-        runner.run(tempfile.mkdtemp(prefix="bench_study_"), 64, 2.0**-7, 1)
+    def per_seed_trial(runner):
+        for batch, eta0 in trials:  # Warm-up: one trace per B.
+            runner.run(tempfile.mkdtemp(prefix="bench_study_"), batch, eta0,
+                       1)
         started = time.perf_counter()
         for batch, eta0 in trials:
-            for _ in range(len(seeds) // per_run_seeds):
-                runner.run(tempfile.mkdtemp(prefix="bench_study_"), batch,
-                           eta0, config.tune.epochs)
-        return (time.perf_counter() - started) / (len(trials) * len(seeds))
+            runner.run(tempfile.mkdtemp(prefix="bench_study_"), batch, eta0,
+                       epochs)
+        return (time.perf_counter() - started) / (len(trials) * seeds)
 
-    results = {}
-    for name, runner_name, population in (
-            ("one training-pipeline run per seed", "trainer", seeds),
-            ("population of 1 seed, one trace", "population", seeds[:1]),
-            (f"population of {len(seeds)} seeds, one trace", "population",
-             seeds)):
+    rows, results = [], {}
+    for name, runner_name in (
+            (f"CNN: {seeds} training-pipeline runs, one per seed", "trainer"),
+            (f"CNN: population of {seeds} copies", "population")):
         variant = config.copy_and_resolve_references()
-        variant.tune.runner, variant.tune.seeds = runner_name, population
+        variant.tune.runner = runner_name
         runner = runners.make_runner(variant)
-        results[name] = timed(runner, len(population))
+        results[name] = per_seed_trial(runner)
     old = next(iter(results.values()))
     for name, seconds in results.items():
         rows.append({"suite": "study", "variant": name,
                      "seconds_per_seed_trial": seconds,
                      "speedup": old / seconds})
+
+    # Images/s per copy at B = 64 against a lone Keras model's fit.
+    batch = 64
+    engine = runner.population  # The population runner's, traced.
+    engine.run(batch, batch * 2.0**-8, 1)
+    values = []
+    for _ in range(3):
+        started = time.perf_counter()
+        steps = engine.run(batch, batch * 2.0**-8, epochs)["steps"]
+        values.append(steps * batch / (time.perf_counter() - started))
+    rows.append({"suite": "study", "variant": f"CNN population of {seeds}"
+                 f", B={batch}, images/s per copy",
+                 "images_per_sec": statistics.median(values),
+                 "min": min(values), "max": max(values)})
+    task = engine.task
+    lone = task.architecture.lone()
+    lone.compile(keras.optimizers.SGD(batch * 2.0**-8),
+                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = task.x_train, task.y_train.astype(np.int32)
+    lone.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+    values = []
+    for _ in range(3):
+        started = time.perf_counter()
+        lone.fit(x, y, batch_size=batch, epochs=epochs, verbose=0)
+        values.append(len(y) // batch * batch * epochs
+                      / (time.perf_counter() - started))
+    rows.append({"suite": "study", "variant": f"CNN lone Keras fit, B={batch}"
+                 ", images/s", "images_per_sec": statistics.median(values),
+                 "min": min(values), "max": max(values)})
     return rows
 
 
@@ -237,6 +308,18 @@ def suite_memory():
                      "peak_mb": result["peak_mb"], "model": model,
                      "batch": batch,
                      "seconds": result["seconds"]})
+    # The population engine: what one more ResNet-20 copy costs (BUILD_NOTES
+    # sizes a population to an accelerator's memory from it).
+    peaks = {}
+    for copies in (1, 4):
+        peaks[copies] = child("population_memory", {
+            "copies": copies, "batch": 32})["peak_mb"]
+        rows.append({"suite": "memory", "variant": f"population of {copies}"
+                     " BN-free ResNet-20 (32x32x3), B=32 per copy",
+                     "peak_mb": peaks[copies]})
+    rows.append({"suite": "memory", "variant": "one more ResNet-20 copy, "
+                 "B=32 (difference / 3)",
+                 "peak_mb": (peaks[4] - peaks[1]) / 3})
     return rows
 
 
