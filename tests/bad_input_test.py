@@ -249,10 +249,24 @@ FIELD_CASES = [
      "error: `tune.batch_sizes` must divide the 1438 training examples "
      "(dataset.validation_fraction=0.2), so that every B sees the same "
      "examples. Received: 8 in tune.batch_sizes=(8, 16, 32, 64, 128, 256)"),
-    ("tune_population_of_resnets", "tune", {"model.family": "cifar"}, None,
-     "error: `model.family` must be 'mlp' or 'linear' with "
-     "tune.runner='population' (no batch norm: tune.runner='trainer' runs "
-     "ResNets). Received: model.family='cifar'"),
+    ("tune_population_of_imagenet_resnets", "tune",
+     {"model.family": "imagenet"}, None,
+     "error: `model.family` must be 'mlp', 'linear' or 'cifar' with "
+     "tune.runner='population' (tune.runner='trainer' runs ImageNet "
+     "ResNets). Received: model.family='imagenet'"),
+    ("tune_population_with_batch_norm", "tune",
+     {"model.family": "cifar", "model.depth": 8}, None,
+     "error: `model.batch_norm` must be False with tune.runner='population' "
+     "(copies without batch statistics; tune.runner='trainer' runs batch "
+     "norm). Received: model.batch_norm=True"),
+    ("tune_population_bad_depth", "tune",
+     {"model.family": "cifar", "model.depth": 9,
+      "model.batch_norm": False}, None,
+     "error: `model.depth` must be of the form 6n+2 with n >= 1 (20, 32, "
+     "44, 56, 110, 1202, ...). Received: model.depth=9"),
+    ("tune_unknown_warmup", "tune", {"optimizer.warmup": "ramp"}, None,
+     "error: `optimizer.warmup` must be one of 'gradual', 'constant', "
+     "'from_zero', 'none'. Received: optimizer.warmup='ramp'"),
     ("tune_population_with_decay", "tune",
      {"optimizer.boundaries_epochs": (10.0,)}, None,
      "error: `optimizer.boundaries_epochs` is not supported with "

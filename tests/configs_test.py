@@ -16,8 +16,8 @@ TRAINING_CONFIGS = ["digits_resnet", "cifar10_resnet", "imagenet_resnet50",
                     "imagenet_resnet50_tpu", "imagenette_resnet18"]
 
 
-TUNING_CONFIGS = ["tune_digits", "tune_linear", "tune_cifar10",
-                  "tune_imagenet_tpu"]
+TUNING_CONFIGS = ["tune_digits", "tune_digits_cnn", "tune_digits_resnet",
+                  "tune_linear", "tune_cifar10", "tune_imagenet_tpu"]
 
 
 @pytest.mark.parametrize("name",

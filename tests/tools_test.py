@@ -67,6 +67,32 @@ def test_benchmark_input_suite_runs_from_one_command(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
+def test_benchmark_study_suite_times_the_engine_against_the_trainer(
+        tmp_path):
+    # Reduced: 2 seeds, 1 epoch. The rows exist and are positive; the
+    # population beats one trainer run per seed (by 30x at full size).
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    result = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--suites=study",
+         "--study_seeds=2", "--study_epochs=1", f"--output_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "benchmark.csv").set_index("variant")
+    trainer = rows.loc["CNN: 2 training-pipeline runs, one per seed"]
+    engine = rows.loc["CNN: population of 2 copies"]
+    assert engine["seconds_per_seed_trial"] < trainer[
+        "seconds_per_seed_trial"]
+    assert engine["speedup"] > 1.0
+    assert rows.filter(like="images/s", axis=0)["images_per_sec"].gt(0).all()
+    steps = rows.filter(like="7-conv", axis=0)["ms_per_step"]
+    assert len(steps) == 3 and steps.gt(0).all()
+
+
 def run_tool(name, *flags, cwd):
     import subprocess
     import sys

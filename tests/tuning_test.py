@@ -404,3 +404,77 @@ def test_digits_verdict_reproduces_on_a_disjoint_seed_set(tmp_path):
                    second["critical_batch"])
     assert overlap("b_half", first["critical_batch"],
                    second["critical_batch"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tune_digits_cnn", "tune_digits_resnet"])
+def test_the_convolutional_studies_run_end_to_end(tmp_path, name):
+    # The plain-CNN and ResNet studies, reduced (2 B x 3 eta0 + the fine
+    # stage, 2 seeds, 1 epoch), through the pipeline's command: the report
+    # files, one row per seed and trial, a finite slope, a clean output.
+    workdir = tmp_path / name
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.tune", f"--config=configs/{name}.py",
+         f"--workdir={workdir}", "--config.tune.batch_sizes=(8, 32)",
+         "--config.tune.eta0_values=(0.002, 0.008, 0.032)",
+         "--config.tune.fine_span_octaves=0.25", "--config.tune.epochs=1",
+         "--config.tune.seeds=(0, 1)", "--config.tune.bootstrap_samples=100"],
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "Ignoring Assert" not in result.stderr
+    trials = pd.read_csv(workdir / "trials.csv")
+    assert len(trials) == (2 * 3 + 2 * 3) * 2  # Coarse + fine, per seed.
+    verdict = json.loads((workdir / "verdict.json").read_text())
+    assert np.isfinite(verdict["slope"])
+    for path in ("eta0_by_batch.csv", "steps_to_target.csv",
+                 "noise_scale.csv", "eta0_vs_batch.png"):
+        assert (workdir / path).exists(), path
+
+
+@pytest.mark.slow
+def test_the_cifar10_study_runs_resumes_and_reports_its_pace(
+        tmp_path, monkeypatch, capsys):
+    # configs/tune_cifar10.py through the trainer runner (ResNet-20, batch
+    # norm, momentum, warmup) on tfds' mock CIFAR-10, reduced: 2 B x 3
+    # eta0 x 2 seeds, 2 epochs, no second stage. Killed at its third
+    # run, rerun: every trial once, and the time per seed and trial.
+    import time
+
+    import tensorflow_datasets as tfds
+
+    from configs import tune_cifar10
+
+    config = override(tune_cifar10.get_config(), {
+        "tune.batch_sizes": (8, 16), "tune.eta0_values": (2e-4, 8e-4, 3.2e-3),
+        "tune.seeds": (0, 1), "tune.epochs": 2,
+        "tune.fine_span_octaves": 0.0, "tune.bootstrap_samples": 100,
+        "optimizer.warmup_epochs": 1.0, "optimizer.boundaries_epochs": (),
+        "dataset.shuffle_buffer": 64, "steps_per_loop": 2})
+    calls = []
+    original = runners.trainer.train_and_evaluate
+
+    def dies_on_the_third(config, workdir, **kwargs):
+        calls.append(workdir)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(config, workdir, **kwargs)
+
+    with tfds.testing.mock_data(num_examples=64):
+        monkeypatch.setattr(runners.trainer, "train_and_evaluate",
+                            dies_on_the_third)
+        with pytest.raises(KeyboardInterrupt):
+            tuning.Search(config, str(tmp_path), None).run()
+        monkeypatch.setattr(runners.trainer, "train_and_evaluate", original)
+        started = time.perf_counter()
+        result = tuning.Search(config, str(tmp_path), None).run()
+        seconds = time.perf_counter() - started
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert len(trials) == 2 * 3 * 2
+    assert len(set(zip(trials["batch_size"], trials["eta0"],
+                       trials["seed"], strict=True))) == 12
+    assert np.isfinite(result["slope"])
+    # The rerun trained the 10 runs left (2 of 12 were done).
+    with capsys.disabled():
+        print(f"\ntune_cifar10 reduced: {seconds / 10:.1f} s per seed and "
+              "trial (ResNet-20, 2 epochs of 64 mock images)")

@@ -30,7 +30,9 @@ Suites (`--suites`, comma-separated):
   (`tune.runner = "trainer"`) and as one population of the seeds; seconds
   per seed and trial and the speed-up, in this process; then the
   population's images/s per copy against a lone Keras `fit` of the same
-  CNN at B = 64.
+  CNN at B = 64; and milliseconds per step of 10 copies of a 7-conv CNN as
+  the engine convolves them, as 10 `Conv2D` stacks side by side and as one
+  `Conv2D(groups=10)`.
 * `accelerator`: ResNet-50, synthetic ImageNet data, mixed_bfloat16, XLA,
   B = 256 per GPU; images/sec and model FLOP utilization (4.1 GMAC forward
   per image, x3 for training, 2 FLOP per MAC). Skips without a GPU.
@@ -56,6 +58,7 @@ from benchmark_parts import (
     accelerator,
     alternate,
     base_config,
+    convolution_mechanisms,
     knob_config,
     make_jpeg_folder,
     markdown,
@@ -295,6 +298,11 @@ def suite_study(repeats):
     rows.append({"suite": "study", "variant": f"CNN lone Keras fit, B={batch}"
                  ", images/s", "images_per_sec": statistics.median(values),
                  "min": min(values), "max": max(values)})
+    # Why the engine convolves as it does: three ways to put 10 CNNs in
+    # one graph.
+    for name, ms in convolution_mechanisms().items():
+        rows.append({"suite": "study", "variant": f"10 copies of a 7-conv "
+                     f"CNN, B=32: {name}", "ms_per_step": ms})
     return rows
 
 
@@ -406,12 +414,13 @@ def main(argv):
     from tf_temperature.training import progress
 
     suites = _SUITES.value
-    # Seconds per suite on 2 AMD EPYC cores with AVX-512: the five CPU
-    # suites took about 6 minutes and `study` 170 s of them
-    # (docs/PERFORMANCE.md); the split of the rest is rough. They weigh
-    # the suites for the time left, which then follows this machine's pace.
-    typical = {"trainer": 80, "knobs": 70, "input": 30, "memory": 20,
-               "study": 170, "accelerator": 120}
+    # Seconds per suite on 2 cores with AVX-512: `study` took 178 s and
+    # `memory` 66 s on an Intel Xeon (docs/PERFORMANCE.md), the others
+    # about 3 minutes together on an AMD EPYC (their split is rough). They
+    # weigh the suites for the time left, which then follows this
+    # machine's pace.
+    typical = {"trainer": 80, "knobs": 70, "input": 30, "memory": 66,
+               "study": 178, "accelerator": 120}
     costs = [typical[suite] for suite in suites]
     print(f"benchmark: {len(suites)} suite(s) {', '.join(suites)}, "
           f"{_REPEATS.value} repeat(s); about "

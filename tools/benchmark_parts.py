@@ -197,6 +197,10 @@ def markdown(rows):
     table = []
     for r in rows:
         value = r.get("images_per_sec")
+        if "ms_per_step" in r:
+            table.append([r["suite"], r["variant"], "", "", "",
+                          f"{r['ms_per_step']:.1f} ms per step"])
+            continue
         if "seconds_per_seed_trial" in r:
             table.append([r["suite"], r["variant"], "", "", "",
                           f"{r['seconds_per_seed_trial']:.3f} s per seed "
@@ -224,3 +228,70 @@ def markdown(rows):
     return frame.to_markdown(index=False,
                              colalign=("left", "left", "right", "right",
                                        "right", "left"))
+
+
+def convolution_mechanisms(copies=10, batch=32, width=8):
+    """Milliseconds per training step of `copies` copies of a 7-conv CNN
+    (8x8x1 inputs, He et al.'s plain-8 body) three ways, each one graph:
+    the population engine's `PopulationConv2D` (patches x batched matmul,
+    XLA), `copies` Keras `Conv2D` stacks side by side, and one
+    `Conv2D(groups=copies)` stack on the copies stacked along channels."""
+    import keras
+    import tensorflow as tf
+
+    from tf_temperature.studies import population
+
+    body = [(width, 1), (width, 1), (width, 1), (2 * width, 2),
+            (2 * width, 1), (4 * width, 2), (4 * width, 1)]
+    images = tf.random.normal([copies, batch, 8, 8, 1])
+
+    def engine():
+        inputs = keras.Input((batch, 8, 8, 1), batch_size=copies)
+        x = population.MergeCopies()(inputs)
+        for filters, strides in body:
+            x = keras.layers.ReLU()(population.PopulationConv2D(
+                filters, 3, copies, strides)(x))
+        return keras.Model(inputs, x), images, True
+
+    def side_by_side():
+        inputs = keras.Input((8, 8, copies))
+        outputs = []
+        for c in range(copies):
+            x = inputs[..., c:c + 1]
+            for filters, strides in body:
+                x = keras.layers.Conv2D(filters, 3, strides, "same",
+                                        activation="relu")(x)
+            outputs.append(x)
+        return (keras.Model(inputs, keras.layers.Concatenate()(outputs)),
+                tf.transpose(images[..., 0], [1, 2, 3, 0]), False)
+
+    def grouped():
+        inputs = keras.Input((8, 8, copies))
+        x = inputs
+        for filters, strides in body:
+            x = keras.layers.Conv2D(copies * filters, 3, strides, "same",
+                                    groups=copies, activation="relu")(x)
+        return (keras.Model(inputs, x),
+                tf.transpose(images[..., 0], [1, 2, 3, 0]), False)
+
+    results = {}
+    for name, make, steps in (("engine (patches x matmul, XLA)", engine, 50),
+                              ("Conv2D stacks side by side", side_by_side,
+                               50),
+                              ("one Conv2D(groups=copies)", grouped, 3)):
+        model, x, jit = make()
+        optimizer = keras.optimizers.SGD(0.01)
+
+        @tf.function(jit_compile=jit)
+        def step(model=model, x=x, optimizer=optimizer):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(model(x, training=True)))
+            optimizer.apply(tape.gradient(loss, model.trainable_variables),
+                            model.trainable_variables)
+
+        step()
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        results[name] = 1000 * (time.perf_counter() - started) / steps
+    return results

@@ -22,10 +22,11 @@ merged (`MergeCopies`, `SplitCopies`): activations, pooling, shortcuts
 and residual additions act per example, so the project's own builders
 (`models.resnet`) make the population from the same code as the lone
 model. A convolution is the patches of its input times each copy's kernel,
-one batched matmul: measured on 2 cores, 10 copies of a 7-layer CNN on 8x8
-inputs took 13 ms a step this way under XLA, 22 ms as ten Keras `Conv2D`
-stacks in one graph and 780 ms as one grouped `Conv2D(groups=10)` (tools/
-benchmark.py --suites=study measures the engine against lone runs).
+one batched matmul, compiled by XLA: faster here than ten Keras `Conv2D`
+stacks in one graph, and far faster than one grouped `Conv2D(groups=10)`
+on the copies stacked along channels (`python tools/benchmark.py
+--suites=study` times the three, and the engine against lone runs;
+docs/PERFORMANCE.md).
 
 One loop is traced once for the whole study: `B`, `eta`, the number of
 steps and the warmup are tensors, and a trial re-initializes the weights
@@ -214,7 +215,8 @@ class SplitCopies(keras.layers.Layer):
 
 def is_convolutional(model):
     """Whether `model` has `PopulationConv2D` layers (then its steps are
-    compiled with XLA: 13 ms against 70 ms a step without, same layers)."""
+    compiled with XLA: without it the patches' many small slices and pads
+    run one op at a time, several times slower)."""
     return any(isinstance(layer, PopulationConv2D)
                for layer in model._flatten_layers())
 
