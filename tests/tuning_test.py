@@ -410,14 +410,14 @@ def test_digits_verdict_reproduces_on_a_disjoint_seed_set(tmp_path):
 @pytest.mark.parametrize("name", ["tune_digits_cnn", "tune_digits_resnet"])
 def test_the_convolutional_studies_run_end_to_end(tmp_path, name):
     # The plain-CNN and ResNet studies, reduced (2 B x 3 eta0 + the fine
-    # stage, 2 seeds, 1 epoch), through the pipeline's command: the report
+    # stage, 2 seeds, 2 epochs), through the pipeline's command: the report
     # files, one row per seed and trial, a finite slope, a clean output.
     workdir = tmp_path / name
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.tune", f"--config=configs/{name}.py",
-         f"--workdir={workdir}", "--config.tune.batch_sizes=(8, 32)",
-         "--config.tune.eta0_values=(0.002, 0.008, 0.032)",
-         "--config.tune.fine_span_octaves=0.25", "--config.tune.epochs=1",
+         f"--workdir={workdir}", "--config.tune.batch_sizes=(4, 8)",
+         "--config.tune.eta0_values=(0.002, 0.006, 0.018)",
+         "--config.tune.fine_span_octaves=0.25", "--config.tune.epochs=2",
          "--config.tune.seeds=(0, 1)", "--config.tune.bootstrap_samples=100"],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -427,8 +427,7 @@ def test_the_convolutional_studies_run_end_to_end(tmp_path, name):
     assert len(trials) == (2 * 3 + 2 * 3) * 2  # Coarse + fine, per seed.
     verdict = json.loads((workdir / "verdict.json").read_text())
     assert np.isfinite(verdict["slope"])
-    for path in ("eta0_by_batch.csv", "steps_to_target.csv",
-                 "noise_scale.csv", "eta0_vs_batch.png"):
+    for path in ("eta0_by_batch.csv", "eta0_vs_batch.png", "plan.json"):
         assert (workdir / path).exists(), path
 
 
@@ -473,7 +472,10 @@ def test_the_cifar10_study_runs_resumes_and_reports_its_pace(
     assert len(trials) == 2 * 3 * 2
     assert len(set(zip(trials["batch_size"], trials["eta0"],
                        trials["seed"], strict=True))) == 12
-    assert np.isfinite(result["slope"])
+    # Mock images have random labels: the report is written, its verdict
+    # is whatever they give; every run ended with a finite objective.
+    assert result["text"] and (tmp_path / "verdict.json").exists()
+    assert np.isfinite(trials["objective"]).all()
     # The rerun trained the 10 runs left (2 of 12 were done).
     with capsys.disabled():
         print(f"\ntune_cifar10 reduced: {seconds / 10:.1f} s per seed and "
