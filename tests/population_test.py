@@ -7,7 +7,12 @@ import pytest
 import tensorflow as tf
 
 from tf_temperature import noise_scale, schedules
-from tf_temperature.studies import linear_regression, population, tasks
+from tf_temperature.studies import (
+    copy_models,
+    linear_regression,
+    population,
+    tasks,
+)
 
 
 def digits_task(hidden=(16,), n=64, features=12, seed=0):
@@ -26,7 +31,7 @@ def image_task(family, n=32, seed=0):
     config = ml_collections.ConfigDict(dict(
         depth=8, residual=family == "resnet", width=4, shortcut="A",
         zero_init_residual=None))
-    network = population.Network(config, (8, 8, 1), 4)
+    network = copy_models.Network(config, (8, 8, 1), 4)
     return tasks.DigitsTask(x[:n], y[:n], x[n:], y[n:], 4, (), network)
 
 

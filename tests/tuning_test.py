@@ -154,8 +154,7 @@ def test_per_batch_oracles(tmp_path, mode):
          r"same examples. Received: 32 in tune.batch_sizes=\(32, 48\)"),
         ({"tune.runner": "population", "model.weight_decay": 0.0,
           "model.family": "cifar"},
-         r"`model.family` must be 'mlp' or 'linear' with "
-         r"tune.runner='population'"),
+         r"`model.batch_norm` must be False with tune.runner='population'"),
         ({"tune.runner": "population",
           "optimizer.boundaries_epochs": (1.0,)},
          r"`optimizer.boundaries_epochs` is not supported with tune.runner="

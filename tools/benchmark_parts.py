@@ -239,7 +239,7 @@ def convolution_mechanisms(copies=10, batch=32, width=8):
     import keras
     import tensorflow as tf
 
-    from tf_temperature.studies import population
+    from tf_temperature.studies import copy_models
 
     body = [(width, 1), (width, 1), (width, 1), (2 * width, 2),
             (2 * width, 1), (4 * width, 2), (4 * width, 1)]
@@ -247,9 +247,9 @@ def convolution_mechanisms(copies=10, batch=32, width=8):
 
     def engine():
         inputs = keras.Input((batch, 8, 8, 1), batch_size=copies)
-        x = population.MergeCopies()(inputs)
+        x = copy_models.MergeCopies()(inputs)
         for filters, strides in body:
-            x = keras.layers.ReLU()(population.PopulationConv2D(
+            x = keras.layers.ReLU()(copy_models.PopulationConv2D(
                 filters, 3, copies, strides)(x))
         return keras.Model(inputs, x), images, True
 
@@ -295,3 +295,85 @@ def convolution_mechanisms(copies=10, batch=32, width=8):
             step()
         results[name] = 1000 * (time.perf_counter() - started) / steps
     return results
+
+
+def study_suite(seeds, epochs):
+    """The population engine against the trainer, on the plain-CNN study.
+
+    Trials of `configs/tune_digits_cnn.py` (`seeds` seeds, `epochs`
+    epochs, at B = 16 and 64): one training-pipeline run
+    per seed (`tune.runner = "trainer"`, what a study of any model costs)
+    against the seeds as one population (`tune.runner = "population"`),
+    seconds per seed and trial after one warm-up trial each; then the
+    population's images/s per copy against a lone Keras `fit` of the same
+    model (`copy_models.Network.lone`, Keras SGD) at B = 64.
+    """
+    import keras
+    import numpy as np
+
+    from configs import tune_digits_cnn
+    from tf_temperature.studies import runners
+
+    config = tune_digits_cnn.get_config()
+    config.tune.seeds = tuple(range(seeds))
+    config.tune.epochs = epochs
+    trials = [(16, 2.0**-7), (64, 2.0**-8)]
+
+    def per_seed_trial(runner):
+        for batch, eta0 in trials:  # Warm-up: one trace per B.
+            runner.run(tempfile.mkdtemp(prefix="bench_study_"), batch, eta0,
+                       1)
+        started = time.perf_counter()
+        for batch, eta0 in trials:
+            runner.run(tempfile.mkdtemp(prefix="bench_study_"), batch, eta0,
+                       epochs)
+        return (time.perf_counter() - started) / (len(trials) * seeds)
+
+    rows, results = [], {}
+    for name, runner_name in (
+            (f"CNN: {seeds} training-pipeline runs, one per seed", "trainer"),
+            (f"CNN: population of {seeds} copies", "population")):
+        variant = config.copy_and_resolve_references()
+        variant.tune.runner = runner_name
+        runner = runners.make_runner(variant)
+        results[name] = per_seed_trial(runner)
+    old = next(iter(results.values()))
+    for name, seconds in results.items():
+        rows.append({"suite": "study", "variant": name,
+                     "seconds_per_seed_trial": seconds,
+                     "speedup": old / seconds})
+
+    # Images/s per copy at B = 64 against a lone Keras model's fit.
+    batch = 64
+    engine = runner.population  # The population runner's, traced.
+    engine.run(batch, batch * 2.0**-8, 1)
+    values = []
+    for _ in range(3):
+        started = time.perf_counter()
+        steps = engine.run(batch, batch * 2.0**-8, epochs)["steps"]
+        values.append(steps * batch / (time.perf_counter() - started))
+    rows.append({"suite": "study", "variant": f"CNN population of {seeds}"
+                 f", B={batch}, images/s per copy",
+                 "images_per_sec": statistics.median(values),
+                 "min": min(values), "max": max(values)})
+    task = engine.task
+    lone = task.architecture.lone()
+    lone.compile(keras.optimizers.SGD(batch * 2.0**-8),
+                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = task.x_train, task.y_train.astype(np.int32)
+    lone.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+    values = []
+    for _ in range(3):
+        started = time.perf_counter()
+        lone.fit(x, y, batch_size=batch, epochs=epochs, verbose=0)
+        values.append(len(y) // batch * batch * epochs
+                      / (time.perf_counter() - started))
+    rows.append({"suite": "study", "variant": f"CNN lone Keras fit, B={batch}"
+                 ", images/s", "images_per_sec": statistics.median(values),
+                 "min": min(values), "max": max(values)})
+    # Why the engine convolves as it does: three ways to put 10 CNNs in
+    # one graph.
+    for name, ms in convolution_mechanisms().items():
+        rows.append({"suite": "study", "variant": f"10 copies of a 7-conv "
+                     f"CNN, B=32: {name}", "ms_per_step": ms})
+    return rows

@@ -1,7 +1,8 @@
 """Model builders: architecture only, no data or optimizer.
 
 * `resnet`: `cifar_resnet`, `imagenet_resnet` and their plain twins
-  (He et al. 2016).
+  (He et al. 2016), from the blocks of `resnet_blocks`; the CIFAR family
+  also without batch norm, and as a population of copies.
 * `dense`: `linear_model` (softmax regression), `mlp_model`.
 * `digits_cnn`: the quickstart's small CNN with a `TemperatureSoftmax` head.
 
@@ -15,10 +16,10 @@ from tf_temperature.models.resnet import (
     HEADS,
     IMAGENET_BLOCKS,
     SHORTCUTS,
-    ZeroPadShortcut,
     cifar_resnet,
     imagenet_resnet,
 )
+from tf_temperature.models.resnet_blocks import ZeroPadShortcut
 
 # The training config's `model.family` values.
 FAMILIES = ("cifar", "imagenet", "linear", "mlp")

@@ -291,11 +291,11 @@ def measure_excess_loss(eta, batch_size, dim=8, noise_variance=1.0,
                          f"Received: steps={steps!r}")
 
     _tracing.expect_new_functions()  # One loop function per call.
-    from tf_temperature.studies import population
+    from tf_temperature.studies import copy_models, population
 
     w_star = np.random.default_rng(seed).normal(size=(chains, dim)).astype(
         np.float32)
-    model = population.Perceptron((dim, 1), use_bias=False).population(
+    model = copy_models.Perceptron((dim, 1), use_bias=False).population(
         chains)
     # Every chain starts at its own w* (excess 0) and heats up.
     copies = population.Copies(model, half_mean_square,

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tf_temperature.studies import linear_regression, population
+from tf_temperature.studies import copy_models, linear_regression
 
 # A classifier "blew up" when its batch loss rose above BLOWUP x ln K on
 # the way: well above any start (about ln K), and measured runs that did
@@ -48,7 +48,7 @@ class DigitsTask:
         x_eval, y_eval: the evaluation split.
         num_classes: labels.
         hidden: units of the hidden layers (`()`: softmax regression).
-        network: a `population.Network` (then `x_train` and `x_eval` are
+        network: a `copy_models.Network` (then `x_train` and `x_eval` are
             images `[N, H, W, C]` and `hidden` is not used), or None for
             the perceptron of `hidden`.
     """
@@ -73,7 +73,7 @@ class DigitsTask:
     @property
     def architecture(self):
         """What a copy is: `network`, or the perceptron of `hidden`."""
-        return self.network or population.Perceptron(
+        return self.network or copy_models.Perceptron(
             tuple(self.layer_sizes))
 
     @property
@@ -229,7 +229,7 @@ class LinearRegressionTask:
         del epochs
         w_star = tf.constant(self.w_star, tf.float32)
         noise_std = math.sqrt(self.noise_variance)
-        model = population.mlp([self.dim, 1], len(seeds), use_bias=False)
+        model = copy_models.mlp([self.dim, 1], len(seeds), use_bias=False)
 
         def batch_fn(step, batch_size):
             return linear_regression.sample_batch(
@@ -338,7 +338,7 @@ def make_task(config):
             data.validation_fraction, config.seed)
         hidden, network = (), None
         if config.model.family == "cifar":
-            network = population.Network(config.model, x_train.shape[1:],
+            network = copy_models.Network(config.model, x_train.shape[1:],
                                          10)
             with experiment.fields_of("model", config.model):
                 network.lone()  # Checks depth, width, shortcut.

@@ -25,7 +25,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tf_temperature.studies import population, tasks
+from tf_temperature.studies import copy_models, population, tasks
 
 
 class Thermometer:
@@ -45,12 +45,12 @@ class Thermometer:
     def __init__(self, x_train, y_train, hidden, num_classes, label_noise,
                  etas, momenta, seeds, halvings):
         copies = len(etas)
-        perceptron = population.Perceptron(
+        perceptron = copy_models.Perceptron(
             (x_train.shape[1], *hidden, num_classes))
         self.model = perceptron.population(copies)
         self.copies = population.Copies(
             self.model, tasks.mean_cross_entropy, np.asarray(momenta),
-            population.stack_starts(self.model, [perceptron.start(int(s))
+            copy_models.stack_starts(self.model, [perceptron.start(int(s))
                                                  for s in seeds]))
         self.x = tf.constant(x_train, tf.float32)
         self.y = tf.constant(y_train, tf.int32)
