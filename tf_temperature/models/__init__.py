@@ -44,25 +44,7 @@ def build_model(model_config, input_shape, num_classes):
     if model_config.family == "mlp":
         return mlp_model(input_shape, num_classes, model_config.depth,
                          model_config.width, model_config.weight_decay)
-    if model_config.family == "cifar":
-        return cifar_resnet(
-            model_config.depth,
-            residual=model_config.residual,
-            num_classes=num_classes,
-            input_shape=tuple(input_shape),
-            width=model_config.width,
-            shortcut=model_config.shortcut,
-            weight_decay=model_config.weight_decay,
-            zero_init_residual=model_config.zero_init_residual,
-            batch_norm=model_config.get("batch_norm", True),
-        )
-    if not model_config.get("batch_norm", True):
-        raise ValueError("`model.batch_norm` must be True with model.family="
-                         f"{model_config.family!r} (only the cifar family "
-                         "has a BN-free variant). Received: "
-                         "model.batch_norm=False")
-    return imagenet_resnet(
-        model_config.depth,
+    common = dict(
         residual=model_config.residual,
         num_classes=num_classes,
         input_shape=tuple(input_shape),
@@ -71,6 +53,16 @@ def build_model(model_config, input_shape, num_classes):
         weight_decay=model_config.weight_decay,
         zero_init_residual=model_config.zero_init_residual,
     )
+    batch_norm = model_config.get("batch_norm", True)
+    if model_config.family == "cifar":
+        return cifar_resnet(model_config.depth, batch_norm=batch_norm,
+                            **common)
+    if not batch_norm:
+        raise ValueError("`model.batch_norm` must be True with model.family="
+                         f"{model_config.family!r} (only the cifar family "
+                         "has a BN-free variant). Received: "
+                         "model.batch_norm=False")
+    return imagenet_resnet(model_config.depth, **common)
 
 
 __all__ = [

@@ -229,13 +229,6 @@ def imagenet_resnet(
         head: `"logits"` or `"softmax"` (a `TemperatureSoftmax`).
         temperature: the head's softmax temperature (with `head="softmax"`).
         name: model name; default `resnet{depth}` or `plain{depth}`.
-        batch_norm: False removes every batch norm; the convolutions get
-            biases, and a residual block's last convolution starts at zero
-            where its batch norm's gamma would (`zero_init_residual`).
-        population: None, or `S` for `S` independent copies trained as one
-            model (`studies.population`: inputs `[S, B, H, W, C]`, logits
-            `[S, B, K]`); needs `batch_norm=False`, `head="logits"` and no
-            weight decay.
 
     Returns:
         A `keras.Model` from images to float32 logits (or probabilities).
