@@ -52,6 +52,15 @@ def _disk_full(error):
             or "No space left on device" in str(error))
 
 
+def _not_writable(error):
+    """Whether `error` (Python's or TensorFlow's) is a write refused by the
+    file system (permissions changed mid-run, a read-only mount)."""
+    return (getattr(error, "errno", None) in (errno.EACCES, errno.EPERM,
+                                              errno.EROFS)
+            or type(error).__name__ == "PermissionDeniedError"
+            or "Read-only file system" in str(error))
+
+
 def _free_space(path):
     """Free bytes on the file system of `path` (or its nearest parent)."""
     path = os.path.abspath(path or ".")
@@ -68,7 +77,8 @@ def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
     2; a diverged run one `error:` line and 3; SIGTERM or SIGINT one
     `stopped:` line and 75 (a checkpoint was saved: rerun to resume); a
     full disk one `error:` line naming `workdir` and its free space, and 1;
-    `failures` (a search with trials missing) one `error:` line and 1.
+    `failures` (a search with trials missing) one `error:` line and 1; a
+    write refused (permissions, a read-only mount) one `error:` line and 1.
     """
     from tf_temperature.training import signals, trainer
 
@@ -88,9 +98,15 @@ def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
         print(f"stopped: {stop or 'SIGINT'}", file=sys.stderr)
         sys.exit(PREEMPTED)
     except Exception as error:
+        path = getattr(error, "filename", None) or workdir or "."
+        if _not_writable(error):
+            print(f"error: cannot write in {path}: "
+                  f"{' '.join(str(error).split())[:200]}; make it writable "
+                  "and rerun the same command: the run resumes from its "
+                  "last checkpoint", file=sys.stderr)
+            sys.exit(ENVIRONMENT)
         if not _disk_full(error):
             raise
-        path = getattr(error, "filename", None) or workdir or "."
         print(f"error: no space left on the device of {path} "
               f"({_free_space(path) / 2**20:.1f} MiB free now); free some "
               "space and rerun the same command: the run resumes from its "
@@ -161,6 +177,9 @@ def define_config_file(name, default, help_string):
         )
     except (AttributeError, KeyError) as error:
         fail(_unknown_field(name, error, sys.argv))
+    except (TypeError, ValueError) as error:  # A value that does not parse.
+        fail(_override_error(error, sys.argv, [name],
+                             default_config(default)))
 
 
 def quiet_info_logs():

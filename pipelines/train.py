@@ -16,6 +16,10 @@ _CONFIG = _cli.define_config_file(
     "config", "configs/digits_resnet.py", "Configuration file."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+_RESTART = flags.DEFINE_bool(
+    "restart", False, "Train over from step 0 a run whose metrics rows "
+    "remain but whose checkpoints are gone (without it, such a run is "
+    "refused: never a silent restart).")
 
 
 def main(argv):
@@ -23,7 +27,8 @@ def main(argv):
     _cli.quiet_info_logs()
     # Bad input is found here, before anything is written.
     workdir = _WORKDIR.value or ""
-    run = _cli.run_job(lambda: trainer.prepare(_CONFIG.value, workdir),
+    run = _cli.run_job(lambda: trainer.prepare(
+        _CONFIG.value, workdir, restart=_RESTART.value),
                        workdir=workdir)
     _cli.run_job(run.run, _cli.run_errors(), workdir)
     return 0

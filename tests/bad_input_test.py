@@ -13,6 +13,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import override
 
 import tf_temperature as tt
@@ -92,6 +93,13 @@ CLI_CASES = [
     ("tpu_without_a_tpu", "train",
      ["--config.strategy=tpu", "--config.tpu=local"],
      "error: `tpu` names no TPU this process can reach ("),
+    ("boundaries_epochs_not_a_number", "train",
+     ["--config.optimizer.boundaries_epochs=(nan,)"],
+     "error: `optimizer.boundaries_epochs` must be a tuple of finite numbers "
+     "of epochs. Received: optimizer.boundaries_epochs=('(nan,)',)"),
+    ("cooling_weight_decay_nan", "cooling", ["--config.model.weight_decay=nan"],
+     "error: `model.weight_decay` must be a finite number >= 0. Received: "
+     "model.weight_decay=nan"),
 ]
 
 # The same for config fields and workdirs, in this process: what the entry
@@ -314,6 +322,24 @@ FIELD_CASES = [
      {"equilibrium.batch_sizes": (8, 4096)}, None,
      "error: `equilibrium.batch_sizes` must be at most the 1438 training "
      "examples. Received: 4096 in equilibrium.batch_sizes=(8, 4096)"),
+    # Image files decode to 1, 3 or 4 channels, JPEG to 1 or 3.
+    ("image_folder_five_channels", "train",
+     {"dataset.name": "folder", "dataset.train_dir": "{tmp}/two_classes",
+      "dataset.channels": 5}, None,
+     "error: `dataset.channels` must be 1, 3 or 4 for image files (JPEG: 1 "
+     "or 3). Received: dataset.channels=5"),
+    ("image_folder_jpeg_with_four_channels", "train",
+     {"dataset.name": "folder", "dataset.train_dir": "{tmp}/two_classes",
+      "dataset.channels": 4, "dataset.strict": True}, None,
+     "error: `dataset.channels` must be 1 or 3 for JPEG images (4 need PNG; "),
+    ("boundaries_epochs_nan", "train",
+     {"optimizer.boundaries_epochs": (float("nan"),)}, None,
+     "error: `optimizer.boundaries_epochs` must be a tuple of finite numbers "
+     "of epochs. Received: optimizer.boundaries_epochs=(nan,)"),
+    ("cooling_weight_decay_nan", "cooling",
+     {"model.weight_decay": float("nan")}, None,
+     "error: `model.weight_decay` must be a finite number >= 0. Received: "
+     "model.weight_decay=nan"),
 ]
 
 
@@ -331,6 +357,9 @@ PNG = bytes.fromhex(
     "3a7e9b550000000a4944415408996360000000020001f47164a60000000049454e44"
     "ae426082")
 
+# A 2x2 JPEG (made once by tf.io.encode_jpeg).
+JPEG = bytes(tf.io.encode_jpeg(np.zeros((2, 2, 3), np.uint8)).numpy())
+
 
 def prepare_fixtures(tmp):
     (tmp / "a_file").write_text("not a directory\n")
@@ -340,6 +369,10 @@ def prepare_fixtures(tmp):
     (tmp / "one_class" / "only").mkdir(parents=True)
     for index in range(4):
         (tmp / "one_class" / "only" / f"{index}.png").write_bytes(PNG)
+    for name in ("a", "b"):  # Two classes: a JPEG and a PNG each.
+        (tmp / "two_classes" / name).mkdir(parents=True)
+        (tmp / "two_classes" / name / "0.jpg").write_bytes(JPEG)
+        (tmp / "two_classes" / name / "1.png").write_bytes(PNG)
     (tmp / "held").mkdir()
     (tmp / "dangling").symlink_to(tmp / "nowhere")
     (tmp / "bad_metrics" / "metrics.csv").mkdir(parents=True)

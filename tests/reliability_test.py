@@ -384,3 +384,62 @@ def test_changed_model_is_named_as_a_config_change(tmp_path):
     assert re.search(r"stem_\w+/\w+ has shape \[(\d+, )*4\] in the "
                      r"checkpoint and \[(\d+, )*8\] in the model", error)
     assert "damaged" not in error
+
+
+# 9. Paths with any character, kill and resume included: TensorFlow's
+# checkpoint reader globs its path (`[1]` would match only "1").
+def test_a_workdir_with_glob_characters_resumes_after_a_kill(
+        tmp_path, straight):
+    run = tmp_path / "exp[1] glob*?é"
+    args = [f"--workdir={run}", *TRAIN]
+    killed = cli("train", args, fault="train_step@30")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    rerun = cli("train", args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed at step 22 from ckpt-" in rerun.stdout
+    assert "damaged" not in rerun.stderr
+    assert_same_run(run, straight)
+
+
+# 10. Never a silent restart: rows without checkpoints refuse, and
+# --restart (the advice printed) trains over from step 0.
+def test_rows_without_checkpoints_refuse_until_restart_is_asked(
+        tmp_path, straight):
+    args = [f"--workdir={tmp_path}", *TRAIN]
+    killed = cli("train", args, fault="checkpoint_saved@44")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    shutil.rmtree(tmp_path / "checkpoints")
+    before = (tmp_path / "metrics.csv").read_bytes()
+    refused = cli("train", args)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines()
+              if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: `workdir` holds 2 metrics rows (to step 22) but no "
+        "checkpoint to resume from; rerun with --restart"), errors
+    assert (tmp_path / "metrics.csv").read_bytes() == before
+    restarted = cli("train", [*args, "--restart"])
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "train: --restart: no checkpoint in" in restarted.stdout
+    assert_same_run(tmp_path, straight)
+
+
+# 11. A write refused mid-run (permissions changed, a read-only mount):
+# one line, exit 1, and the rerun resumes.
+def test_a_write_refused_mid_run_is_one_line_and_the_rerun_resumes(
+        tmp_path, straight):
+    args = [f"--workdir={tmp_path}", *TRAIN]
+    refused = cli("train", args, fault="checkpoint_saved@44",
+                  signame="EACCES")
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines()
+              if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: cannot write in ") and "Permission denied" in errors[0], (
+        errors)
+    assert "make it writable and rerun the same command" in errors[0]
+    rerun = cli("train", args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed at step 44 from ckpt-" in rerun.stdout
+    assert_same_run(tmp_path, straight)

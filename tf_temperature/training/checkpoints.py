@@ -17,9 +17,13 @@
 Stopping on SIGTERM and SIGINT is `signals`.
 """
 
+import atexit
 import hashlib
 import logging as logging_std
+import os
 import re
+import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -176,6 +180,25 @@ def set_aside_damaged_index(directory):
     return problem
 
 
+# TensorFlow's checkpoint reader and manager glob the paths they are given.
+_GLOB = re.compile(r"[][*?]")
+
+
+def _reachable(directory):
+    """`directory`, or (a local path whose name holds `[`, `*` or `?`,
+    which TensorFlow's reader would read as a pattern: "Failed to find any
+    matching files") a symbolic link to it whose path holds none, living
+    as long as the process."""
+    if not io.is_local(directory) or not _GLOB.search(directory):
+        return directory
+    io.makedirs(directory)
+    alias = tempfile.mkdtemp(prefix="tf_temperature_checkpoints_")
+    atexit.register(shutil.rmtree, alias, True)
+    link = os.path.join(alias, "checkpoints")
+    os.symlink(os.path.abspath(directory), link)
+    return link
+
+
 class Checkpoints:
     """The run's checkpoint manager.
 
@@ -190,6 +213,14 @@ class Checkpoints:
     def __init__(self, objects, directory, restore_directory, keep):
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.roots = set(objects)
+        # Paths are named as given (`shown`), reached through `_reachable`.
+        self.shown = restore_directory
+        self._aliases = {}
+        for name in {directory, restore_directory}:
+            self._aliases[_reachable(name)] = name
+        directory, restore_directory = (
+            next(a for a, n in self._aliases.items() if n == name)
+            for name in (directory, restore_directory))
         # Read before the manager, which fails on a damaged index.
         self._indexed, self.index_problem = read_index(restore_directory)
         if directory != restore_directory:
@@ -199,6 +230,13 @@ class Checkpoints:
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=keep)
         self.restore_directory = restore_directory
+
+    def _shown(self, path):
+        """`path` with the directory it was given as, not its alias."""
+        for alias, name in self._aliases.items():
+            if path.startswith(alias):
+                return name + path[len(alias):]
+        return path
 
     def save(self, step):
         """Saves the state as checkpoint number `step`."""
@@ -227,7 +265,8 @@ class Checkpoints:
 
     def _config_changed(self, path, mismatch):
         return ConfigMismatchError(
-            f"the checkpoint {path} does not fit the model: {mismatch}. "
+            f"the checkpoint {self._shown(path)} does not fit the model: "
+            f"{mismatch}. "
             "The config changed since it was written; use a new workdir "
             "for the new config")
 
@@ -250,7 +289,7 @@ class Checkpoints:
             logging.warning(
                 "the checkpoint index %s is %s; found %d checkpoint(s) by "
                 "listing the directory, resuming from the newest readable",
-                io.join(directory, INDEX), self.index_problem, len(paths))
+                io.join(self.shown, INDEX), self.index_problem, len(paths))
         for path in reversed(paths):
             status = None
             try:
@@ -272,7 +311,8 @@ class Checkpoints:
                 raise self._config_changed(path, mismatch)
             if reason:
                 logging.warning("checkpoint %s is unreadable (%s); trying "
-                                "the one before it", path, reason)
+                                "the one before it", self._shown(path),
+                                reason)
                 continue
             status.expect_partial()
             try:
@@ -282,8 +322,9 @@ class Checkpoints:
                 if mismatch:
                     _forget_partial_restores()
                     raise self._config_changed(path, mismatch) from None
-            logging.info("restored %s", path)
-            return path
+            logging.info("restored %s", self._shown(path))
+            return self._shown(path)
         raise UnreadableCheckpointsError(
-            f"no readable checkpoint in {directory!r} (all {len(paths)} are "
-            "damaged); move that directory away to start the run over")
+            f"no readable checkpoint in {self.shown!r} (all {len(paths)} are "
+            "damaged); move that directory away and rerun with --restart to "
+            "start the run over")

@@ -16,6 +16,7 @@ check or a setting exists once:
 
 import contextlib
 import dataclasses
+import math
 import re
 
 import keras
@@ -70,11 +71,20 @@ def check_config(config):
     if every != 0:
         _validation.positive_integer("checkpoint_every_steps", every)
     _validation.one_of("model.family", config.model.family, FAMILIES)
+    # Before Keras' `l2`, whose message names its own argument.
+    _validation.non_negative_number("model.weight_decay",
+                                    config.model.weight_decay)
     _validation.positive_number("optimizer.eta0", config.optimizer.eta0)
     check_steps_and_momentum(config.optimizer)
     _validation.one_of("optimizer.batch_growth_eta",
                        config.optimizer.batch_growth_eta,
                        BATCH_GROWTH_ETAS)
+    boundaries = tuple(config.optimizer.boundaries_epochs)
+    if not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+               and math.isfinite(b) for b in boundaries):
+        raise ValueError(
+            "`optimizer.boundaries_epochs` must be a tuple of finite numbers "
+            f"of epochs. Received: optimizer.boundaries_epochs={boundaries!r}")
     phase_batch_sizes(config)
     sources.check_dataset_config(config.dataset)
 

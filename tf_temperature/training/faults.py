@@ -9,13 +9,14 @@ there when the environment asks for it:
 
     TF_TEMPERATURE_FAULT=NAME@STEP   at the first NAME reached at step >= STEP
     TF_TEMPERATURE_FAULT=NAME#N      at the N-th NAME reached in this process
-    TF_TEMPERATURE_FAULT_SIGNAL=KILL (default), TERM, INT, or ENOSPC (raise
-                                     "no space left on device" instead)
+    TF_TEMPERATURE_FAULT_SIGNAL=KILL (default), TERM, INT, or ENOSPC/EACCES
+                                     (raise "no space left on device" or
+                                     "permission denied" instead)
 
 Points: `train_step` (after a host call of the training loop),
 `epoch_trained` (the epoch's last step done, not evaluated yet),
 `evaluating` (evaluation done, nothing of the epoch recorded yet),
-`recorded` (the epoch's rows written, its checkpoint not yet),
+`recorded` (the epoch's checkpoint and then its rows written),
 `checkpoint_saved` (right after a checkpoint is written), and
 `input_stall@STEP`: the training input pipeline sends the signal when it
 reaches the batch of step STEP, then waits for ever (an input that is slow
@@ -60,8 +61,9 @@ def point(name, step):
 
 def _strike():
     signame = os.environ.get("TF_TEMPERATURE_FAULT_SIGNAL", "KILL")
-    if signame == "ENOSPC":
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if signame in ("ENOSPC", "EACCES"):
+        code = getattr(errno, signame)
+        raise OSError(code, os.strerror(code))
     os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
 
 

@@ -45,6 +45,17 @@ class Stopped(BaseException):  # noqa: N818 -- a stop, like SystemExit.
     """
 
 
+class Preempted(BaseException):  # noqa: N818 -- a stop, like SystemExit.
+    """SIGTERM or SIGINT in training: a checkpoint was saved at `step`;
+    rerun to resume (a `BaseException`, as `Stopped`)."""
+
+    def __init__(self, step, signame="SIGTERM"):
+        super().__init__(
+            f"preempted ({signame}) at step {step}: checkpoint saved; rerun "
+            "the same command to resume from it")
+        self.step = step
+
+
 def raise_stopped(signum, frame):
     """A signal handler: raises `Stopped` in the main thread.
 

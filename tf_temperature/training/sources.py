@@ -278,7 +278,23 @@ def list_image_folder(directory, field, strict=False, classes=None):
     return files, labels, classes, skipped
 
 
+def _check_channels(channels, files=()):
+    """Image files decode to 1, 3 or 4 channels (4: PNG only)."""
+    if channels not in (1, 3, 4):
+        raise ValueError(
+            "`dataset.channels` must be 1, 3 or 4 for image files (JPEG: 1 "
+            f"or 3). Received: dataset.channels={channels!r}")
+    for path in files if channels == 4 else ():
+        with open(path, "rb") as file:
+            if file.read(8).startswith(_JPEG_MAGIC):
+                raise ValueError(
+                    "`dataset.channels` must be 1 or 3 for JPEG images (4 "
+                    f"need PNG; {path!r} is a JPEG). Received: "
+                    "dataset.channels=4")
+
+
 def _folder_source(config, seed):
+    _check_channels(config.channels)
     files, labels, classes, skipped = list_image_folder(
         config.train_dir, "dataset.train_dir", config.strict)
     if config.eval_dir:
@@ -294,6 +310,7 @@ def _folder_source(config, seed):
         _split_sizes_check(len(files), len(eval_files),
                            config.validation_fraction)
 
+    _check_channels(config.channels, [*files, *eval_files])
     if len(set(np.asarray(labels).tolist())) < 2:
         raise ValueError(
             "`dataset.train_dir` holds training images of one class only; a "

@@ -45,23 +45,12 @@ class DivergedError(Exception):
     """The loss became NaN or infinite: the run was too hot."""
 
 
-class Preempted(BaseException):  # noqa: N818 -- a stop, like SystemExit.
-    """SIGTERM or SIGINT arrived: a checkpoint was saved at `step`; rerun
-    to resume.
-
-    A `BaseException`, like `KeyboardInterrupt`: code that catches
-    `Exception` (keras-tuner marks such trials failed) lets it through.
-    """
-
-    def __init__(self, step, signame="SIGTERM"):
-        super().__init__(
-            f"preempted ({signame}) at step {step}: checkpoint saved; rerun "
-            "the same command to resume from it")
-        self.step = step
+# SIGTERM or SIGINT in the training loop (defined with the other stops).
+Preempted = signals.Preempted
 
 
 def prepare(config, workdir_path, print_fn=print, strategy=None,
-            setup=None):
+            setup=None, restart=False):
     """Checks the input and builds everything; writes nothing yet.
 
     Sets Keras' global dtype policy to `config.precision`.
@@ -76,22 +65,22 @@ def prepare(config, workdir_path, print_fn=print, strategy=None,
             one `config.strategy` names.
         setup: an `experiment.Experiment` whose strategy to share (a study
             makes one for all its runs); `config` may differ from its own.
+        restart: train over from step 0 a run whose metrics rows remain but
+            whose checkpoints do not (else refused: never a silent restart).
 
-    Returns:
-        A `Trainer`; its `run()` trains, evaluates and returns the summary.
-
-    Raises:
-        ValueError: for bad input: a config field, the data, the workdir.
+    Returns a `Trainer` (its `run()` trains, evaluates, returns the summary);
+    raises `ValueError` for bad input: a config field, the data, the workdir.
     """
     workdir.check_workdir(workdir_path, RUN_FILES, RUN_DIRECTORIES)
+    workdir.refuse_foreign(workdir_path, "train")
     if setup is None:
         setup = experiment.Experiment(config, strategy)
     return Trainer(setup.build(config), workdir_path,
-                   None if config.quiet else print_fn)
+                   None if config.quiet else print_fn, restart)
 
 
 def train_and_evaluate(config, workdir_path, print_fn=print, strategy=None,
-                       setup=None):
+                       setup=None, restart=False):
     """Trains and evaluates as `config` says, in (or resuming) a workdir.
 
     Args: as `prepare`.
@@ -101,15 +90,14 @@ def train_and_evaluate(config, workdir_path, print_fn=print, strategy=None,
 
     Raises:
         ValueError: for bad input (a config field, the data, the workdir),
-            before anything is written; `workdir.WorkdirInUseError` if
-            another run holds the workdir; `checkpoints.ConfigMismatchError`
-            if its checkpoint was written by another config.
+            before anything is written; `workdir.WorkdirError` (in use, or
+            started with another config, or rows without checkpoints).
         DivergedError: when the loss becomes NaN or infinite.
     """
     previous_policy = keras.config.dtype_policy()
     try:
         return prepare(config, workdir_path, print_fn, strategy,
-                       setup).run()
+                       setup, restart).run()
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -121,11 +109,13 @@ class Trainer:
         parts: `experiment.Parts`.
         workdir_path: the run directory.
         print_fn: one line per epoch, or None.
+        restart: as `prepare`'s.
     """
 
-    def __init__(self, parts, workdir_path, print_fn=None):
+    def __init__(self, parts, workdir_path, print_fn=None, restart=False):
         self.parts, self.config = parts, parts.config
         self.workdir, self.print_fn = workdir_path, print_fn
+        self.restart = restart
         self.chief = distribute.is_chief(parts.strategy)
         self.hooks = hooks.from_config(parts.config)
         with parts.strategy.scope():
@@ -215,6 +205,10 @@ class Trainer:
             run_dir = io.join(self.workdir, "workers",
                               f"{task_type}{task_id}")
         with workdir.RunLock(run_dir):
+            found = workdir.finished_summary(run_dir, self.config)
+            if found is not None:  # Complete, with or without checkpoints.
+                return _Epochs(self, run_dir, None, None, None).console.finish(
+                    found, earlier=True)
             saved = {"model": self.parts.model,
                      "optimizer": self.parts.optimizer,
                      "epoch_sums": self.epoch_sums}
@@ -225,6 +219,10 @@ class Trainer:
                 io.join(self.workdir, "checkpoints"),
                 self.config.keep_checkpoints)
             restored = store.restore()
+            workdir.check_resume(self.workdir, self.config, restored,
+                                 writers.MetricsLog(io.join(
+                                     self.workdir, "metrics.csv")).read(),
+                                 self.restart, self.print_fn)
             out = writers.MetricWriters(run_dir, enabled=self.chief)
 
             def last_checkpoint():
@@ -264,10 +262,6 @@ class _Epochs:
             # written: evaluate and record it now, from the saved sums.
             epoch -= 1
             skip = t.batches.phase_of_epoch(epoch).steps_per_epoch
-        if epoch >= config.num_epochs:  # Nothing left to train?
-            found = workdir.finished_summary(self.run_dir, config)
-            if found is not None:
-                return self.console.finish(found, earlier=True)
         if t.chief:
             # Rows of work after the restored checkpoint are redone.
             self.out.log.keep_until(start)
@@ -340,9 +334,11 @@ class _Epochs:
                                   sums, wall)
                 for split, sums in (("train", totals),
                                     ("eval", eval_totals))]
+        # The checkpoint first: rows never outlive the state they record
+        # (`workdir.check_resume`); a stop between the two re-evaluates.
+        self.store.save(step)
         self.out.write(rows)
         faults.point("recorded", step)
-        self.store.save(step)
         self.console.epoch(rows, self.images_per_sec)
         signame = self.stop.poll()
         if signame and epoch + 1 < t.config.num_epochs:

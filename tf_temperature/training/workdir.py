@@ -21,6 +21,7 @@ a run holds it for as long as it lives:
 import errno
 import os
 import socket
+import stat
 
 import tensorflow as tf
 
@@ -109,42 +110,140 @@ NOT_RESULTS = ("quiet", "steps_per_loop", "checkpoint_every_steps",
                "keep_checkpoints")
 
 
-def config_difference(stored, config, ignore=NOT_RESULTS):
-    """The first field where `config` (a dict) differs from `stored` (the
-    `config.json` of a finished run), as a phrase, or None when they agree
-    (on every field but those named in `ignore`, which change no result).
-    """
+# A run may be extended: rerun with more epochs, it goes on from its last
+# checkpoint (equal to a longer run when the schedule does not depend on
+# `num_epochs`: step decay, not cosine).
+EXTENDABLE = (*NOT_RESULTS, "num_epochs")
+
+
+def config_differences(stored, config, ignore=NOT_RESULTS):
+    """The fields where `config` (a dict) differs from `stored` (a run's
+    `config.json`), as phrases ("KEY was OLD there and is NEW now") keyed
+    by field, on every field but those named in `ignore` (which change no
+    result)."""
     import json
 
     # Through JSON, as `stored` was: tuples become lists.
     current = dict(_flat(json.loads(json.dumps(config, default=str))))
     before = dict(_flat(stored))
+    found = {}
     for key in sorted(set(before) | set(current)):
         if key.split(".")[-1] in ignore:
             continue
         old, new = before.get(key, "(absent)"), current.get(key, "(absent)")
         if old != new:
-            return f"{key} was {old!r} there and is {new!r} now"
+            found[key] = f"{key} was {old!r} there and is {new!r} now"
+    return found
+
+
+def config_difference(stored, config, ignore=NOT_RESULTS):
+    """The first of `config_differences`, or None when they agree."""
+    return next(iter(config_differences(stored, config, ignore).values()),
+                None)
+
+
+def _moves_steps(key):
+    """Whether a change of config field `key` gives a checkpoint's step
+    another epoch (the batch, its growth, the data): such a run cannot go
+    on."""
+    return (key in ("batch_size", "optimizer.batch_growth")
+            or key.startswith("dataset."))
+
+
+def _read_stored(path):
+    """The JSON in `path`, or None (with one warning naming it) when it is
+    not a JSON object: a damaged file is rewritten by the run, not trusted
+    and not a traceback."""
+    from absl import logging
+
+    try:
+        value = io.read_json(path)
+    except (ValueError, UnicodeDecodeError, tf.errors.OpError) as error:
+        value = error
+    if isinstance(value, dict):
+        return value
+    logging.warning("%s is damaged (%s); it is not used and will be "
+                    "rewritten", path, str(value).splitlines()[0][:80]
+                    if isinstance(value, Exception) else "not an object")
     return None
 
 
-def refuse_other_config(run_dir, config, what="run"):
-    """Raises `WorkdirError` if `run_dir` holds a finished `what` (its
-    `config.json`) made with another config: a field that changes
-    results, `NOT_RESULTS` aside, differs from `config`."""
-    stored = io.join(run_dir, "config.json")
-    changed = (config_difference(io.read_json(stored), config.to_dict())
-               if io.exists(stored) else None)
+def refuse_other_config(run_dir, config, what="run", state="finished",
+                        ignore=NOT_RESULTS):
+    """Raises `WorkdirError` if `run_dir` holds a `state` (finished or
+    started) `what` (its `config.json`)
+    made with another config: a field that changes results, `NOT_RESULTS`
+    aside, differs from `config`. A damaged `config.json` is ignored (one
+    warning)."""
+    path = io.join(run_dir, "config.json")
+    stored = _read_stored(path) if io.exists(path) else None
+    changed = (config_difference(stored, config.to_dict(), ignore)
+               if stored is not None else None)
     if changed:
         raise WorkdirError(
-            f"`workdir` holds a finished {what} of another config "
+            f"`workdir` holds a {state} {what} of another config "
             f"({changed}); use a new workdir, or the config it was run "
             f"with. Received: workdir={run_dir!r}")
 
 
+def check_resume(run_dir, config, restored, rows, restart=False,
+                 print_fn=None):
+    """Refuses to resume the started run in `run_dir` the wrong way.
+
+    Args:
+        run_dir: the run's directory (its `config.json`).
+        config: the config of this attempt.
+        restored: the checkpoint restored, or None.
+        rows: the rows of the run's `metrics.csv`.
+        restart: train over from step 0 when rows exist but no checkpoint
+            does (the rows are replaced; `print_fn` says so).
+        print_fn: called with that one line, or None.
+
+    Raises:
+        WorkdirError: rows are recorded but no checkpoint is readable (a
+            rerun would silently start over and replace them), or the run
+            was started with another batch, batch growth or data (its
+            steps would fall in other epochs). Other changes (a schedule
+            extended with `num_epochs`, ...) cost one warning naming them.
+    """
+    if not (restored or rows):
+        return
+    path = io.join(run_dir, "config.json")
+    stored = _read_stored(path) if io.exists(path) else None
+    changed = config_differences(stored or {}, config.to_dict(), EXTENDABLE)
+    moved = [text for key, text in changed.items() if _moves_steps(key)]
+    if stored is not None and moved:
+        raise WorkdirError(
+            f"`workdir` holds a started run of another config ({moved[0]}), "
+            "whose steps fall in other epochs under this one; rerun with "
+            "the config it was started with, or use a new workdir. "
+            f"Received: workdir={run_dir!r}")
+    if stored is not None and changed:
+        from absl import logging
+
+        logging.warning(
+            "resuming %s with another config (%s): the result is neither "
+            "config's uninterrupted run", run_dir, "; ".join(changed.values()))
+    if restored or not rows:
+        return
+    if restart:
+        if print_fn:
+            print_fn(f"train: --restart: no checkpoint in {run_dir}; "
+                     f"training over from step 0 ({len(rows)} rows replaced)")
+        return
+    # Rows are written after the checkpoint of their step (trainer), so
+    # rows without a checkpoint mean the checkpoints were removed.
+    raise WorkdirError(
+        f"`workdir` holds {len(rows)} metrics rows (to step "
+        f"{rows[-1]['step']}) but no checkpoint to resume from; rerun with "
+        "--restart to train it over from step 0 (replacing them), or use a "
+        f"new workdir. Received: workdir={run_dir!r}")
+
+
 def finished_summary(run_dir, config):
-    """The `summary.json` of a finished run in `run_dir`, or None if there
-    is none.
+    """The `summary.json` of a finished run in `run_dir` (whether or not
+    its checkpoints remain), or None if there is none or it is damaged
+    (one warning: the run finishes again from its checkpoints).
 
     Raises:
         WorkdirError: the run was made with another config
@@ -153,8 +252,45 @@ def finished_summary(run_dir, config):
     summary = io.join(run_dir, "summary.json")
     if not io.exists(summary):
         return None
+    found = _read_stored(summary)
+    if found is None:
+        return None
+    if found.get("diverged") or int(found.get("epochs", 0)) < (
+            config.num_epochs):
+        # Diverged: a rerun goes on from the last good checkpoint (and
+        # diverges again). Extended: it goes on (`check_resume` checks).
+        return None
     refuse_other_config(run_dir, config)
-    return io.read_json(summary)
+    return found
+
+
+# What each pipeline leaves at the top of a workdir it has begun or
+# finished. A workdir holding another pipeline's files is refused before
+# anything is written: no pipeline overwrites another's results (`curves.csv`
+# and `config.json`, for instance, are written by more than one).
+MARKERS = {
+    "train": ("summary.json", "metrics.csv", "checkpoints"),
+    "tune": ("plan.json", "trials", "keras_tuner"),
+    "cooling": ("cooling.json", "runs"),
+    "equilibrium": ("equilibrium.json", "equilibrium.csv", "populations"),
+}
+
+
+def refuse_foreign(path, kind):
+    """Raises `WorkdirError` if `path` holds files of a pipeline other
+    than `kind` (a key of `MARKERS`): that pipeline's results are never
+    overwritten."""
+    if kind not in MARKERS:
+        raise ValueError(f"unknown pipeline {kind!r}; one of {sorted(MARKERS)}")
+    if not path or not io.exists(path):
+        return
+    for other, names in MARKERS.items():
+        found = [n for n in names
+                 if other != kind and io.exists(io.join(path, n))]
+        if found:
+            raise _bad(f"holds the files of a {other} run ({found[0]}), "
+                       f"which a {kind} run would overwrite; use a new "
+                       "workdir", path)
 
 
 def _holder():
@@ -209,7 +345,22 @@ class RunLock:
     def _lock_local(self):
         import fcntl
 
-        file = open(self.path, "a+")  # noqa: SIM115 -- held until exit.
+        # O_NOFOLLOW: a `.lock` that is a symbolic link is refused, never
+        # followed (the file it names would be overwritten).
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            if error.errno == errno.ELOOP or os.path.islink(self.path):
+                raise _bad(f"holds {self.path!r}, a symbolic link, where "
+                           "the run's lock file goes; remove it",
+                           self.workdir) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _bad(f"holds {self.path!r}, which must be a plain file; "
+                       "remove it", self.workdir)
+        file = os.fdopen(fd, "r+")  # noqa: SIM115 -- held until exit.
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
