@@ -7,15 +7,20 @@ the repairs keras-tuner 1.4 needs to resume a search safely.
 * `TrialError`: a trial that raised stops the search, instead of being
   marked failed for good; `retry_failed` sends trials an older run marked
   failed back to the queue.
-* keras-tuner's JSON state files are written atomically.
+* keras-tuner's JSON state files are written atomically, and a damaged
+  or missing one is rebuilt from the trials before keras-tuner reloads
+  it (`search_state`).
 """
 
 import contextlib
 import io as _io
 import json
+import os
 
 import keras_tuner
+from keras_tuner.src.distribute import utils as dist_utils
 
+from tf_temperature.studies import search_state
 from tf_temperature.training import io
 
 SCORE = "score"
@@ -32,6 +37,54 @@ def _save_json_atomically(path, obj):
 
 # keras-tuner 1.4's state files (oracle, trials, tuner) all go through it.
 keras_tuner.src.utils.save_json = _save_json_atomically
+
+
+def check_oracle_address():
+    """Raises `ValueError` naming the variable if keras-tuner's chief
+    could not bind, or its workers reach, `KERASTUNER_ORACLE_IP` and
+    `KERASTUNER_ORACLE_PORT` (set: a parallel search).
+
+    gRPC takes `HOST:PORT`, so an IPv6 literal (`::1`) is bracketed here
+    (`[::1]`), in the environment keras-tuner reads.
+    """
+    import ipaddress
+    import socket
+
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return
+    host = os.environ["KERASTUNER_ORACLE_IP"].strip()
+    port = os.environ.get("KERASTUNER_ORACLE_PORT", "")
+    if not host:
+        raise ValueError(
+            "`KERASTUNER_ORACLE_IP` must name the chief's address (an IPv4 "
+            "or IPv6 address, or a host name). Received: "
+            "KERASTUNER_ORACLE_IP=''")
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(
+            "`KERASTUNER_ORACLE_PORT` must be a port number in [1, 65535]. "
+            f"Received: KERASTUNER_ORACLE_PORT={port!r}")
+    bare = host.strip("[]")
+    if ":" in bare:
+        try:
+            ipaddress.IPv6Address(bare)
+        except ValueError:
+            raise ValueError(
+                "`KERASTUNER_ORACLE_IP` must be an IPv4 or IPv6 address or a "
+                f"host name. Received: KERASTUNER_ORACLE_IP={host!r}") from None
+        os.environ["KERASTUNER_ORACLE_IP"] = f"[{bare}]"
+    if dist_utils.is_chief_oracle():
+        # gRPC's own failure to bind is a traceback from keras-tuner's
+        # server thread: try the address first.
+        family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((bare, int(port)))
+        except OSError as error:
+            raise ValueError(
+                f"the chief cannot listen on KERASTUNER_ORACLE_IP={host!r}, "
+                f"KERASTUNER_ORACLE_PORT={port!r}: {error.strerror or error}"
+                "; give an address of this machine and a free port") from None
 
 
 class TrialError(keras_tuner.errors.FatalError):
@@ -79,6 +132,14 @@ class GridOracle(keras_tuner.Oracle):
         return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED,
                 "values": None}
 
+    def reload(self):
+        """keras-tuner's reload; room is then made for the combinations
+        not tried yet (keras-tuner stops at `max_trials` trials, and a
+        repaired project's placeholders count as trials)."""
+        super().reload()
+        self.max_trials = len(self.trials) + sum(
+            not self._duplicate(values) for values in self.combinations)
+
 
 class EtaTuner(keras_tuner.Tuner):
     """A keras-tuner `Tuner` whose trials are training-pipeline runs (of
@@ -87,6 +148,13 @@ class EtaTuner(keras_tuner.Tuner):
     def __init__(self, study, mode, project, oracle, stage="coarse"):
         self.study = study  # Not `search`: that is the Tuner's method.
         self.mode, self.stage = mode, stage
+        if not (dist_utils.has_chief_oracle()
+                and not dist_utils.is_chief_oracle()):  # Owns the oracle.
+            project_dir = io.join(study.tuner_dir, project)
+            tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
+            search_state.rebuild_oracle(
+                oracle, project_dir, io.join(project_dir, f"{tuner_id}.json"),
+                changed=project in getattr(study, "repaired", ()))
         # keras-tuner prints "Reloading Tuner from ..." on a resume; the
         # study's own "resuming: ..." (or "... already complete") says it.
         with contextlib.redirect_stdout(_io.StringIO()):
@@ -108,13 +176,15 @@ class EtaTuner(keras_tuner.Tuner):
         return {SCORE: record["objective"]}
 
     def missing(self):
-        """This project's trials that ended without a record."""
+        """This project's trials that ended without a record (not the
+        placeholders of lost trials, whose values were tried again)."""
         done = keras_tuner.engine.trial.TrialStatus.COMPLETED
         return [f"{self.project_name}/{trial_id}"
                 for trial_id, trial in sorted(self.oracle.trials.items())
-                if trial.status != done or not io.exists(io.join(
-                    self.study.workdir, "trials", self.project_name,
-                    f"trial_{trial_id}", "record.json"))]
+                if trial.status != search_state.PLACEHOLDER and (
+                    trial.status != done or not io.exists(io.join(
+                        self.study.workdir, "trials", self.project_name,
+                        f"trial_{trial_id}", "record.json")))]
 
 
 def objective():

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from tf_temperature import _validation
-from tf_temperature.studies import optimum
+from tf_temperature.studies import optimum, search_state
 from tf_temperature.training import experiment, io
 
 MODES = ("grid", "bayesian", "hyperband", "transfer")
@@ -75,6 +75,9 @@ def _sequence(name, value, example):
 
 def check_tune_config(config):
     """Raises `ValueError` naming the first bad `tune.*` field."""
+    from tf_temperature.studies import driver
+
+    driver.check_oracle_address()  # A parallel search's chief address.
     tune = config.tune
     experiment.refuse_batch_growth(config, "the learning-rate search")
     for name, example in (("batch_sizes", "(32, 64, 128)"),
@@ -335,12 +338,16 @@ class Plan:
         self.fields = _flat(config)
         self.path = io.join(workdir, "plan.json")
 
+    def _stored(self):
+        """`plan.json`'s fields (`ValueError` if it is damaged)."""
+        return search_state.read_plan(self.path, FINE_KEY)
+
     def check_unchanged(self):
         """Raises `ValueError` if the directory holds a study of other
-        fields; reads only."""
+        fields (or a damaged `plan.json`); reads only."""
         if not io.exists(self.path):
             return
-        stored = io.read_json(self.path)
+        stored = self._stored()
         stored.pop(FINE_KEY, None)
         for key in sorted(set(stored) | set(self.fields)):
             if stored.get(key) != self.fields.get(key):
@@ -358,13 +365,13 @@ class Plan:
 
     def fine_eta0s(self):
         """`{B: eta0s}` of the second stage as first recorded, or None."""
-        stored = io.read_json(self.path).get(FINE_KEY)
+        stored = self._stored().get(FINE_KEY)
         return None if stored is None else {
             int(b): tuple(float(e) for e in values)
             for b, values in stored.items()}
 
     def record_fine_eta0s(self, grids):
         """Adds the second stage's grids (`{B: eta0s}`) to `plan.json`."""
-        stored = io.read_json(self.path)
+        stored = self._stored()
         stored[FINE_KEY] = {str(b): list(v) for b, v in grids.items()}
         io.write_json(self.path, stored)

@@ -55,6 +55,7 @@ from tf_temperature.studies import (
     records,
     runners,
     scaling_report,
+    search_state,
 )
 from tf_temperature.training import io, progress
 from tf_temperature.training import workdir as workdir_lib
@@ -104,6 +105,8 @@ class Search:
         self.worst = plan.worst_score(self.tune.objective, classes,
                                       self.chance)
         workdir_lib.check_workdir(workdir, STUDY_FILES, STUDY_DIRECTORIES)
+        # A train, cooling or equilibrium run's files are never overwritten.
+        workdir_lib.refuse_foreign(workdir, "tune")
         self.workdir = workdir
         self.print_fn = print_fn or (lambda line: None)
         self.tuner_dir = io.join(workdir, "keras_tuner")
@@ -113,7 +116,7 @@ class Search:
         self.plan = plan.Plan(config, workdir)
         self.plan.check_unchanged()
         self._tuners, self._planned = [], []
-        self.progress, self._costs = None, {}
+        self.progress, self._costs, self.repaired = None, {}, set()
 
     # --- Trials. ----------------------------------------------------------
 
@@ -201,10 +204,11 @@ class Search:
     def run(self):
         """Runs (or resumes) the search; returns the report (chief only).
 
-        A search alone holds its workdir (`workdir.RunLock`); the chief and
-        workers of a parallel search share it, one trial directory each.
+        A search alone or a parallel search's chief holds its workdir
+        (`workdir.RunLock`: a second one is refused, never left waiting);
+        the workers share it, one trial directory each.
         """
-        if _is_worker() or os.environ.get("KERASTUNER_ORACLE_IP"):
+        if _is_worker():
             return self._run()
         with workdir_lib.RunLock(self.workdir):
             return self._run()
@@ -232,6 +236,8 @@ class Search:
     def _run(self):
         if not _is_worker():
             self.plan.write()
+            self.repaired = search_state.repair_trials(  # Before any read.
+                self.workdir, self.tuner_dir, self.seeds)
         self._start_progress()
         mode = self.tune.mode
         if mode == "grid":
@@ -264,12 +270,7 @@ class Search:
             missing += [name for tuner in self._tuners
                         for name in tuner.missing()]
         if missing:
-            raise IncompleteSearchError(
-                f"the search has no result for {len(missing)} planned "
-                f"trial(s): {', '.join(missing[:8])}"
-                + (", ..." if len(missing) > 8 else "")
-                + "; rerun the same command to run them (no verdict was "
-                "written)")
+            raise incomplete(missing)
         result = scaling_report.write_report(
             self.workdir, trials, self.tune, self.chance, self.print_fn,
             known=self.runner.known_answer(self.batch_sizes, self.grid),
@@ -278,6 +279,16 @@ class Search:
                                            self.workdir, self.tune.mode)))
         self.print_fn(closing_line(result, self.workdir, self.progress))
         return result
+
+
+def incomplete(missing):
+    """The error of a search whose planned trials (`missing`, phrases)
+    have no record. Its advice works: a rerun repairs the study's state
+    (`search_state`) and runs them."""
+    return IncompleteSearchError(
+        f"the search has no result for {len(missing)} planned trial(s): "
+        f"{', '.join(missing[:8])}" + (", ..." if len(missing) > 8 else "")
+        + "; rerun the same command to run them (no verdict was written)")
 
 
 def best_and_neighbours(records, reference, grid):
