@@ -3,8 +3,10 @@ r"""Decay eta, or grow B? Smith et al. 2018's experiment on the digits.
     python -m pipelines.cooling --workdir=runs/cooling
 
 Writes `runs/<schedule>_seed<seed>/` (one trainer workdir per run),
-`curves.csv`, `cooling.json` and `cooling.png` in the workdir, and prints
-the comparison. The work is in `tf_temperature.studies.cooling`.
+`curves.csv`, `cooling.json`, `cooling.png` and `config.json` in the
+workdir, and prints the comparison; a rerun resumes, or on a finished
+workdir says so and prints what it found. The work is in
+`tf_temperature.studies.cooling`.
 """
 
 from absl import app, flags
@@ -18,16 +20,22 @@ _CONFIG = _cli.define_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory.")
 
 
+def _job(workdir):
+    """The experiment and its closing lines: a signal while they print is
+    a stop like any other (one `stopped:` line, exit 75; `_cli.run_job`)."""
+    earlier = cooling.is_finished(workdir)
+    _, report = cooling.run_experiment(_CONFIG.value, workdir, print)
+    for line in cooling.summary_lines(report):
+        print(line)
+    print(f"cooling done{' before' if earlier else ''}: files in {workdir}: "
+          f"{', '.join(cooling.FILES)}, config.json and runs/")
+
+
 def main(argv):
     del argv  # Checked by the flags parser.
     _cli.quiet_info_logs()
     workdir = _WORKDIR.value or ""
-    _, report = _cli.run_job(lambda: cooling.run_experiment(
-        _CONFIG.value, workdir, print), workdir=workdir)
-    for line in cooling.summary_lines(report):
-        print(line)
-    print(f"cooling done: wrote {', '.join(cooling.FILES)} and runs/ in "
-          f"{workdir}")
+    _cli.run_job(lambda: _job(workdir), workdir=workdir)
     return 0
 
 

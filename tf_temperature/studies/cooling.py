@@ -37,7 +37,7 @@ import pandas as pd
 from scipy import stats
 
 from tf_temperature import _validation
-from tf_temperature.studies import _tracing
+from tf_temperature.studies import _tracing, experiment_state
 from tf_temperature.training import experiment, io, progress, trainer
 from tf_temperature.training import workdir as workdir_lib
 
@@ -112,21 +112,60 @@ def plan(config):
             for seed in config.cooling.seeds]
 
 
+def is_finished(workdir):
+    """Whether `workdir` holds a finished experiment (of any config): its
+    `config.json`, written last."""
+    return bool(workdir) and io.exists(io.join(workdir, "config.json"))
+
+
+def _finished(config, workdir, say):
+    """`(curves, report)` of a finished experiment of this config in
+    `workdir`, or None (not finished, or a result file missing or damaged:
+    named in one warning, and the report is rebuilt from `runs/`).
+
+    Raises:
+        workdir.WorkdirError: the workdir holds a finished experiment of
+            another config, or a `config.json` that does not parse.
+    """
+    found = experiment_state.stored_results(
+        config, workdir, "cooling experiment", say, tables={"curves.csv": (
+            "schedule", "seed", "epoch", "split", "loss", "error")},
+        records={"cooling.json": ("schedules", "epochs")},
+        figures=("cooling.png",))
+    if found is None:
+        return None
+    report = found["cooling.json"]
+    # JSON keeps the keys sorted: the schedules go back to the config's
+    # order, the order of a fresh report (and of its lines).
+    report["schedules"] = {name: report["schedules"][name] for name in
+                           config.cooling.schedules
+                           if name in report["schedules"]}
+    return found["curves.csv"], report
+
+
 def run_experiment(config, workdir, print_fn=print):
     """Trains every (schedule, seed) of `plan` and compares the schedules.
 
     Writes in `workdir`: `runs/<schedule>_seed<seed>/` (trainer workdirs,
-    resumed on a rerun), `curves.csv` (every run's `metrics.csv` rows),
-    `cooling.json` (`compare`'s report) and `cooling.png`.
+    resumed on a rerun; one whose files are torn or garbage is named in a
+    warning and redone), `curves.csv` (every run's `metrics.csv` rows),
+    `cooling.json` (`compare`'s report), `cooling.png` and, last,
+    `config.json`. A rerun on a finished workdir says so and returns what
+    it found, training nothing; another config is refused. The workdir is
+    held (`workdir.RunLock`) while the experiment runs.
 
     Returns:
         `(curves, report)`.
 
     Raises:
-        ValueError: bad input, before anything is written.
+        ValueError: bad input, before anything is written (also a workdir
+            of another pipeline, of a finished experiment of another
+            config, or in use by another run).
     """
+    say = print_fn or (lambda _: None)
     check_config(config)
-    workdir_lib.check_workdir(workdir, FILES, ("runs",))
+    workdir_lib.check_workdir(workdir, (*FILES, "config.json"), ("runs",))
+    workdir_lib.refuse_foreign(workdir, "cooling")
     _tracing.expect_new_functions()  # A loop per run and phase.
     setup = experiment.Experiment(config)
     runs = plan(config)
@@ -135,46 +174,74 @@ def run_experiment(config, workdir, print_fn=print):
     num_train = setup.source().num_train
     steps = {name: experiment.batch_schedule(run, num_train).start_step(
         run.num_epochs) for name, _, run in runs}
-    print_fn(f"cooling: {len(config.cooling.schedules)} schedules x "
-             f"{len(config.cooling.seeds)} seeds = {len(runs)} runs of "
-             f"{config.num_epochs} epochs, cooled x{config.cooling.factor} "
-             f"at epochs {tuple(config.optimizer.boundaries_epochs)}; steps "
-             "per run: " + ", ".join(f"{n} {s}" for n, s in steps.items()))
-    io.makedirs(workdir)
-    meter = progress.Progress([steps[name] for name, _, _ in runs],
-                              print_fn=print_fn)
-    frames, failed = [], []
-    for name, seed, run in runs:
-        run_dir = io.join(workdir, "runs", f"{name}_seed{seed}")
-        began = time.perf_counter()
+    with workdir_lib.RunLock(workdir):
+        found = _finished(config, workdir, say)
+        if found is not None:
+            say(f"cooling: {workdir} is already complete (run with this "
+                "config): nothing to run; it found:")
+            return found
+        say(f"cooling: {len(config.cooling.schedules)} schedules x "
+            f"{len(config.cooling.seeds)} seeds = {len(runs)} runs of "
+            f"{config.num_epochs} epochs, cooled x{config.cooling.factor} "
+            f"at epochs {tuple(config.optimizer.boundaries_epochs)}; steps "
+            "per run: " + ", ".join(f"{n} {s}" for n, s in steps.items()))
+        meter = progress.Progress([steps[name] for name, _, _ in runs],
+                                  print_fn=say)
+        frames, failed = [], []
+        for name, seed, run in runs:
+            began = time.perf_counter()
+            summary, frame = _train_run(run, io.join(
+                workdir, "runs", f"{name}_seed{seed}"), setup, say)
+            if frame is None:
+                failed.append((name, seed))
+                text = f"{name} seed {seed}: DIVERGED (left out)"
+            else:
+                frames.append(frame.assign(schedule=name, seed=seed))
+                text = (f"{name} seed {seed}: {summary['step']} steps, "
+                        f"train loss {summary['final_train_loss']:.4f}, "
+                        f"eval error {summary['final_eval_error']:.4f}")
+            meter.step(steps[name], time.perf_counter() - began, text)
+        if not frames:
+            raise trainer.DivergedError(
+                f"every run of the cooling experiment diverged (eta0="
+                f"{config.optimizer.eta0:.4g}); lower optimizer.eta0")
+        curves = pd.concat(frames, ignore_index=True)
+        report = compare(curves, steps, int(math.ceil(min(
+            config.optimizer.boundaries_epochs))))
+        report.update(factor=config.cooling.factor, diverged=[
+            {"schedule": n, "seed": s} for n, s in failed])
+        io.write_csv(io.join(workdir, "curves.csv"), curves)
+        io.write_json(io.join(workdir, "cooling.json"), report)
+        from tf_temperature.studies import cooling_figure
+
+        cooling_figure.save(curves, io.join(workdir, "cooling.png"))
+        # Last: it marks the experiment finished (`_finished`).
+        io.write_json(io.join(workdir, "config.json"), config.to_dict())
+    return curves, report
+
+
+def _train_run(run, run_dir, setup, say):
+    """Trains (or resumes, or finds finished) one run: `(summary, its
+    metrics.csv rows)`, or `(None, None)` if it diverged. A run whose files
+    are torn or garbage is named in one warning and redone from its
+    start."""
+    for _ in range(2):
+        damage = experiment_state.run_damage(run_dir, run.num_epochs)
+        if damage:
+            say(f"cooling: warning: {damage[0]} {damage[1]}; that run is "
+                "redone from its start")
+            experiment_state.redo(run_dir)
         try:
             summary = trainer.train_and_evaluate(run, run_dir, None,
                                                  setup=setup)
-            text = (f"{name} seed {seed}: {summary['step']} steps, train "
-                    f"loss {summary['final_train_loss']:.4f}, eval error "
-                    f"{summary['final_eval_error']:.4f}")
         except trainer.DivergedError:
-            failed.append((name, seed))
-            text = f"{name} seed {seed}: DIVERGED (left out)"
-        meter.step(steps[name], time.perf_counter() - began, text)
-        if (name, seed) not in failed:
-            frame = pd.read_csv(io.join(run_dir, "metrics.csv"))
-            frames.append(frame.assign(schedule=name, seed=seed))
-    if not frames:
-        raise trainer.DivergedError(
-            f"every run of the cooling experiment diverged (eta0="
-            f"{config.optimizer.eta0:.4g}); lower optimizer.eta0")
-    curves = pd.concat(frames, ignore_index=True)
-    report = compare(curves, steps,
-                     int(math.ceil(min(config.optimizer.boundaries_epochs))))
-    report.update(factor=config.cooling.factor, diverged=[
-        {"schedule": n, "seed": s} for n, s in failed])
-    io.write_text(io.join(workdir, "curves.csv"), curves.to_csv(index=False))
-    io.write_json(io.join(workdir, "cooling.json"), report)
-    from tf_temperature.studies import cooling_figure
-
-    cooling_figure.save(curves, io.join(workdir, "cooling.png"))
-    return curves, report
+            return None, None
+        if not experiment_state.run_damage(run_dir, run.num_epochs):
+            return summary, io.read_csv(io.join(run_dir, "metrics.csv"))
+    path, what = experiment_state.run_damage(run_dir, run.num_epochs)
+    raise workdir_lib.WorkdirError(
+        f"`workdir` holds a run whose {path} {what} after it was redone; "
+        f"check the file system, then rerun. Received: workdir={run_dir!r}")
 
 
 def _paired(values):
@@ -304,9 +371,10 @@ def summary_lines(report):
                          f"{item['difference_high']:+.2e}]")
                 lines.append(text)
                 after = item.get("after_switch")
-                compared = item["epochs_compared"]
+                compared, gap = (item["epochs_compared"],
+                                 item["max_gap_in_seed_sd"])  # JSON: inf null
                 text = (f"      largest gap over the epochs "
-                        f"{item['max_gap_in_seed_sd']:.2f} seed sd -> "
+                        f"{math.inf if gap is None else gap:.2f} seed sd -> "
                         + ("within the seed spread" if item["match"]
                            else "OUTSIDE the seed spread")
                         + "; paired intervals excluding 0 at "

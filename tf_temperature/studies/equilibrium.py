@@ -45,6 +45,7 @@ import pandas as pd
 from tf_temperature import _validation, noise_scale
 from tf_temperature.studies import (
     equilibrium_figures,
+    experiment_state,
     plateaus,
     thermometer,
 )
@@ -232,47 +233,48 @@ def is_finished(workdir):
     return bool(workdir) and io.exists(io.join(workdir, "config.json"))
 
 
-def _finished(config, workdir):
+def _finished(config, workdir, say):
     """`(table, fits)` of a finished experiment of this config in
-    `workdir` (its `config.json` is written last), or None.
-
-    Raises:
-        workdir.WorkdirError: the workdir holds a finished experiment of
-            another config.
-    """
-    if not is_finished(workdir):
-        return None
-    workdir_lib.refuse_other_config(workdir, config,
-                                    "equilibrium experiment")
-    return (io.read_csv(io.join(workdir, "equilibrium.csv")),
-            io.read_json(io.join(workdir, "equilibrium.json")))
+    `workdir`, or None (`experiment_state.stored_results`: a damaged result is
+    rebuilt from `populations/`)."""
+    found = experiment_state.stored_results(
+        config, workdir, "equilibrium experiment", say,
+        tables={"equilibrium.csv": COLUMNS,
+                "curves.csv": ("run", "seed", "step", "loss")},
+        records={"equilibrium.json": ("alpha", "gamma", "runs",
+                                      "no_drift_runs", "drifting")},
+        figures=[name for name in files_written(config)
+                 if name.endswith(".png")])
+    return found and (found["equilibrium.csv"], found["equilibrium.json"])
 
 
 def run_experiment(config, workdir, print_fn=print):
     """Runs every population of `plan` and writes the results.
 
-    Writes in `workdir`: `equilibrium.csv` (`COLUMNS`, one row per run and
-    phase), `curves.csv` (every seed's measured loss), `equilibrium.json`
-    (the collapse exponents), `equilibrium.png`, `schedule.png` and, last,
+    Writes in `workdir`: `populations/B<batch>.npz` (each population's
+    measurements as it finishes: a rerun reuses them, and trains a damaged
+    one again), `equilibrium.csv` (`COLUMNS`, one row per run and phase),
+    `curves.csv` (every seed's measured loss), `equilibrium.json` (the
+    collapse exponents), `equilibrium.png`, `schedule.png` and, last,
     `config.json`. Prints a header with an estimate of the time, one
     `[k/N]` line per piece of a population with the time left. A rerun on
-    a finished workdir says so and returns what it found.
+    a finished workdir says so and returns what it found; a result file of
+    it that is missing or damaged is named and rebuilt. The workdir is held
+    (`workdir.RunLock`) while the experiment runs.
 
     Returns:
         `(table, fits)`: the `equilibrium.csv` DataFrame and the fits.
 
     Raises:
         ValueError: bad input, before anything is written (also a workdir
-            that holds a finished experiment of another config).
+            of another pipeline, of a finished experiment or population
+            of another config, or in use by another run).
     """
     say = print_fn or (lambda _: None)
     check_config(config)
-    workdir_lib.check_workdir(workdir, (*FILES, "config.json"))
-    finished = _finished(config, workdir)
-    if finished is not None:
-        say(f"equilibrium: {workdir} is already complete (run with this "
-            "config): nothing to run; it found:")
-        return finished
+    workdir_lib.check_workdir(workdir, (*FILES, "config.json"),
+                              (experiment_state.POPULATIONS,))
+    workdir_lib.refuse_foreign(workdir, "equilibrium")
     eq = config.equilibrium
     x, y = thermometer.digits(config.dataset.validation_fraction,
                               config.seed)
@@ -291,67 +293,103 @@ def run_experiment(config, workdir, print_fn=print):
         per_point = len(y) // batch  # Measure once per epoch.
         groups[batch] = (group, math.ceil(steps / per_point) * per_point,
                          len(group) * eq.seeds)
+    with workdir_lib.RunLock(workdir):
+        finished = _finished(config, workdir, say)
+        if finished:
+            say(f"equilibrium: {workdir} is already complete (run with "
+                "this config): nothing to run; it found:")
+            return finished
+        saved = {batch: experiment_state.load_population(
+            workdir, batch, config, (steps // (len(y) // batch), copies), say)
+            for batch, (_, steps, copies) in groups.items()}
+        measured = _train(config, workdir, (x, y), groups, saved, say)
+        return _write(config, workdir, groups, measured, len(y))
+
+
+def _train(config, workdir, data, groups, saved, say):
+    """`{B: (losses, small, big)}`: the populations in `saved` as they
+    are, the others trained, each saved (`experiment_state.save_population`)
+    as it finishes."""
+    eq, (x, y) = config.equilibrium, data
     seeds = list(range(config.seed, config.seed + eq.seeds))
-    floor = input_pipeline.label_noise_entropy(config.dataset.label_noise,
-                                               10)
     hidden = (config.model.width,) * config.model.depth
     # The time goes with steps x copies (a copy's step is a small matrix
     # product; the per-step overhead is shared).
     total = sum(steps * copies for _, steps, copies in groups.values())
+    left = {b: g for b, g in groups.items() if saved[b] is None}
     pieces = {batch: _pieces(steps, len(y) // batch, round(
         PROGRESS_LINES * steps * copies / total))
-        for batch, (_, steps, copies) in groups.items()}
+        for batch, (_, steps, copies) in left.items()}
     clock = progress.Progress(
         [p * groups[b][2] for b in pieces for p in pieces[b]], print_fn=say)
-    say(f"equilibrium: {len(runs)} runs x {eq.seeds} seeds in "
-        f"{len(groups)} populations (B = "
+    say(f"equilibrium: {sum(len(g) for g, _, _ in groups.values())} runs x "
+        f"{eq.seeds} seeds in {len(groups)} populations (B = "
         f"{', '.join(str(b) for b in groups)}), "
         f"{sum(s for _, s, _ in groups.values()):,} steps in all; about "
         f"{progress.duration(SECONDS_PER_COPY_STEP * total)} on 2 AVX-512 "
         f"cores (AVX2: 4-5x); {clock.total} lines, the time left from the "
         "first on")
-    with workdir_lib.RunLock(workdir):
-        rows, curves = [], []
-        for batch, (group, steps, copies) in groups.items():
-            per_point = len(y) // batch
-            index = {run["name"]: [i * eq.seeds + j for j in range(eq.seeds)]
-                     for i, run in enumerate(group)}
-            pairs = [(run, seed) for run in group for seed in seeds]
-            pop = thermometer.Thermometer(
-                x, y, hidden, 10, config.dataset.label_noise,
-                [r["eta"] for r, _ in pairs],
-                [r["momentum"] for r, _ in pairs], [s for _, s in pairs],
-                [tuple(np.cumsum(r["phases"])[:-1]) for r, _ in pairs])
-            found, done = [], 0
-            for piece in pieces[batch]:
-                started = time.perf_counter()
-                found.append(pop.run(piece, batch, per_point, first=done))
-                done += piece
-                clock.step(piece * copies, time.perf_counter() - started,
-                           f"B = {batch}: {len(group)} runs x {eq.seeds} "
-                           f"seeds, step {done:,} of {steps:,}")
-            losses, small, big = (np.concatenate(part)
-                                  for part in zip(*found, strict=True))
-            for run in group:
-                rows += _measure(run, index, losses, small, big, per_point,
-                                 eq.seeds, eq, floor)
-                for j, column in enumerate(index[run["name"]]):
-                    curves.append(pd.DataFrame({
-                        "run": run["name"], "seed": seeds[j],
-                        "step": per_point * np.arange(1, len(losses) + 1),
-                        "loss": losses[:, column]}))
-        table = pd.DataFrame(rows)
-        fits = plateaus.collapse_fits(table, eq.batch_size)
-        table = table[list(COLUMNS)]
-        io.write_csv(io.join(workdir, "equilibrium.csv"), table)
-        io.write_csv(io.join(workdir, "curves.csv"), pd.concat(curves))
-        io.write_json(io.join(workdir, "equilibrium.json"), fits)
-        io.save_figure(equilibrium_figures.figure(table),
-                       io.join(workdir, "equilibrium.png"))
-        if eq.schedule_cuts:
-            io.save_figure(equilibrium_figures.schedule_figure(
-                pd.concat(curves), table), io.join(workdir, "schedule.png"))
-        io.write_json(io.join(workdir, "config.json"), config.to_dict())
+    reused = [str(b) for b in groups if b not in left]
+    if reused:
+        say(f"equilibrium: B = {', '.join(reused)} reused from "
+            f"{io.join(workdir, experiment_state.POPULATIONS)} (saved by an "
+            "earlier run of this config)")
+    measured = dict(saved)
+    for batch, (group, steps, copies) in left.items():
+        pairs = [(run, seed) for run in group for seed in seeds]
+        pop = thermometer.Thermometer(
+            x, y, hidden, 10, config.dataset.label_noise,
+            [r["eta"] for r, _ in pairs], [r["momentum"] for r, _ in pairs],
+            [s for _, s in pairs],
+            [tuple(np.cumsum(r["phases"])[:-1]) for r, _ in pairs])
+        found, done = [], 0
+        for piece in pieces[batch]:
+            started = time.perf_counter()
+            found.append(pop.run(piece, batch, len(y) // batch, first=done))
+            done += piece
+            clock.step(piece * copies, time.perf_counter() - started,
+                       f"B = {batch}: {len(group)} runs x {eq.seeds} "
+                       f"seeds, step {done:,} of {steps:,}")
+        measured[batch] = tuple(np.concatenate(part)
+                                for part in zip(*found, strict=True))
+        experiment_state.save_population(workdir, batch, config,
+                                         measured[batch])
+    return measured
+
+
+def _write(config, workdir, groups, measured, num_train):
+    """Measures the plateaus of every run, fits, writes the results
+    (`config.json` last); returns `(table, fits)`."""
+    eq = config.equilibrium
+    seeds = list(range(config.seed, config.seed + eq.seeds))
+    floor = input_pipeline.label_noise_entropy(config.dataset.label_noise,
+                                               10)
+    rows, curves = [], []
+    for batch, (group, _, _) in groups.items():
+        per_point = num_train // batch
+        losses, small, big = measured[batch]
+        index = {run["name"]: [i * eq.seeds + j for j in range(eq.seeds)]
+                 for i, run in enumerate(group)}
+        for run in group:
+            rows += _measure(run, index, losses, small, big, per_point,
+                             eq.seeds, eq, floor)
+            for j, column in enumerate(index[run["name"]]):
+                curves.append(pd.DataFrame({
+                    "run": run["name"], "seed": seeds[j],
+                    "step": per_point * np.arange(1, len(losses) + 1),
+                    "loss": losses[:, column]}))
+    table = pd.DataFrame(rows)
+    fits = plateaus.collapse_fits(table, eq.batch_size)
+    table = table[list(COLUMNS)]
+    io.write_csv(io.join(workdir, "equilibrium.csv"), table)
+    io.write_csv(io.join(workdir, "curves.csv"), pd.concat(curves))
+    io.write_json(io.join(workdir, "equilibrium.json"), fits)
+    io.save_figure(equilibrium_figures.figure(table),
+                   io.join(workdir, "equilibrium.png"))
+    if eq.schedule_cuts:
+        io.save_figure(equilibrium_figures.schedule_figure(
+            pd.concat(curves), table), io.join(workdir, "schedule.png"))
+    io.write_json(io.join(workdir, "config.json"), config.to_dict())
     return table, fits
 
 
