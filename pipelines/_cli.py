@@ -85,7 +85,13 @@ def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
     if AS_PIPELINE:
         signals.stop_on_signals()
     try:
-        return job()
+        result = job()
+        if AS_PIPELINE:
+            # The job is over: from here a signal is one line at once,
+            # never an exception met by an exit handler.
+            signal.signal(signal.SIGINT, _startup.stopped_after)
+            signal.signal(signal.SIGTERM, _startup.stopped_after)
+        return result
     except input_errors as error:
         fail(error)
     except trainer.DivergedError as error:

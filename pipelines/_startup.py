@@ -13,6 +13,7 @@ warnings and errors kept); `TF_TEMPERATURE_STARTUP_LOGS=1` shows the banner
 again.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -45,6 +46,23 @@ def stopped_early(signum, frame):
     del frame
     line = (f"stopped: {signal.Signals(signum).name} before the run "
             "started; nothing was written: rerun the same command\n")
+    os.write(_stderr_fd, line.encode())
+    os._exit(STOPPED)
+
+
+def stopped_after(signum, frame):
+    """A SIGINT or SIGTERM once a job has returned (its files and lines
+    all written) ends the process at once with one line: an exception
+    raised now would surface as a traceback from an exit handler."""
+    del frame
+    # The signal may land inside a write to stdout: a flush from here can
+    # fail, and must not hide the line below.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    line = (f"stopped: {signal.Signals(signum).name} after the job's last "
+            "write: rerun the same command to go on, or to see what it "
+            "found\n")
     os.write(_stderr_fd, line.encode())
     os._exit(STOPPED)
 

@@ -166,18 +166,23 @@ def make_loop(strategy, step_fn, names, stop_if_not_finite=False):
             is NaN or infinite (a diverged run saves nothing after it).
 
     Returns:
-        A `tf.function` returning the dict of float32 sums over replicas
-        and steps.
+        A `tf.function` returning the dict of sums over replicas and steps:
+        float64 (float32 on a TPU, which has no float64).
     """
+    # Each step's float32 sums add up exactly in float64, so an epoch's
+    # totals do not depend on how its steps are cut into host calls
+    # (`steps_per_loop`, the checkpoint cadence, a resume mid-epoch).
+    dtype = (tf.float32 if isinstance(strategy, tf.distribute.TPUStrategy)
+             else tf.float64)
 
     @tf.function
     def loop(iterator, num_steps):
-        totals = {name: tf.constant(0.0) for name in names}
+        totals = {name: tf.constant(0.0, dtype) for name in names}
         for _ in tf.range(num_steps):
             per_replica = strategy.run(step_fn, args=next(iterator))
             totals = {
                 name: totals[name] + tf.cast(strategy.reduce(
-                    _SUM, per_replica[name], axis=None), tf.float32)
+                    _SUM, per_replica[name], axis=None), dtype)
                 for name in names}
             if stop_if_not_finite and not tf.math.is_finite(
                     totals["loss"]):
