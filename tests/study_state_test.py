@@ -321,3 +321,29 @@ def test_a_signal_while_the_report_closes_is_one_stopped_line(
     assert "rerun the same command" in stopped[0]
     assert not message_lines(result.stderr)  # No `error:` line.
     assert_same_study(workdir, studies["finished"])
+
+
+def test_a_study_in_a_path_with_glob_characters_resumes(tmp_path, studies,
+                                                        monkeypatch):
+    # keras-tuner globs its directory on reload, and so did the records'
+    # reader: a workdir named like a pattern lost its trials.
+    from tf_temperature.training import io
+
+    run = tmp_path / "exp[1] glob*?é"
+    original, calls = tuning.Search.run_trial, []
+
+    def stops_in_the_fourth(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tuning.Search, "run_trial", stops_in_the_fourth)
+        with pytest.raises(KeyboardInterrupt):
+            search(run)
+    monkeypatch.setattr(io, "_LITERAL", {})  # As a new process: new links.
+    lines = search(run)
+    assert any("resuming" in line and "3 of 6" in line for line in lines), (
+        lines)
+    assert_same_study(run, studies["finished"])

@@ -158,7 +158,9 @@ class EtaTuner(keras_tuner.Tuner):
         # keras-tuner prints "Reloading Tuner from ..." on a resume; the
         # study's own "resuming: ..." (or "... already complete") says it.
         with contextlib.redirect_stdout(_io.StringIO()):
-            super().__init__(oracle=oracle, directory=study.tuner_dir,
+            # keras-tuner globs its directory when it reloads.
+            super().__init__(oracle=oracle,
+                             directory=io.literal(study.tuner_dir),
                              project_name=project, overwrite=False)
         if isinstance(self.oracle, keras_tuner.Oracle):  # Not a client.
             retry_failed(self.oracle)

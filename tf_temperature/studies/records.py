@@ -76,7 +76,7 @@ def write(directory, record, seeds):
 
 
 def _files(workdir):
-    return io.glob(io.join(workdir, "trials", "*", "trial_*", RECORD))
+    return io.glob(workdir, f"trials/*/trial_*/{RECORD}")
 
 
 def read_records(workdir):

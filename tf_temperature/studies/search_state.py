@@ -123,7 +123,7 @@ def _save(trial, path):
 
 def _ids(directory):
     return {io.basename(path)[len("trial_"):]
-            for path in io.glob(io.join(directory, "trial_*"))
+            for path in io.glob(directory, "trial_*")
             if io.isdir(path)}
 
 
@@ -134,7 +134,7 @@ def repair_trials(workdir, tuner_dir, seeds):
     changed = set()
     projects = {io.basename(p) for root in (io.join(workdir, "trials"),
                                             tuner_dir)
-                for p in io.glob(io.join(root, "*")) if io.isdir(p)}
+                for p in io.glob(root, "*") if io.isdir(p)}
     for project in sorted(projects):
         if _repair_project(io.join(workdir, "trials", project),
                            io.join(tuner_dir, project), project, seeds):

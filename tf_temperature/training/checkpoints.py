@@ -17,13 +17,9 @@
 Stopping on SIGTERM and SIGINT is `signals`.
 """
 
-import atexit
 import hashlib
 import logging as logging_std
-import os
 import re
-import shutil
-import tempfile
 
 import keras
 import numpy as np
@@ -154,7 +150,7 @@ def list_checkpoints(directory):
     """The `ckpt-N` checkpoints in `directory` by their files, oldest
     first (what the index should list)."""
     numbered = []
-    for path in io.glob(io.join(directory, "ckpt-*.index")):
+    for path in io.glob(directory, "ckpt-*.index"):
         match = _NUMBERED.search(io.basename(path))
         if match:
             numbered.append((int(match.group(1)), path[:-len(".index")]))
@@ -180,25 +176,6 @@ def set_aside_damaged_index(directory):
     return problem
 
 
-# TensorFlow's checkpoint reader and manager glob the paths they are given.
-_GLOB = re.compile(r"[][*?]")
-
-
-def _reachable(directory):
-    """`directory`, or (a local path whose name holds `[`, `*` or `?`,
-    which TensorFlow's reader would read as a pattern: "Failed to find any
-    matching files") a symbolic link to it whose path holds none, living
-    as long as the process."""
-    if not io.is_local(directory) or not _GLOB.search(directory):
-        return directory
-    io.makedirs(directory)
-    alias = tempfile.mkdtemp(prefix="tf_temperature_checkpoints_")
-    atexit.register(shutil.rmtree, alias, True)
-    link = os.path.join(alias, "checkpoints")
-    os.symlink(os.path.abspath(directory), link)
-    return link
-
-
 class Checkpoints:
     """The run's checkpoint manager.
 
@@ -213,11 +190,12 @@ class Checkpoints:
     def __init__(self, objects, directory, restore_directory, keep):
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.roots = set(objects)
-        # Paths are named as given (`shown`), reached through `_reachable`.
+        # TensorFlow's reader and manager glob their paths: they are given
+        # `io.literal` ones; messages name the paths as given (`shown`).
         self.shown = restore_directory
         self._aliases = {}
         for name in {directory, restore_directory}:
-            self._aliases[_reachable(name)] = name
+            self._aliases[io.literal(name)] = name
         directory, restore_directory = (
             next(a for a, n in self._aliases.items() if n == name)
             for name in (directory, restore_directory))

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import posixpath
+import re
 
 import tensorflow as tf
 
@@ -71,9 +72,47 @@ def makedirs(path):
     tf.io.gfile.makedirs(os.fspath(path))
 
 
-def glob(pattern):
-    """The paths matching `pattern`, sorted."""
-    return sorted(tf.io.gfile.glob(os.fspath(pattern)))
+def glob(root, pattern):
+    """The paths under the directory `root` matching `pattern` (relative,
+    with wildcards), sorted. `root` is taken literally: a workdir's name
+    may hold `[`, `*` or `?`."""
+    root = os.fspath(root)
+    if is_local(root):
+        import glob as glob_lib
+
+        return sorted(glob_lib.glob(os.path.join(glob_lib.escape(root),
+                                                 pattern)))
+    return sorted(tf.io.gfile.glob(join(root, pattern)))
+
+
+# What TensorFlow's checkpoint reader and keras-tuner read as a pattern.
+_WILDCARDS = re.compile(r"[][*?]")
+_LITERAL = {}
+
+
+def literal(directory):
+    """`directory`, or (a local path whose name holds `[`, `*` or `?`) a
+    symbolic link to it, living as long as the process, whose path holds
+    none: for libraries that glob the path they are given (TensorFlow's
+    checkpoint reader: "Failed to find any matching files"; keras-tuner's
+    reload of its trials). The directory is created."""
+    directory = os.fspath(directory)
+    if not is_local(directory) or not _WILDCARDS.search(directory):
+        return directory
+    if directory in _LITERAL:
+        return _LITERAL[directory]
+    import atexit
+    import shutil
+    import tempfile
+
+    makedirs(directory)
+    alias = tempfile.mkdtemp(prefix="tf_temperature_")
+    atexit.register(shutil.rmtree, alias, True)
+    link = os.path.join(alias, os.path.basename(directory.rstrip(os.sep))
+                        .translate(str.maketrans("", "", "[]*?")) or "dir")
+    os.symlink(os.path.abspath(directory), link)
+    _LITERAL[directory] = link
+    return link
 
 
 def remove(path):
