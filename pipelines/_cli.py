@@ -53,8 +53,8 @@ def _disk_full(error):
 
 
 def _not_writable(error):
-    """Whether `error` (Python's or TensorFlow's) is a write refused by the
-    file system (permissions changed mid-run, a read-only mount)."""
+    """Whether `error` (Python's or TensorFlow's) is an access refused by
+    the file system (permissions changed mid-run, a read-only mount)."""
     return (getattr(error, "errno", None) in (errno.EACCES, errno.EPERM,
                                               errno.EROFS)
             or type(error).__name__ == "PermissionDeniedError"
@@ -77,8 +77,8 @@ def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
     2; a diverged run one `error:` line and 3; SIGTERM or SIGINT one
     `stopped:` line and 75 (a checkpoint was saved: rerun to resume); a
     full disk one `error:` line naming `workdir` and its free space, and 1;
-    `failures` (a search with trials missing) one `error:` line and 1; a
-    write refused (permissions, a read-only mount) one `error:` line and 1.
+    `failures` (a search with trials missing) one `error:` line and 1; an
+    access refused (permissions, a read-only mount) one `error:` line and 1.
     """
     from tf_temperature.training import signals, trainer
 
@@ -106,10 +106,11 @@ def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
     except Exception as error:
         path = getattr(error, "filename", None) or workdir or "."
         if _not_writable(error):
-            print(f"error: cannot write in {path}: "
-                  f"{' '.join(str(error).split())[:200]}; make it writable "
-                  "and rerun the same command: the run resumes from its "
-                  "last checkpoint", file=sys.stderr)
+            print(f"error: cannot access {path}: "
+                  f"{' '.join(str(error).split())[:200]}; fix its "
+                  "permissions (or the mount) and rerun the same command: "
+                  "the run resumes from its last checkpoint",
+                  file=sys.stderr)
             sys.exit(ENVIRONMENT)
         if not _disk_full(error):
             raise

@@ -436,9 +436,10 @@ def test_a_write_refused_mid_run_is_one_line_and_the_rerun_resumes(
     errors = [line for line in refused.stderr.splitlines()
               if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(
-        "error: cannot write in ") and "Permission denied" in errors[0], (
+        "error: cannot access ") and "Permission denied" in errors[0], (
         errors)
-    assert "make it writable and rerun the same command" in errors[0]
+    assert "fix its permissions (or the mount) and rerun the same " in (
+        errors[0])
     rerun = cli("train", args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumed at step 44 from ckpt-" in rerun.stdout

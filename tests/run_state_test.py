@@ -182,3 +182,22 @@ def test_host_call_size_and_checkpoint_cadence_change_no_digit(tmp_path):
     assert weights[1:] == weights[:1] * 2
     for table in tables[1:]:
         pd.testing.assert_frame_equal(table, tables[0], check_exact=True)
+
+
+def test_a_run_shortened_below_its_trained_epochs_is_refused(tmp_path):
+    train_tiny(tmp_path, 3)
+    (tmp_path / "summary.json").unlink()  # As if killed after epoch 3.
+    with pytest.raises(workdir.WorkdirError, match=(
+            r"holds a run trained to epoch 3, past num_epochs=2")):
+        train_tiny(tmp_path, 2)
+
+
+def test_moving_a_growing_runs_boundaries_is_refused(tmp_path):
+    growth = {"optimizer.batch_growth": (2,), "optimizer.decay": "constant"}
+    train_tiny(tmp_path, 3, **growth)
+    (tmp_path / "summary.json").unlink()
+    with pytest.raises(workdir.WorkdirError, match=(
+            r"optimizer.boundaries_epochs was \[1.0\] there and is \[2.0\] "
+            r"now\), whose steps fall in other epochs")):
+        train_tiny(tmp_path, 3, **growth,
+                   **{"optimizer.boundaries_epochs": (2.0,)})

@@ -305,4 +305,4 @@ class Checkpoints:
         raise UnreadableCheckpointsError(
             f"no readable checkpoint in {self.shown!r} (all {len(paths)} are "
             "damaged); move that directory away and rerun with --restart to "
-            "start the run over")
+            "start the run over (in a study, delete that run's directory)")

@@ -74,10 +74,11 @@ def makedirs(path):
 
 def glob(root, pattern):
     """The paths under the directory `root` matching `pattern` (relative,
-    with wildcards), sorted. `root` is taken literally: a workdir's name
-    may hold `[`, `*` or `?`."""
+    with wildcards), sorted. A local `root` is taken literally: a
+    workdir's name may hold `[`, `*` or `?` (on an object store, keep
+    them out of its name)."""
     root = os.fspath(root)
-    if is_local(root):
+    if "://" not in root:
         import glob as glob_lib
 
         return sorted(glob_lib.glob(os.path.join(glob_lib.escape(root),
@@ -87,31 +88,36 @@ def glob(root, pattern):
 
 # What TensorFlow's checkpoint reader and keras-tuner read as a pattern.
 _WILDCARDS = re.compile(r"[][*?]")
-_LITERAL = {}
 
 
 def literal(directory):
     """`directory`, or (a local path whose name holds `[`, `*` or `?`) a
-    symbolic link to it, living as long as the process, whose path holds
-    none: for libraries that glob the path they are given (TensorFlow's
-    checkpoint reader: "Failed to find any matching files"; keras-tuner's
-    reload of its trials). The directory is created."""
-    directory = os.fspath(directory)
-    if not is_local(directory) or not _WILDCARDS.search(directory):
-        return directory
-    if directory in _LITERAL:
-        return _LITERAL[directory]
-    import atexit
-    import shutil
+    symbolic link to it whose path holds none: for libraries that glob the
+    path they are given (TensorFlow's checkpoint reader: "Failed to find
+    any matching files"; keras-tuner's reload of its trials). The
+    directory is created. The link is named by a hash of the directory's
+    absolute path in a folder of this user's under the temporary
+    directory, so every process reuses it and none is left behind."""
+    import hashlib
     import tempfile
 
+    directory = os.fspath(directory)
+    if "://" in directory or not _WILDCARDS.search(directory):
+        return directory
     makedirs(directory)
-    alias = tempfile.mkdtemp(prefix="tf_temperature_")
-    atexit.register(shutil.rmtree, alias, True)
-    link = os.path.join(alias, os.path.basename(directory.rstrip(os.sep))
-                        .translate(str.maketrans("", "", "[]*?")) or "dir")
-    os.symlink(os.path.abspath(directory), link)
-    _LITERAL[directory] = link
+    target = os.path.abspath(directory)
+    links = os.path.join(tempfile.gettempdir(),
+                         f"tf_temperature_links_{os.getuid()}")
+    os.makedirs(links, mode=0o700, exist_ok=True)
+    if os.stat(links).st_uid != os.getuid() or os.path.islink(links):
+        links = tempfile.mkdtemp(prefix="tf_temperature_links_")
+    link = os.path.join(links, hashlib.sha256(
+        target.encode()).hexdigest()[:20])
+    if not (os.path.islink(link) and os.readlink(link) == target):
+        # Made beside and renamed: atomic when two processes race.
+        fresh = f"{link}.{os.getpid()}"
+        os.symlink(target, fresh)
+        os.replace(fresh, link)
     return link
 
 

@@ -205,7 +205,8 @@ class Trainer:
             run_dir = io.join(self.workdir, "workers",
                               f"{task_type}{task_id}")
         with workdir.RunLock(run_dir):
-            found = workdir.finished_summary(run_dir, self.config)
+            # The chief's summary: every worker decides alike.
+            found = workdir.finished_summary(self.workdir, self.config)
             if found is not None:  # Complete, with or without checkpoints.
                 return _Epochs(self, run_dir, None, None, None).console.finish(
                     found, earlier=True)

@@ -110,12 +110,6 @@ NOT_RESULTS = ("quiet", "steps_per_loop", "checkpoint_every_steps",
                "keep_checkpoints")
 
 
-# A run may be extended: rerun with more epochs, it goes on from its last
-# checkpoint (equal to a longer run when the schedule does not depend on
-# `num_epochs`: step decay, not cosine).
-EXTENDABLE = (*NOT_RESULTS, "num_epochs")
-
-
 def config_differences(stored, config, ignore=NOT_RESULTS):
     """The fields where `config` (a dict) differs from `stored` (a run's
     `config.json`), as phrases ("KEY was OLD there and is NEW now") keyed
@@ -142,29 +136,34 @@ def config_difference(stored, config, ignore=NOT_RESULTS):
                 None)
 
 
-def _moves_steps(key):
+def _moves_steps(key, stored, config):
     """Whether a change of config field `key` gives a checkpoint's step
-    another epoch (the batch, its growth, the data): such a run cannot go
-    on."""
+    another epoch (the batch, its growth and where it grows, the data):
+    such a run cannot go on."""
+    grows = stored.get("optimizer", {}).get("batch_growth") or tuple(
+        config.optimizer.batch_growth)
     return (key in ("batch_size", "optimizer.batch_growth")
+            or (key == "optimizer.boundaries_epochs" and bool(grows))
             or key.startswith("dataset."))
 
 
-def _read_stored(path):
+def _read_stored(path, problem=None):
     """The JSON in `path`, or None (with one warning naming it) when it is
-    not a JSON object: a damaged file is rewritten by the run, not trusted
-    and not a traceback."""
+    not a JSON object (or has `problem`): a damaged file is rewritten by
+    the run, not trusted and not a traceback."""
     from absl import logging
 
     try:
         value = io.read_json(path)
     except (ValueError, UnicodeDecodeError, tf.errors.OpError) as error:
-        value = error
-    if isinstance(value, dict):
+        problem = str(error).splitlines()[0][:80]
+    else:
+        if not isinstance(value, dict):
+            problem = "not an object"
+    if problem is None:
         return value
     logging.warning("%s is damaged (%s); it is not used and will be "
-                    "rewritten", path, str(value).splitlines()[0][:80]
-                    if isinstance(value, Exception) else "not an object")
+                    "rewritten", path, problem)
     return None
 
 
@@ -210,14 +209,21 @@ def check_resume(run_dir, config, restored, rows, restart=False,
         return
     path = io.join(run_dir, "config.json")
     stored = _read_stored(path) if io.exists(path) else None
-    changed = config_differences(stored or {}, config.to_dict(), EXTENDABLE)
-    moved = [text for key, text in changed.items() if _moves_steps(key)]
+    changed = config_differences(stored or {}, config.to_dict())
+    moved = [text for key, text in changed.items()
+             if _moves_steps(key, stored or {}, config)]
     if stored is not None and moved:
         raise WorkdirError(
             f"`workdir` holds a started run of another config ({moved[0]}), "
             "whose steps fall in other epochs under this one; rerun with "
             "the config it was started with, or use a new workdir. "
             f"Received: workdir={run_dir!r}")
+    past = [r for r in rows if int(r["epoch"]) > config.num_epochs]
+    if past:
+        raise WorkdirError(
+            f"`workdir` holds a run trained to epoch {past[-1]['epoch']}, "
+            f"past num_epochs={config.num_epochs}; rerun with more epochs, "
+            f"or use a new workdir. Received: workdir={run_dir!r}")
     if stored is not None and changed:
         from absl import logging
 
@@ -236,8 +242,9 @@ def check_resume(run_dir, config, restored, rows, restart=False,
     raise WorkdirError(
         f"`workdir` holds {len(rows)} metrics rows (to step "
         f"{rows[-1]['step']}) but no checkpoint to resume from; rerun with "
-        "--restart to train it over from step 0 (replacing them), or use a "
-        f"new workdir. Received: workdir={run_dir!r}")
+        "--restart to train it over from step 0 (replacing them; in a "
+        "study, delete that run's directory), or use a new workdir. "
+        f"Received: workdir={run_dir!r}")
 
 
 def finished_summary(run_dir, config):
@@ -255,10 +262,13 @@ def finished_summary(run_dir, config):
     found = _read_stored(summary)
     if found is None:
         return None
-    if found.get("diverged") or int(found.get("epochs", 0)) < (
-            config.num_epochs):
+    if not isinstance(found.get("epochs"), int):
+        return _read_stored(summary, "has no epoch count")
+    if found.get("diverged") or found["epochs"] < config.num_epochs:
         # Diverged: a rerun goes on from the last good checkpoint (and
-        # diverges again). Extended: it goes on (`check_resume` checks).
+        # diverges again). Extended with more epochs: it goes on
+        # (`check_resume` names the change; equal to a longer run when the
+        # schedule does not depend on `num_epochs`: step decay, not cosine).
         return None
     refuse_other_config(run_dir, config)
     return found
@@ -368,10 +378,14 @@ class RunLock:
             holder = file.read().strip() or "unknown"
             file.close()
             raise self._in_use(holder) from None
-        file.seek(0)
-        file.truncate()
-        file.write(_holder())
-        file.flush()
+        try:
+            file.seek(0)
+            file.truncate()
+            file.write(_holder())
+            file.flush()
+        except BaseException:
+            file.close()  # The lock goes with it.
+            raise
         self._file = file
 
     def _take_lease(self):
