@@ -25,7 +25,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from tf_temperature.training import io
+from tf_temperature.training import io, rerun
 from tf_temperature.training import workdir as workdir_lib
 
 POPULATIONS = "populations"
@@ -64,7 +64,7 @@ def finished_config(workdir, config, what):
             f"object): which config made its {what} is unknown; delete "
             "that file to rebuild the results with this config, or use a "
             f"new workdir. Received: workdir={workdir!r}")
-    workdir_lib.refuse_other_config(workdir, config, what)
+    rerun.refuse_other_config(workdir, config, what)
     return True
 
 
@@ -219,7 +219,7 @@ def load_population(workdir, batch, config, shape, print_fn):
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         stored, arrays = None, ()
     if isinstance(stored, dict):
-        changed = workdir_lib.config_difference(stored, config.to_dict())
+        changed = rerun.config_difference(stored, config.to_dict())
         if changed:
             raise workdir_lib.WorkdirError(
                 f"`workdir` holds a population ({path}) of another config "

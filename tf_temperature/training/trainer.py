@@ -31,6 +31,7 @@ from tf_temperature.training import (
     input_pipeline,
     io,
     loops,
+    rerun,
     signals,
     workdir,
     writers,
@@ -206,7 +207,7 @@ class Trainer:
                               f"{task_type}{task_id}")
         with workdir.RunLock(run_dir):
             # The chief's summary: every worker decides alike.
-            found = workdir.finished_summary(self.workdir, self.config)
+            found = rerun.finished_summary(self.workdir, self.config)
             if found is not None:  # Complete, with or without checkpoints.
                 return _Epochs(self, run_dir, None, None, None).console.finish(
                     found, earlier=True)
@@ -220,7 +221,7 @@ class Trainer:
                 io.join(self.workdir, "checkpoints"),
                 self.config.keep_checkpoints)
             restored = store.restore()
-            workdir.check_resume(self.workdir, self.config, restored,
+            rerun.check_resume(self.workdir, self.config, restored,
                                  writers.MetricsLog(io.join(
                                      self.workdir, "metrics.csv")).read(),
                                  self.restart, self.print_fn)
@@ -336,7 +337,7 @@ class _Epochs:
                 for split, sums in (("train", totals),
                                     ("eval", eval_totals))]
         # The checkpoint first: rows never outlive the state they record
-        # (`workdir.check_resume`); a stop between the two re-evaluates.
+        # (`rerun.check_resume`); a stop between the two re-evaluates.
         self.store.save(step)
         self.out.write(rows)
         faults.point("recorded", step)
