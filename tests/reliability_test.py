@@ -325,10 +325,11 @@ def test_divergence_writes_nothing_over_the_last_good_checkpoint(tmp_path):
 def test_second_run_is_refused_and_a_killed_runs_lock_is_not_stale(
         tmp_path):
     args = [f"--workdir={tmp_path}", *TRAIN]
+    long_run = [f"--workdir={tmp_path}", "--config.model.depth=8",
+                "--config.model.width=4", "--config.num_epochs=60",
+                "--config.steps_per_loop=1"]
     first = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.train", f"--workdir={tmp_path}",
-         "--config.model.depth=8", "--config.model.width=4",
-         "--config.num_epochs=60", "--config.steps_per_loop=1"],
+        [sys.executable, "-m", "pipelines.train", *long_run],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -343,9 +344,11 @@ def test_second_run_is_refused_and_a_killed_runs_lock_is_not_stale(
         first.kill()
         first.wait()
     assert (tmp_path / ".lock").exists()  # Left behind by the killed run.
-    rerun = cli("train", args)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert summary(tmp_path)["step"] >= 66
+    # The same run, resumed (stopped again after its first checkpoint: the
+    # lock was taken, not refused).
+    rerun = cli("train", long_run, fault="checkpoint_saved#1", signame="TERM")
+    assert rerun.returncode == 75, rerun.stderr[-3000:]
+    assert "resumed at step" in rerun.stdout
 
 
 # 2b. A stop at an epoch boundary: the epoch's rows must not go missing.
