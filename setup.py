@@ -34,8 +34,8 @@ setuptools.setup(
     install_requires=[
         TENSORFLOW,
         "keras>=3.5,<4",
-        # tf_temperature.studies.tuning subclasses keras-tuner's Oracle and
-        # uses `keras_tuner.engine.trial.TrialStatus` (its own grid oracle,
+        # tf_temperature.studies.eta0.tuning subclasses keras-tuner's Oracle
+        # and uses `keras_tuner.engine.trial.TrialStatus` (its own grid oracle,
         # because GridSearchOracle loses its place on reload: keras-tuner
         # issue 1055): private API, so below the next minor version.
         "keras-tuner>=1.4.7,<1.5",
@@ -51,9 +51,12 @@ setuptools.setup(
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
         "numpy>=1.26",
+        # Student-t quantiles of the equilibrium and cooling intervals
+        # (studies/equilibrium/plateaus.py, studies/cooling/experiment.py).
+        "scipy>=1.11",
     ],
     extras_require={
-        "test": ["pytest>=8", "scipy>=1.11", "ruff>=0.5"],
+        "test": ["pytest>=8", "ruff>=0.5"],
         # The Keras library part (layers, schedules, sampling, ...) also
         # runs on JAX; training and studies stay TensorFlow.
         "jax": ["jax[cpu]>=0.4.30"],

@@ -25,8 +25,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from tf_temperature.training import io, rerun
-from tf_temperature.training import workdir as workdir_lib
+from tf_temperature.runtime import io, rerun
+from tf_temperature.runtime import workdir as workdir_lib
 
 POPULATIONS = "populations"
 # The columns of a trainer's `metrics.csv` that every row has (the others
@@ -46,9 +46,17 @@ def _read_json(path):
     return value if isinstance(value, dict) else None
 
 
+def _kind(what):
+    """The pipeline of a study's `what` ("cooling experiment"), whose
+    rerun rules (`rerun.RERUN_FREE`) apply."""
+    kind = what.split()[0]
+    return kind if kind in rerun.RERUN_FREE else "train"
+
+
 def finished_config(workdir, config, what):
     """Whether `workdir` holds a finished `what` (its `config.json`, written
-    last) of `config`.
+    last) of `config` (`rerun.refuse_other_config`, the fields a rerun of
+    its pipeline may change aside).
 
     Raises:
         workdir.WorkdirError: it holds a finished `what` of another config,
@@ -64,7 +72,7 @@ def finished_config(workdir, config, what):
             f"object): which config made its {what} is unknown; delete "
             "that file to rebuild the results with this config, or use a "
             f"new workdir. Received: workdir={workdir!r}")
-    rerun.refuse_other_config(workdir, config, what)
+    rerun.refuse_other_config(workdir, config, what, kind=_kind(what))
     return True
 
 
@@ -219,7 +227,7 @@ def load_population(workdir, batch, config, shape, print_fn):
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         stored, arrays = None, ()
     if isinstance(stored, dict):
-        changed = rerun.config_difference(stored, config.to_dict())
+        changed = rerun.config_difference(stored, config, "equilibrium")
         if changed:
             raise workdir_lib.WorkdirError(
                 f"`workdir` holds a population ({path}) of another config "

@@ -47,28 +47,22 @@ import time
 
 import numpy as np
 
-from tf_temperature.studies import (
-    _tracing,
+from tf_temperature.runtime import io, progress
+from tf_temperature.runtime import workdir as workdir_lib
+from tf_temperature.studies import _tracing, optimum
+from tf_temperature.studies.eta0 import (
     driver,
-    optimum,
     plan,
     records,
     runners,
     scaling_report,
     search_state,
 )
-from tf_temperature.training import io, progress
-from tf_temperature.training import workdir as workdir_lib
 
 # The study's own files and directories (a rerun checks their types).
 STUDY_FILES = ("trials.csv", "eta0_by_batch.csv", "verdict.json",
                "eta0_vs_batch.png", "plan.json")
 STUDY_DIRECTORIES = ("trials", "keras_tuner")
-# Re-exported: the study's fields and trials are defined in `plan`.
-MODES, OBJECTIVES = plan.MODES, plan.OBJECTIVES
-eta0_grid, check_tune_config = plan.eta0_grid, plan.check_tune_config
-trial_config = plan.trial_config
-TrialError = driver.TrialError
 
 
 # Every trial builds its own model and loops.
@@ -95,7 +89,7 @@ class Search:
     """
 
     def __init__(self, config, workdir, print_fn=print):
-        check_tune_config(config)
+        plan.check_tune_config(config)
         self.config = config
         self.tune = config.tune
         self.runner = runners.make_runner(config)
@@ -110,7 +104,7 @@ class Search:
         self.workdir = workdir
         self.print_fn = print_fn or (lambda line: None)
         self.tuner_dir = io.join(workdir, "keras_tuner")
-        self.grid = eta0_grid(self.tune)
+        self.grid = plan.eta0_grid(self.tune)
         self.batch_sizes = tuple(sorted(int(b) for b in self.tune.batch_sizes))
         self.seeds = tuple(int(s) for s in self.tune.seeds)
         self.plan = plan.Plan(config, workdir)
@@ -160,7 +154,7 @@ class Search:
         oracle = driver.GridOracle(
             driver.objective(), driver.hyperparameters(batch_sizes, every),
             combinations)
-        self._search(driver.EtaTuner(self, mode, project, oracle, stage))
+        self._search(mode, project, oracle, stage)
 
     def _fine_stage(self):
         """The second stage: a fine grid around each B's coarse optimum,
@@ -175,7 +169,10 @@ class Search:
             self.plan.record_fine_eta0s(grids)
         self._grid("grid", "grid_fine", self.batch_sizes, grids, "fine")
 
-    def _search(self, tuner):
+    def _search(self, mode, project, oracle, stage="coarse"):
+        """Runs (or resumes) one keras-tuner project to its end."""
+        tuner = driver.EtaTuner(self.run_trial, self.workdir, mode, project,
+                                oracle, stage, project in self.repaired)
         self._tuners.append(tuner)
         try:
             tuner.search(verbose=0)
@@ -188,7 +185,7 @@ class Search:
             project = f"{mode}_B{batch}"
             oracle = driver.per_batch_oracle(mode, self.tune, batch,
                                              self.grid, self.config.seed)
-            self._search(driver.EtaTuner(self, mode, project, oracle))
+            self._search(mode, project, oracle)
 
     def _transfer(self):
         reference = self.tune.transfer_batch_size or self.batch_sizes[0]

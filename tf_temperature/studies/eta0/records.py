@@ -15,8 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from tf_temperature.studies import scaling_report
-from tf_temperature.training import io
+from tf_temperature.runtime import io
+from tf_temperature.studies.eta0 import scaling_report
 
 RECORD, TRAJECTORIES = "record.json", "trajectories.json"
 

@@ -16,7 +16,8 @@ tables, the figures and `verdict.json`.
 import numpy as np
 import pandas as pd
 
-from tf_temperature.studies import critical_batch_figures, optimum
+from tf_temperature.studies import optimum
+from tf_temperature.studies.eta0 import critical_batch_figures
 
 # One row per (trial, seed): the trials.csv columns.
 TRIAL_COLUMNS = (
@@ -306,7 +307,7 @@ def write_report(workdir, trials, tune, chance, print_fn, known=None,
     Returns:
         The verdict dict, as written to `verdict.json`.
     """
-    from tf_temperature.training import io
+    from tf_temperature.runtime import io
 
     current = trials[trials["mode"] == tune.mode]
     # Only trials of the same budget compare (hyperband's short rungs do

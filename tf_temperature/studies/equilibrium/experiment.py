@@ -43,19 +43,17 @@ import numpy as np
 import pandas as pd
 
 from tf_temperature import _validation, noise_scale
-from tf_temperature.studies import (
-    equilibrium_figures,
-    experiment_state,
+from tf_temperature.runtime import io, progress
+from tf_temperature.runtime import workdir as workdir_lib
+from tf_temperature.studies import experiment_state
+from tf_temperature.studies.equilibrium import (
+    figures as equilibrium_figures,
+)
+from tf_temperature.studies.equilibrium import (
     plateaus,
     thermometer,
 )
-from tf_temperature.training import (
-    experiment,
-    input_pipeline,
-    io,
-    progress,
-)
-from tf_temperature.training import workdir as workdir_lib
+from tf_temperature.training import experiment, input_pipeline
 
 COLUMNS = (
     "sweep", "run", "phase", "eta", "momentum", "batch_size", "temperature",
@@ -72,7 +70,12 @@ FILES = ("equilibrium.csv", "curves.csv", "equilibrium.json",
 
 def check_config(config):
     """Raises `ValueError` naming the first bad field (nothing written)."""
-    experiment.check_config(config)
+    if config.model.family != "mlp":
+        raise ValueError(
+            "`model.family` must be 'mlp' for the equilibrium experiment "
+            "(a BN-free perceptron of model.depth x model.width). "
+            f"Received: model.family={config.model.family!r}")
+    experiment.check_config(config)  # Also model.depth and model.width.
     experiment.refuse_batch_growth(config, "the equilibrium experiment")
     eq = config.equilibrium
     _validation.positive_integer("equilibrium.batch_size", eq.batch_size)
@@ -112,13 +115,6 @@ def check_config(config):
     if eq.schedule_cuts != 0:
         _validation.positive_integer("equilibrium.schedule_cuts",
                                      eq.schedule_cuts)
-    if config.model.family != "mlp":
-        raise ValueError(
-            "`model.family` must be 'mlp' for the equilibrium experiment "
-            "(a BN-free perceptron of model.depth x model.width). "
-            f"Received: model.family={config.model.family!r}")
-    _validation.positive_integer("model.depth", config.model.depth)
-    _validation.positive_integer("model.width", config.model.width)
 
 
 def plan(config, num_train):

@@ -20,6 +20,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tf_temperature import models
 from tf_temperature.studies import copy_models, linear_regression
 
 # A classifier "blew up" when its batch loss rose above BLOWUP x ln K on
@@ -317,7 +318,7 @@ def make_task(config):
         ValueError: naming the first bad field.
     """
     from tf_temperature import _validation
-    from tf_temperature.training import experiment, sources
+    from tf_temperature.training import sources
 
     check_population_config(config)
     batch_sizes = tuple(int(b) for b in config.tune.batch_sizes)
@@ -340,8 +341,10 @@ def make_task(config):
         if config.model.family == "cifar":
             network = copy_models.Network(config.model, x_train.shape[1:],
                                          10)
-            with experiment.fields_of("model", config.model):
-                network.lone()  # Checks depth, width, shortcut.
+            # Each field under its config name, then what the builder
+            # checks beyond them.
+            models.check_model_config(config.model)
+            network.lone()
         else:
             x_train = x_train.reshape(len(x_train), -1)
             x_eval = x_eval.reshape(len(x_eval), -1)

@@ -1,5 +1,23 @@
-"""Stopping on SIGTERM and SIGINT: save at a host-call boundary, within
-seconds.
+"""Stopping on SIGTERM and SIGINT: every handler, and the exit code 75.
+
+The library never installs a process-wide handler on its own. An entry
+point (a pipeline, a tool) hands SIGTERM and SIGINT to this module with
+`install`, one handler per stage, each ending the process with exit code
+`STOPPED` (75) and one `stopped:` line:
+
+* `stopped_early`: from start-up (`pipelines/_startup.py`) until the job
+  starts: nothing is written yet, the process ends at once.
+* `raise_stopped`: while the job runs outside training (`pipelines/_cli.py`'s
+  `run_job`): raises `Stopped`.
+* `StopSignal`: while a run trains, only if its caller opted in
+  (`trainer.train_and_evaluate(..., handle_signals=True)`; the pipelines
+  do, and the studies pass `installed()`): a checkpoint at the next
+  host-call boundary, then `Preempted`. The handlers before it are put back
+  when the run returns.
+* `stopped_after`: once the job has returned: the process ends at once.
+
+A library caller (a notebook, a test runner with a timeout) keeps its own
+handlers, or Python's defaults, through `train_and_evaluate`.
 
 A Python signal handler runs only when the main thread runs Python code.
 While it waits inside TensorFlow (a host call of the training loop, an
@@ -19,9 +37,10 @@ whichever thread the signal lands) and a watcher thread reads it:
 
 Under `MultiWorkerMirroredStrategy` and `TPUStrategy`, TensorFlow's
 `PreemptionCheckpointHandler` owns SIGTERM (it agrees on a step with the
-other workers); SIGINT is still ours.
+other workers); SIGINT is still ours. It too is made only on opt-in.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -30,8 +49,9 @@ import threading
 
 import tensorflow as tf
 
-# Exit code of a run stopped by a signal: rerun to resume (sysexits.h's
-# EX_TEMPFAIL, "try again later").
+# Exit code of a process stopped by a signal, at any stage: rerun the same
+# command to resume (sysexits.h's EX_TEMPFAIL, "try again later"). The one
+# definition: `pipelines/_cli.py` exits with it too.
 STOPPED = 75
 # How long the main thread may take to reach a boundary after a signal.
 GRACE_SECONDS = 10.0
@@ -79,19 +99,84 @@ def raise_stopped(signum, frame):
     raise Stopped(message)
 
 
-def stop_on_signals():
-    """Makes SIGTERM and SIGINT raise `Stopped` (entry points call this
-    first; the trainer's `StopSignal` takes over while it trains)."""
+def stopped_early(signum, frame):
+    """A SIGINT or SIGTERM before the job starts ends the process at once
+    with one line: nothing is written yet, and an exception raised here
+    could be swallowed (a signal that lands in a garbage-collection
+    callback is "ignored")."""
+    del frame
+    line = (f"stopped: {signal.Signals(signum).name} before the run "
+            "started; nothing was written: rerun the same command\n")
+    os.write(2, line.encode())
+    os._exit(STOPPED)
+
+
+def stopped_after(signum, frame):
+    """A SIGINT or SIGTERM once a job has returned (its files and lines
+    all written) ends the process at once with one line: an exception
+    raised now would surface as a traceback from an exit handler."""
+    del frame
+    # The signal may land inside a write to stdout: a flush from here can
+    # fail, and must not hide the line below.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    line = (f"stopped: {signal.Signals(signum).name} after the job's last "
+            "write: rerun the same command to go on, or to see what it "
+            "found\n")
+    os.write(2, line.encode())
+    os._exit(STOPPED)
+
+
+# The handlers an entry point installs (`install`); `installed` looks for
+# them.
+_STAGES = (stopped_early, raise_stopped, stopped_after)
+
+
+def install(handler):
+    """Makes SIGTERM and SIGINT call `handler` (one of `stopped_early`,
+    `raise_stopped`, `stopped_after`). For entry points only: the library
+    never calls it. A no-op outside the main thread (only it may set
+    handlers)."""
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, raise_stopped)
+            signal.signal(signum, handler)
+
+
+def installed():
+    """Whether SIGTERM and SIGINT are handled by this module's stages, i.e.
+    an entry point handed them over with `install`: then the runs a study
+    trains may take them over too (`handle_signals=installed()`). False in
+    a library caller's process (its own handlers, or Python's)."""
+    return all(signal.getsignal(signum) in _STAGES
+               for signum in (signal.SIGTERM, signal.SIGINT))
+
+
+class NotHandled:
+    """Stands in for `StopSignal` when the caller did not opt in: installs
+    nothing and never asks the loop to stop (a signal does what the
+    process's own handlers say)."""
+
+    requested = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def poll(self):
+        """Never a stop: returns None."""
+        return None
 
 
 class StopSignal:
     """SIGTERM and SIGINT as a request to save and stop at a boundary.
 
     Use as a context manager around the training loop; the previous
-    handlers are put back on exit.
+    handlers are put back on exit. Only for a caller that opted in
+    (`train_and_evaluate(handle_signals=True)`): it takes the process's
+    handlers over.
 
     Args:
         strategy: the run's strategy (decides who owns SIGTERM).

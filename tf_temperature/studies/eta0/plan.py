@@ -9,9 +9,11 @@
 * `Plan`: the fields a stored search depends on (its batch sizes, eta0
   grid, seeds, budget, and the training config), kept in `plan.json` of the
   study directory. A rerun with other values would mix two studies in one
-  table, so it is refused, naming the first field that changed. Once the
-  coarse grid has run, the second stage's grid (`fine_eta0s`, per B) is
-  added to it, and a rerun runs that grid, never a recomputed one.
+  table, so it is refused, naming the first field that changed
+  (`rerun.changed_fields`; those of `rerun.RERUN_FREE["tune"]` may
+  change). Once the coarse grid has run, the second stage's grid
+  (`fine_eta0s`, per B) is added to it, and a rerun runs that grid, never
+  a recomputed one.
 """
 
 import math
@@ -20,8 +22,10 @@ import os
 import numpy as np
 
 from tf_temperature import _validation
-from tf_temperature.studies import optimum, search_state
-from tf_temperature.training import experiment, io
+from tf_temperature.runtime import io, rerun
+from tf_temperature.studies import optimum
+from tf_temperature.studies.eta0 import search_state
+from tf_temperature.training import experiment
 
 MODES = ("grid", "bayesian", "hyperband", "transfer")
 RUNNERS = ("population", "trainer")
@@ -37,10 +41,7 @@ MIN_ETA0_VALUES, MIN_BATCH_SIZES, MIN_BOOTSTRAP_SAMPLES = 3, 2, 100
 RECORDED_COST = 3.0
 # plan.json's key for the second stage's grid (not a config field).
 FINE_KEY = "fine_eta0s"
-# Fields that change what the report says, not what a trial measured.
-REPORT_ONLY = ("tune.mode", "tune.bootstrap_samples", "tune.target_loss",
-               "quiet",
-               "intra_op_threads", "inter_op_threads", "tpu")
+
 
 
 def eta0_grid(tune):
@@ -75,7 +76,7 @@ def _sequence(name, value, example):
 
 def check_tune_config(config):
     """Raises `ValueError` naming the first bad `tune.*` field."""
-    from tf_temperature.studies import driver
+    from tf_temperature.studies.eta0 import driver
 
     driver.check_oracle_address()  # A parallel search's chief address.
     tune = config.tune
@@ -309,21 +310,8 @@ def missing(planned, records, seeds):
                    not in have for s in seeds)]
 
 
-def _flat(config):
-    """`{dotted field: value}` of a config, values as JSON would give."""
-    flat = {}
-
-    def walk(prefix, value):
-        if hasattr(value, "items"):
-            for key, item in value.items():
-                walk(f"{prefix}{key}.", item)
-        else:
-            flat[prefix[:-1]] = (list(value) if isinstance(value, tuple)
-                                 else value)
-
-    walk("", config.to_dict() if hasattr(config, "to_dict") else config)
-    return {key: value for key, value in flat.items()
-            if key not in REPORT_ONLY and not key.startswith("equilibrium.")}
+def _shown(value):
+    return None if value is rerun.ABSENT else repr(value)
 
 
 class Plan:
@@ -335,7 +323,8 @@ class Plan:
     """
 
     def __init__(self, config, workdir):
-        self.fields = _flat(config)
+        # The fields a rerun may not change (`rerun.RERUN_FREE["tune"]`).
+        self.fields = rerun.result_fields(config, "tune")
         self.path = io.join(workdir, "plan.json")
 
     def _stored(self):
@@ -349,14 +338,13 @@ class Plan:
             return
         stored = self._stored()
         stored.pop(FINE_KEY, None)
-        for key in sorted(set(stored) | set(self.fields)):
-            if stored.get(key) != self.fields.get(key):
-                raise ValueError(
-                    f"`{key}` differs from the study in "
-                    f"{io.dirname(self.path)!r}, whose trials used "
-                    f"{key}={stored.get(key)!r}; use a new study directory "
-                    f"for the new value. Received: {key}="
-                    f"{self.fields.get(key)!r}")
+        for key, old, new in rerun.changed_fields(stored, self.fields,
+                                                  "tune")[:1]:
+            raise ValueError(
+                f"`{key}` differs from the study in "
+                f"{io.dirname(self.path)!r}, whose trials used "
+                f"{key}={_shown(old)}; use a new study directory for the "
+                f"new value. Received: {key}={_shown(new)}")
 
     def write(self):
         """Records the fields (once: a rerun checked them unchanged)."""

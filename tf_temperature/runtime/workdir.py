@@ -25,7 +25,7 @@ import stat
 
 import tensorflow as tf
 
-from tf_temperature.training import io
+from tf_temperature.runtime import io
 
 
 class WorkdirError(ValueError):

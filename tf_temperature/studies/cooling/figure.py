@@ -7,7 +7,7 @@ columns: training loss, validation error, and the temperature `eta / B`
 a line, the seeds' range as a band.
 """
 
-from tf_temperature.training import io
+from tf_temperature.runtime import io
 
 # Thick to thin, solid to dotted: curves that coincide stay visible.
 STYLES = ({"linewidth": 3.0, "linestyle": "-"},
@@ -16,6 +16,14 @@ STYLES = ({"linewidth": 3.0, "linestyle": "-"},
           {"linewidth": 1.2, "linestyle": "-."})
 PANELS = (("train", "loss", "training loss"),
           ("eval", "error", "validation error"))
+
+
+def spans_a_decade(values):
+    """Whether `values` get a log axis: positive, the largest over 10x the
+    smallest. Under a decade a log axis labels one tick or none (with
+    label noise the training loss stays within a factor of 2)."""
+    low, high = values.min(), values.max()
+    return bool(low > 0 and high > 10 * low)
 
 
 def figure(curves):
@@ -44,15 +52,15 @@ def figure(curves):
             # Drawn as steps: each value holds for its whole epoch.
             axes[row, 2].step(train[x].mean(), last, where="pre",
                               color=color, label=name, **style)
+    train_rows = curves[curves["split"] == "train"]
     for row, x in enumerate(("epochs", "optimizer steps")):
         for col, (split, column, title) in enumerate(PANELS):
             axes[row, col].set_ylabel(title)
-            values = curves.loc[curves["split"] == split, column]
-            # A log axis only where the values span a decade (with label
-            # noise the training loss stays within a factor of 2).
-            if values.min() > 0 and values.max() > 10 * values.min():
+            if spans_a_decade(curves.loc[curves["split"] == split, column]):
                 axes[row, col].set_yscale("log")
-        axes[row, 2].set_yscale("log", base=2 if row else 10)
+        if spans_a_decade(train_rows["temperature" if row == 0
+                                     else "batch_size"]):
+            axes[row, 2].set_yscale("log", base=2 if row else 10)
         axes[row, 2].set_ylabel("SGD T = eta / B" if row == 0
                                 else "global batch B")
         for ax in axes[row]:

@@ -17,14 +17,10 @@ import time
 import keras
 import tensorflow as tf
 
-from tf_temperature.studies import (
-    controls,
-    critical_batch,
-    plan,
-    population,
-    tasks,
-)
-from tf_temperature.training import distribute, experiment, io, trainer
+from tf_temperature.runtime import io, signals
+from tf_temperature.studies import population
+from tf_temperature.studies.eta0 import controls, critical_batch, plan, tasks
+from tf_temperature.training import distribute, experiment, trainer
 
 
 class PopulationRunner:
@@ -180,8 +176,11 @@ class TrainerRunner:
             config = plan.trial_config(self.config, batch, eta0, seed, epochs)
             run_dir = io.join(directory, f"seed_{seed}")
             try:
+                # A pipeline's signals (`runtime.signals.install`) stop a
+                # run with a checkpoint; a library caller's stay its own.
                 summary = trainer.train_and_evaluate(
-                    config, run_dir, print_fn=None, setup=self.setup)
+                    config, run_dir, print_fn=None, setup=self.setup,
+                    handle_signals=signals.installed())
             except trainer.DivergedError:
                 summary = io.read_json(io.join(run_dir, "summary.json"))
             finally:

@@ -25,7 +25,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tf_temperature.studies import copy_models, population, tasks
+from tf_temperature.studies import copy_models, population
+from tf_temperature.studies.eta0 import tasks
 
 
 class Thermometer:

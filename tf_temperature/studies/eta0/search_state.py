@@ -31,8 +31,8 @@ import keras_tuner
 import tensorflow as tf
 from absl import logging
 
-from tf_temperature.studies import records, scaling_report
-from tf_temperature.training import io
+from tf_temperature.runtime import io
+from tf_temperature.studies.eta0 import records, scaling_report
 
 _STATUS = keras_tuner.engine.trial.TrialStatus
 # A trial whose state was lost with no record: its id stays taken.

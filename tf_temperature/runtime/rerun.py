@@ -5,7 +5,7 @@ depends on what the workdir holds (`train_and_evaluate` asks here):
 
 * a finished run (`summary.json`) is complete, with or without its
   checkpoints (`finished_summary`); of another config it is refused
-  (`refuse_other_config`; `NOT_RESULTS` fields aside);
+  (`refuse_other_config`; the fields of `RERUN_FREE` aside);
 * a started run resumes from its checkpoint (`check_resume`): never
   silently from scratch (rows but no checkpoint are refused unless the
   caller asks to restart), never across a change that moves its steps
@@ -15,49 +15,99 @@ depends on what the workdir holds (`train_and_evaluate` asks here):
   rewrites it (`_read_stored`).
 """
 
+import json
+
 import tensorflow as tf
 
-from tf_temperature.training import io
-from tf_temperature.training.workdir import WorkdirError
+from tf_temperature.runtime import io
+from tf_temperature.runtime.workdir import WorkdirError
 
 
-def _flat(value, prefix=""):
-    if isinstance(value, dict):
-        for key in sorted(value):
-            yield from _flat(value[key], f"{prefix}{key}.")
-    else:
-        yield prefix[:-1], value
+def flatten(config):
+    """`{dotted field: value}` of a config (a `ConfigDict`, or a dict as a
+    run's `config.json` holds it), in the config's order, each value as
+    JSON gives it back (tuples are lists): the one flattener by which a
+    stored config is compared with the current one (`changed_fields`),
+    and a config's fields are listed (`pipelines._cli`)."""
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    flat = {}
+
+    def walk(value, prefix):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = value
+
+    walk(json.loads(json.dumps(config, default=str)), "")
+    return flat
 
 
-# Config fields that change how a run is carried out or shown, never what
-# it finds.
-NOT_RESULTS = ("quiet", "steps_per_loop", "checkpoint_every_steps",
-               "keep_checkpoints")
+# The config fields a rerun may change, per pipeline kind: they change how
+# a run is carried out or shown, never what it finds, so a workdir made
+# with other values of them is resumed or reported, not refused. A name
+# ending in "." is a whole section.
+_CARRIED_OUT = ("quiet", "steps_per_loop", "checkpoint_every_steps",
+                "keep_checkpoints")
+RERUN_FREE = {
+    # A trainer run (also each run of a study, and a cooling or
+    # equilibrium experiment's own `config.json` and populations).
+    "train": _CARRIED_OUT,
+    "cooling": _CARRIED_OUT,
+    "equilibrium": _CARRIED_OUT,
+    # A learning-rate search (`plan.json`): fields of the report alone (its
+    # mode, its bootstrap, its target), of how trials run (threads, the
+    # TPU), and the equilibrium section, which it does not read.
+    "tune": ("tune.mode", "tune.bootstrap_samples", "tune.target_loss",
+             "quiet", "intra_op_threads", "inter_op_threads", "tpu",
+             "equilibrium."),
+}
+# `changed_fields`' value of a field one side lacks.
+ABSENT = "(absent)"
 
 
-def config_differences(stored, config, ignore=NOT_RESULTS):
-    """The fields where `config` (a dict) differs from `stored` (a run's
-    `config.json`), as phrases ("KEY was OLD there and is NEW now") keyed
-    by field, on every field but those named in `ignore` (which change no
-    result)."""
-    import json
-
-    # Through JSON, as `stored` was: tuples become lists.
-    current = dict(_flat(json.loads(json.dumps(config, default=str))))
-    before = dict(_flat(stored))
-    found = {}
-    for key in sorted(set(before) | set(current)):
-        if key.split(".")[-1] in ignore:
-            continue
-        old, new = before.get(key, "(absent)"), current.get(key, "(absent)")
-        if old != new:
-            found[key] = f"{key} was {old!r} there and is {new!r} now"
-    return found
+def _free(key, kind):
+    return any(key == name or (name.endswith(".") and key.startswith(name))
+               for name in RERUN_FREE[kind])
 
 
-def config_difference(stored, config, ignore=NOT_RESULTS):
+def result_fields(config, kind):
+    """`flatten(config)` without the fields a rerun of `kind` may change
+    (`RERUN_FREE`): what a stored `kind` depends on."""
+    return {key: value for key, value in flatten(config).items()
+            if not _free(key, kind)}
+
+
+def changed_fields(stored, config, kind):
+    """`[(field, stored value, current value)]`, sorted by field, for each
+    field where `config` (a `ConfigDict` or dict) differs from `stored` (a
+    stored config, flat or nested), the fields a rerun of `kind` may
+    change (`RERUN_FREE`) aside; a field one side lacks is `ABSENT` there.
+    The one comparison of a workdir's config with the current one."""
+    if kind not in RERUN_FREE:
+        raise ValueError(f"unknown pipeline {kind!r}; one of "
+                         f"{sorted(RERUN_FREE)}")
+    before, current = result_fields(stored, kind), result_fields(config, kind)
+    return [(key, before.get(key, ABSENT), current.get(key, ABSENT))
+            for key in sorted(set(before) | set(current))
+            if before.get(key, ABSENT) != current.get(key, ABSENT)]
+
+
+def config_differences(stored, config, kind="train"):
+    """`changed_fields` as phrases ("KEY was OLD there and is NEW now")
+    keyed by field."""
+    return {key: f"{key} was {_shown(old)} there and is {_shown(new)} now"
+            for key, old, new in changed_fields(stored, config, kind)}
+
+
+def _shown(value):
+    return value if value is ABSENT else repr(value)
+
+
+def config_difference(stored, config, kind="train"):
     """The first of `config_differences`, or None when they agree."""
-    return next(iter(config_differences(stored, config, ignore).values()),
+    return next(iter(config_differences(stored, config, kind).values()),
                 None)
 
 
@@ -93,15 +143,17 @@ def _read_stored(path, problem=None):
 
 
 def refuse_other_config(run_dir, config, what="run", state="finished",
-                        ignore=NOT_RESULTS):
+                        kind="train"):
     """Raises `WorkdirError` if `run_dir` holds a `state` (finished or
-    started) `what` (its `config.json`)
-    made with another config: a field that changes results, `NOT_RESULTS`
-    aside, differs from `config`. A damaged `config.json` is ignored (one
-    warning)."""
+    started) `what` (its `config.json`) made with another config: a field
+    differs from `config`, those a rerun of `kind` may change aside
+    (`RERUN_FREE`). A damaged `config.json` is ignored (one warning). The
+    one refusal of a workdir of another config: train, cooling and
+    equilibrium (their `config.json`, an equilibrium population's) and
+    tune (`plan.json`, by `changed_fields`)."""
     path = io.join(run_dir, "config.json")
     stored = _read_stored(path) if io.exists(path) else None
-    changed = (config_difference(stored, config.to_dict(), ignore)
+    changed = (config_difference(stored, config, kind)
                if stored is not None else None)
     if changed:
         raise WorkdirError(
@@ -134,7 +186,7 @@ def check_resume(run_dir, config, restored, rows, restart=False,
         return
     path = io.join(run_dir, "config.json")
     stored = _read_stored(path) if io.exists(path) else None
-    changed = config_differences(stored or {}, config.to_dict())
+    changed = config_differences(stored or {}, config)
     moved = [text for key, text in changed.items()
              if _moves_steps(key, stored or {}, config)]
     if stored is not None and moved:

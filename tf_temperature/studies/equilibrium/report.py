@@ -4,7 +4,7 @@ at equal temperature, and the closing line (`pipelines.equilibrium`)."""
 
 import math
 
-from tf_temperature.training import progress
+from tf_temperature.runtime import progress
 
 
 def summary_lines(table, fits):

@@ -11,18 +11,55 @@ import math
 import numpy as np
 
 
+def log_ticks(low, high):
+    """The labelled ticks of a log axis from `low` to `high`: at 1 per
+    decade, else 1, 2 and 5, else every digit (1-9) per decade, the first
+    that puts at least 3 in the range; None where even the digits do not
+    (a span under about 1.3x: a linear locator is the caller's)."""
+    if not (0 < low < high and math.isfinite(high)):
+        return None
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    for subs in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        ticks = [s * 10.0 ** k for k in range(first, last + 1) for s in subs
+                 if low <= s * 10.0 ** k <= high]
+        if len(ticks) >= 3:
+            return subs
+    return None
+
+
+def label_log_y(ax):
+    """At least 3 labelled ticks on a log y axis, written plainly (`200`,
+    `0.5`), whatever the span: matplotlib labels only the decades, one
+    tick or none where the values span less than one. Call it after the
+    data are drawn (it reads the limits)."""
+    from matplotlib.ticker import (
+        LogLocator,
+        MaxNLocator,
+        NullFormatter,
+        NullLocator,
+        ScalarFormatter,
+    )
+
+    subs = log_ticks(*sorted(ax.get_ylim()))
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    ax.yaxis.set_major_locator(
+        MaxNLocator(nbins=4) if subs is None else LogLocator(subs=subs))
+    ax.yaxis.set_major_formatter(formatter)
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def batch_axes(ax, batches):
     """Log-log axes against the batch size: a labelled tick at each B, and
-    on the y axis at 1, 2 and 5 per decade (the quantities span one or
-    two decades, where matplotlib would label only one tick)."""
-    from matplotlib.ticker import LogLocator, ScalarFormatter
-
+    at least 3 on the y axis (`label_log_y`: the quantities span one or two
+    decades, where matplotlib would label one tick or none). Call it after
+    the data are drawn."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(batches, [f"{int(b)}" for b in batches])
     ax.minorticks_off()
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ScalarFormatter())
+    label_log_y(ax)
     ax.set_xlabel("batch size B")
 
 

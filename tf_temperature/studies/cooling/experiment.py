@@ -37,9 +37,10 @@ import pandas as pd
 from scipy import stats
 
 from tf_temperature import _validation
+from tf_temperature.runtime import io, progress, signals
+from tf_temperature.runtime import workdir as workdir_lib
 from tf_temperature.studies import _tracing, experiment_state
-from tf_temperature.training import experiment, io, progress, trainer
-from tf_temperature.training import workdir as workdir_lib
+from tf_temperature.training import experiment, trainer
 
 SCHEDULES = ("decay", "grow", "hybrid", "grow_root")
 # Schedules whose temperature path is decay's (the others are controls).
@@ -212,7 +213,7 @@ def run_experiment(config, workdir, print_fn=print):
             {"schedule": n, "seed": s} for n, s in failed])
         io.write_csv(io.join(workdir, "curves.csv"), curves)
         io.write_json(io.join(workdir, "cooling.json"), report)
-        from tf_temperature.studies import cooling_figure
+        from tf_temperature.studies.cooling import figure as cooling_figure
 
         cooling_figure.save(curves, io.join(workdir, "cooling.png"))
         # Last: it marks the experiment finished (`_finished`).
@@ -232,8 +233,11 @@ def _train_run(run, run_dir, setup, say):
                 "redone from its start")
             experiment_state.redo(run_dir)
         try:
-            summary = trainer.train_and_evaluate(run, run_dir, None,
-                                                 setup=setup)
+            # A pipeline's signals (`runtime.signals.install`) stop a run
+            # with a checkpoint; a library caller's stay its own.
+            summary = trainer.train_and_evaluate(
+                run, run_dir, None, setup=setup,
+                handle_signals=signals.installed())
         except trainer.DivergedError:
             return None, None
         if not experiment_state.run_damage(run_dir, run.num_epochs):

@@ -20,8 +20,8 @@ import os
 import keras_tuner
 from keras_tuner.src.distribute import utils as dist_utils
 
-from tf_temperature.studies import search_state
-from tf_temperature.training import io
+from tf_temperature.runtime import io
+from tf_temperature.studies.eta0 import search_state
 
 SCORE = "score"
 
@@ -143,24 +143,37 @@ class GridOracle(keras_tuner.Oracle):
 
 class EtaTuner(keras_tuner.Tuner):
     """A keras-tuner `Tuner` whose trials are training-pipeline runs (of
-    the search's `stage`: "coarse", or "fine" for the second grid)."""
+    the search's `stage`: "coarse", or "fine" for the second grid).
 
-    def __init__(self, study, mode, project, oracle, stage="coarse"):
-        self.study = study  # Not `search`: that is the Tuner's method.
+    Args:
+        run_trial: `run_trial(mode, project, trial_id, values, stage)`
+            trains one trial and returns its record (a dict with
+            "objective"); the tuner knows nothing else of the study.
+        workdir: the study's directory (`keras_tuner/` and `trials/` in it).
+        mode, project, oracle, stage: the search's mode, keras-tuner
+            project name, oracle and stage.
+        repaired: whether `search_state` repaired this project's trial
+            files before this run (its oracle state is then rebuilt).
+    """
+
+    def __init__(self, run_trial, workdir, mode, project, oracle,
+                 stage="coarse", repaired=False):
+        self._run, self.workdir = run_trial, workdir
         self.mode, self.stage = mode, stage
+        tuner_dir = io.join(workdir, "keras_tuner")
         if not (dist_utils.has_chief_oracle()
                 and not dist_utils.is_chief_oracle()):  # Owns the oracle.
-            project_dir = io.join(study.tuner_dir, project)
+            project_dir = io.join(tuner_dir, project)
             tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
             search_state.rebuild_oracle(
                 oracle, project_dir, io.join(project_dir, f"{tuner_id}.json"),
-                changed=project in getattr(study, "repaired", ()))
+                changed=repaired)
         # keras-tuner prints "Reloading Tuner from ..." on a resume; the
         # study's own "resuming: ..." (or "... already complete") says it.
         with contextlib.redirect_stdout(_io.StringIO()):
             # keras-tuner globs its directory when it reloads.
             super().__init__(oracle=oracle,
-                             directory=io.literal(study.tuner_dir),
+                             directory=io.literal(tuner_dir),
                              project_name=project, overwrite=False)
         if isinstance(self.oracle, keras_tuner.Oracle):  # Not a client.
             retry_failed(self.oracle)
@@ -168,10 +181,9 @@ class EtaTuner(keras_tuner.Tuner):
     def run_trial(self, trial, *args, **kwargs):
         del args, kwargs
         try:
-            record = self.study.run_trial(self.mode, self.project_name,
-                                           trial.trial_id,
-                                           trial.hyperparameters.values,
-                                           self.stage)
+            record = self._run(self.mode, self.project_name,
+                               trial.trial_id, trial.hyperparameters.values,
+                               self.stage)
         except Exception as error:  # noqa: BLE001 -- see TrialError.
             raise TrialError(f"trial {self.project_name}/{trial.trial_id}: "
                              f"{error}") from error
@@ -185,7 +197,7 @@ class EtaTuner(keras_tuner.Tuner):
                 for trial_id, trial in sorted(self.oracle.trials.items())
                 if trial.status != search_state.PLACEHOLDER and (
                     trial.status != done or not io.exists(io.join(
-                        self.study.workdir, "trials", self.project_name,
+                        self.workdir, "trials", self.project_name,
                         f"trial_{trial_id}", "record.json")))]
 
 

@@ -1,0 +1,2 @@
+"""Cooling: decay eta, grow B, or both, at equal temperature schedules
+(`experiment`, `figure`)."""
