@@ -176,3 +176,109 @@ def test_works_in_tf_function_with_int64_step():
 def test_bad_input(change, message):
     with pytest.raises(ValueError, match=message):
         LinearScalingSchedule(**{**GOYAL, **change})
+
+
+# --- A tensor of steps -----------------------------------------------------
+
+# Steps across warmup, boundaries (on and around them) and the end.
+STEPS = np.array([0, 1, 250, 499, 500, 501, 2999, 3000, 3001, 5999, 6000,
+                  7999, 8000, 8999, 9000, 12000])
+# Where vectorized kernels may round the last place differently from the
+# scalar ones (see `LinearScalingSchedule.__call__`), per backend.
+VECTOR_CASES = {
+    "goyal": (GOYAL, ("tensorflow",)),
+    "cosine": ({**GOYAL, "decay": "cosine", "boundaries_epochs": ()}, ()),
+    "no_warmup_no_decay": ({**GOYAL, "warmup": "none",
+                            "decay": "constant"}, ("tensorflow", "jax")),
+    # 41 steps an epoch: 41 / 41 rounds below 1 as 41 * (1 / 41).
+    "boundary_steps": (dict(eta0=0.01, global_batch_size=32,
+                            steps_per_epoch=41, boundaries_epochs=(1, 2, 4),
+                            decay_rate=0.5), ("tensorflow", "jax")),
+    "batch_growth": (dict(eta0=0.001, global_batch_size=16,
+                          steps_per_epoch=89, boundaries_epochs=(2, 4),
+                          batch_growth=(4, 4), decay="constant"),
+                     ("tensorflow", "jax")),
+    "scaled_growth": (dict(eta0=0.001, global_batch_size=64,
+                           steps_per_epoch=(22, 14, 9),
+                           boundaries_epochs=(2, 4), batch_growth=(1.5, 1.5),
+                           batch_growth_eta="scaled", decay_rate=0.5,
+                           warmup_epochs=1, reference_batch_size=16),
+                      ("tensorflow", "jax")),
+}
+
+
+def one_by_one(function, steps):
+    return np.array([np.asarray(function(int(step))) for step in steps])
+
+
+@pytest.mark.parametrize("case", sorted(VECTOR_CASES))
+def test_a_tensor_of_steps_is_each_step_on_its_own(case):
+    config, exact_on = VECTOR_CASES[case]
+    schedule = LinearScalingSchedule(**config)
+    steps = np.concatenate([STEPS, [41, 82, 163, 164, 44, 71, 72]])
+    for function in (schedule, schedule.temperature, schedule.batch_size):
+        vector = np.asarray(function(steps))
+        assert vector.shape == steps.shape and vector.dtype == np.float32
+        scalar = one_by_one(function, steps)
+        if keras.backend.backend() in exact_on:
+            np.testing.assert_array_equal(vector, scalar)
+        else:
+            # The last place only: never a boundary on the other side.
+            np.testing.assert_allclose(
+                vector, scalar, rtol=5e-7,
+                atol=1e-7 * np.abs(scalar).max())
+    # The temperature does move over these steps, but in one case.
+    moves = len(np.unique(np.asarray(schedule.temperature(steps)))) > 1
+    assert moves == (case != "no_warmup_no_decay")
+
+
+def test_steps_as_many_as_the_boundaries_are_not_mixed():
+    # 2 steps against 2 boundaries broadcast: a sum over all elements
+    # counted both steps' boundaries for each.
+    schedule = LinearScalingSchedule(0.01, 32, 10, boundaries_epochs=(4, 8),
+                                     decay_rate=0.5)
+    np.testing.assert_allclose(schedule(np.array([39, 80])), [0.32, 0.08],
+                               rtol=1e-6)
+    np.testing.assert_allclose(schedule([0, 40, 80, 81, 120, 160, 200]),
+                               [0.32, 0.16, 0.08, 0.08, 0.08, 0.08, 0.08],
+                               rtol=1e-6)
+
+
+def test_a_2d_array_of_steps_keeps_its_shape():
+    schedule = LinearScalingSchedule(**VECTOR_CASES["batch_growth"][0],
+                                     warmup_epochs=1,
+                                     reference_batch_size=4)
+    steps = np.arange(0, 300, 25).reshape(3, 4)
+    for function in (schedule, schedule.temperature, schedule.batch_size):
+        grid = np.asarray(function(steps))
+        assert grid.shape == (3, 4)
+        np.testing.assert_array_equal(grid,
+                                      np.asarray(function(steps.ravel()))
+                                      .reshape(3, 4))
+        np.testing.assert_allclose(
+            grid, one_by_one(function, steps.ravel()).reshape(3, 4),
+            rtol=5e-7)
+
+
+def test_a_scalar_step_gives_a_scalar():
+    for config in (GOYAL, VECTOR_CASES["batch_growth"][0],
+                   VECTOR_CASES["no_warmup_no_decay"][0]):
+        schedule = LinearScalingSchedule(**config)
+        for function in (schedule, schedule.temperature,
+                         schedule.batch_size):
+            assert np.asarray(function(250)).shape == ()
+
+
+def test_a_vector_of_steps_in_tf_function():
+    # The issue's call, and an unknown number of steps in a graph.
+    schedule = LinearScalingSchedule(**GOYAL)
+    steps = tf.constant([0, 1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(schedule(steps),
+                                  one_by_one(schedule, range(7)))
+    compiled = tf.function(
+        lambda s: schedule(s),
+        input_signature=[tf.TensorSpec([None], tf.int64)])
+    # A graph may round differently from eager ops (Grappler rewrites a
+    # division by a constant): the last place only.
+    np.testing.assert_allclose(compiled(tf.constant(STEPS, tf.int64)),
+                               schedule(STEPS), rtol=5e-7)

@@ -38,13 +38,23 @@ def non_negative_number(name, value):
 
 def positive_integer(name, value):
     """Returns `value` as an int if it is an integer >= 1, else raises."""
+    return _integer_from(name, value, 1)
+
+
+def non_negative_integer(name, value):
+    """Returns `value` as an int if it is an integer >= 0, else raises."""
+    return _integer_from(name, value, 0)
+
+
+def _integer_from(name, value, lowest):
     if (
         not isinstance(value, numbers.Integral)
         or isinstance(value, bool)
-        or value < 1
+        or value < lowest
     ):
         raise ValueError(
-            f"`{name}` must be an integer >= 1. Received: {name}={value!r}"
+            f"`{name}` must be an integer >= {lowest}. "
+            f"Received: {name}={value!r}"
         )
     return int(value)
 
@@ -72,3 +82,30 @@ def integer_in(name, value, low, high):
             f"{name}={value!r}"
         )
     return int(value)
+
+
+def boolean(name, value):
+    """Returns `value` if it is True or False (not 0 or 1), else raises."""
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"`{name}` must be True or False. Received: {name}={value!r}"
+        )
+    return value
+
+
+def finite_numbers(name, value, what="a tuple of finite numbers"):
+    """Returns `value` as a tuple of floats if it is a sequence (not a
+    string) of finite real numbers, else raises (`what` says what is
+    accepted)."""
+    if isinstance(value, (str, bytes)) or not isinstance(
+            value, (tuple, list)) or not all(
+                is_finite_number(v) for v in value):
+        raise ValueError(f"`{name}` must be {what}. Received: "
+                         f"{name}={tuple_or_value(value)!r}")
+    return tuple(float(v) for v in value)
+
+
+def tuple_or_value(value):
+    """`value` as a tuple if it is a list or tuple (as a config shows it),
+    else `value`."""
+    return tuple(value) if isinstance(value, (tuple, list)) else value

@@ -283,9 +283,27 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 * self.batches.phases[0].steps_per_epoch)
 
     def __call__(self, step):
-        """The learning rate at optimizer step `step` (float32 tensor)."""
+        """The learning rate at optimizer step `step`.
+
+        Args:
+            step: the optimizer step (from 0): a scalar, as the optimizer
+                passes it, or a tensor or array of steps of any shape, to
+                tabulate or plot the schedule in one call.
+
+        Returns:
+            A float32 tensor of the shape of `step`: at each element, the
+            rate at that step. A scalar step computes what it always did.
+            A tensor of steps runs the same ops elementwise, so each
+            element is the value of a call with that step alone, with the
+            same boundary decisions (warmup end, decay boundaries, batch
+            phases). The values agree bit for bit on TensorFlow, but for
+            a cosine decay or more than 7 decay boundaries passed: there
+            the vectorized `cos` and `pow` may round the last place of
+            float32 differently; on JAX, so may the warmup ramp (XLA's
+            vectorized division).
+        """
         step = ops.cast(step, "float32")
-        epoch = self.batches.epoch(step)
+        epoch = self._epoch(step)
         target = self.target_learning_rate
         start = self.warmup_start_learning_rate
         warmup_epochs = self._effective_warmup_epochs
@@ -296,7 +314,7 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
             rate = ops.take(ops.convert_to_tensor(
                 [scaled_learning_rate(self.eta0, p.batch_size, self.rule)
                  for p in self.batches.phases], "float32"),
-                self.batches.phase_index(step))
+                self._phase_index(step))
         if warmup_epochs > 0:
             per_epoch = self.batches.phases[0].steps_per_epoch
             # The warmup ends in the first phase: `step` counts its steps.
@@ -304,29 +322,69 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
                                start, rate)
 
         if self.decay == "piecewise" and self.boundaries_epochs:
-            passed = ops.sum(
-                ops.cast(
-                    epoch >= ops.convert_to_tensor(
-                        self.boundaries_epochs, "float32"
-                    ),
-                    "float32",
-                )
-            )
+            passed = _count_reached(epoch, self.boundaries_epochs, "float32")
             rate = rate * ops.power(self.decay_rate, passed)
         elif self.decay == "cosine":
             # max(): a warmup that fills all of training leaves no span.
             span = max(self.total_epochs - warmup_epochs, 1e-9)
             progress = ops.clip((epoch - warmup_epochs) / span, 0.0, 1.0)
             rate = rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
-        return rate
+        # Without a warmup or a decay the rate does not depend on the step
+        # and is still a scalar: a tensor of steps gets one rate each.
+        return ops.broadcast_to(rate, ops.shape(step))
+
+    # `self.batches`' step-to-phase and step-to-epoch maps, elementwise:
+    # `BatchSizeSchedule.phase_index` sums its comparisons over every
+    # element, which fails for a vector of steps ("Incompatible shapes:
+    # [7] vs. [2]") or, when the lengths happen to broadcast, mixes the
+    # steps. For a scalar step they give `BatchSizeSchedule`'s values,
+    # bit for bit (eager, in a `tf.function` and under `jax.jit`).
+
+    def _phase_index(self, step):
+        """The phase of each step (int32, the shape of float32 `step`)."""
+        starts = [float(p.start_step) for p in self.batches.phases[1:]]
+        if not starts:
+            return ops.zeros_like(ops.cast(step, "int32"))
+        return _count_reached(step, starts, "int32")
+
+    def _epoch(self, step):
+        """Epochs done at each step, fractional (float32, `step`'s shape)."""
+        phases = self.batches.phases
+        if len(phases) == 1:
+            # A divisor of the step's shape, not a scalar: XLA turns a
+            # division by a broadcast scalar into a product with its
+            # reciprocal, and 41 * (1 / 41) rounds below 1, so in a JAX
+            # vector of steps a step on a boundary fell before it (one
+            # decay factor off), where a scalar call has it after.
+            return step / ops.full_like(step, phases[0].steps_per_epoch)
+        index = self._phase_index(step)
+
+        def pick(values):
+            return ops.take(ops.convert_to_tensor(values, "float32"), index)
+
+        return (pick([float(p.start_epoch) for p in phases])
+                + (step - pick([float(p.start_step) for p in phases]))
+                / pick([float(p.steps_per_epoch) for p in phases]))
 
     def batch_size(self, step):
-        """The global batch `B(step)` (float32 tensor; constant without
-        `batch_growth`)."""
-        return self.batches.batch_size(step)
+        """The global batch `B(step)`: a float32 tensor of the shape of
+        `step` (a scalar or a tensor of steps, as in `__call__`), constant
+        without `batch_growth`."""
+        step = ops.cast(step, "float32")
+        phases = self.batches.phases
+        if len(phases) == 1:
+            size = ops.convert_to_tensor(float(phases[0].batch_size),
+                                         "float32")
+        else:
+            size = ops.take(ops.convert_to_tensor(
+                [float(p.batch_size) for p in phases], "float32"),
+                self._phase_index(step))
+        return ops.broadcast_to(size, ops.shape(step))
 
     def temperature(self, step):
-        """The SGD temperature `eta(step) / B(step)` (float32 tensor).
+        """The SGD temperature `eta(step) / B(step)`: a float32 tensor of
+        the shape of `step` (a scalar or a tensor of steps, as in
+        `__call__`).
 
         With `rule="linear"` and no batch growth this is `eta0` times the
         warmup and decay factors, the same at every batch size.
@@ -339,6 +397,18 @@ class LinearScalingSchedule(keras.optimizers.schedules.LearningRateSchedule):
             if isinstance(config[name], tuple):
                 config[name] = list(config[name])
         return config
+
+
+def _count_reached(values, thresholds, dtype):
+    """How many of `thresholds` each element of float32 `values` has
+    reached (`>=`): a `dtype` tensor of the shape of `values`.
+
+    The comparison broadcasts along a new last axis and the sum runs over
+    that axis only, so each element (a step) is counted on its own.
+    """
+    reached = ops.expand_dims(values, -1) >= ops.convert_to_tensor(
+        thresholds, "float32")
+    return ops.sum(ops.cast(reached, dtype), axis=-1)
 
 
 _CONFIG_FIELDS = tuple(
