@@ -4,20 +4,22 @@ absl prints a usage hint after a flags error, and ml_collections raises a
 bare `AttributeError` (with a traceback) for a `--config.key` that does not
 exist, or an `OSError` on first use of a config file that does not load.
 `define_config_file` and `make_flags_parser` turn each of these into one
-line on stderr and exit code 2.
+line on stderr and exit code 2: a `--config.key` is checked against the
+config file's fields before `ml_collections` applies it
+(`unknown_override`), so no error text is parsed for it. `--help` ends
+with the default config's fields and their defaults, generated from that
+file (`config_fields_help`).
 """
 
 import errno
 import os
-import re
 import shutil
-import signal
 import sys
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from pipelines import _startup
+from tf_temperature.runtime import signals
 
 USAGE_ERROR = 2
 # A run stopped by a NaN or infinite loss ("too hot").
@@ -25,19 +27,20 @@ DIVERGED = 3
 # After SIGTERM or SIGINT: a checkpoint was saved at a step boundary (or
 # none was due); rerun the same command to resume (sysexits.h's
 # EX_TEMPFAIL, "try again later").
-PREEMPTED = _startup.STOPPED
+PREEMPTED = signals.STOPPED
 # The environment failed the run (a full disk): fix it and rerun.
 ENVIRONMENT = 1
 
 
-# Run as `python -m pipelines.X` (not imported by a test): from here on
-# (TensorFlow's import takes seconds) SIGTERM and SIGINT end the process
-# with one line, not a traceback; `run_job` takes over once the job starts.
+# Run as `python -m pipelines.X` (not imported by a test): until the job
+# starts SIGTERM and SIGINT end the process with one line, not a traceback
+# (`pipelines/__init__.py` set that up before TensorFlow loaded; this covers
+# a pipeline run through `runpy`); `run_job` takes over once the job starts.
+# The library itself never installs a handler (`runtime.signals`).
 AS_PIPELINE = getattr(getattr(sys.modules.get("__main__"), "__spec__", None),
                       "name", "").startswith("pipelines.")
 if AS_PIPELINE:
-    signal.signal(signal.SIGINT, _startup.stopped_early)
-    signal.signal(signal.SIGTERM, _startup.stopped_early)
+    signals.install(signals.stopped_early)
 
 
 def fail(message):
@@ -80,17 +83,16 @@ def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
     `failures` (a search with trials missing) one `error:` line and 1; an
     access refused (permissions, a read-only mount) one `error:` line and 1.
     """
-    from tf_temperature.training import signals, trainer
+    from tf_temperature.training import trainer
 
     if AS_PIPELINE:
-        signals.stop_on_signals()
+        signals.install(signals.raise_stopped)
     try:
         result = job()
         if AS_PIPELINE:
             # The job is over: from here a signal is one line at once,
             # never an exception met by an exit handler.
-            signal.signal(signal.SIGINT, _startup.stopped_after)
-            signal.signal(signal.SIGTERM, _startup.stopped_after)
+            signals.install(signals.stopped_after)
         return result
     except input_errors as error:
         fail(error)
@@ -124,52 +126,67 @@ def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
 def run_errors():
     """The errors `run_job` reports as bad input once a run has started
     (its other `ValueError`s would be bugs, and keep their traceback)."""
-    from tf_temperature.training import checkpoints, input_pipeline, workdir
+    from tf_temperature.runtime import workdir
+    from tf_temperature.training import checkpoints, input_pipeline
 
     return (workdir.WorkdirError, checkpoints.UnreadableCheckpointsError,
             checkpoints.ConfigMismatchError, input_pipeline.NoDataError)
 
 
-def _unknown_field(name, error, argv, reference=None):
-    """One line for a `--NAME.key=value` whose key the config lacks:
-    ``--config.model.residul: no such field (did you mean `residual`?)``.
+def _load_file(path):
+    """`get_config()` of the config file `path` (`ml_collections`' loader
+    does the same, with the same errors)."""
+    import runpy
 
-    ml_collections raises a `KeyError` (wrapped in an `AttributeError`)
-    whose text is the quoted key and maybe a suggestion; the key is named
-    here with its dotted path as the command line gave it.
-    """
+    return runpy.run_path(path)["get_config"]()
+
+
+def unknown_override(name, argv, default_path, reference=None):
+    """One line for the first `--NAME.a.b=value` of `argv` that names no
+    field of the config file (the one `argv` gives, else `default_path`),
+    or None: ``--config.model.residul: no such field (did you mean
+    `residual`?)``. Checked against the file's fields before
+    `ml_collections` applies the overrides, so no error text is parsed; a
+    file that does not load is left to its own error (None)."""
     import difflib
 
-    text = str(error).replace("\\'", "'").replace("\\n", "\n")
-    found = re.search(r"[A-Za-z_][A-Za-z0-9_]*", text)
-    key = found.group(0) if found else text.strip("\"' ")
-    hint = re.search(r'Did you mean "([^"]+)"', text)
-    path = f"--{name}"
-    for arg in argv:
-        if arg.startswith(f"--{name}."):
-            parts = arg.split("=", 1)[0][2:].split(".")
-            if key in parts[1:]:
-                path = ".".join(parts[:parts.index(key, 1) + 1])
-                path = f"--{path}"
-                break
-    if path == f"--{name}":
-        path = f"--{name}.{key}"
-    if not hint and reference is not None:
-        try:
-            section = reference()
-            for part in path.split(".")[1:-1]:
+    path = _config_path(name, argv, default_path)
+    try:
+        config = _load_file(path)
+        config.keys()
+    except Exception:  # noqa: BLE001 -- reported when the flag is parsed.
+        return None
+    # By field name, as `ml_collections` applies them.
+    for arg in sorted(arg.split("=", 1)[0] for arg in argv
+                      if arg.startswith(f"--{name}.")):
+        parts = arg[2:].split(".")[1:]
+        section = config
+        for index, part in enumerate(parts):
+            if hasattr(section, "keys") and part in section:
                 section = section[part]
-            close = difflib.get_close_matches(key, list(section.keys()), 1)
-        except (KeyError, TypeError, AttributeError):
-            close = []
-        suggestion = close[0] if close else None
-    else:
-        suggestion = hint.group(1) if hint else None
-    if suggestion == key:  # The pipeline's default has it; this file not.
-        return (f"{path}: no such field in {_config_path(name, argv)} (the "
-                "pipeline's default config has it: start from that file)")
-    return (f"{path}: no such field"
-            + (f" (did you mean `{suggestion}`?)" if suggestion else ""))
+                continue
+            shown = f"--{name}." + ".".join(parts[:index + 1])
+            if _has(reference, parts[:index + 1]):
+                return (f"{shown}: no such field in {path} (the pipeline's "
+                        "default config has it: start from that file)")
+            close = difflib.get_close_matches(
+                part, list(section.keys()) if hasattr(section, "keys")
+                else [], 1)
+            return (f"{shown}: no such field"
+                    + (f" (did you mean `{close[0]}`?)" if close else ""))
+    return None
+
+
+def _has(reference, parts):
+    """Whether the config `reference()` (if given) has the field `parts`."""
+    if reference is None:
+        return False
+    section = reference()
+    for part in parts:
+        if not (hasattr(section, "keys") and part in section):
+            return False
+        section = section[part]
+    return True
 
 
 def define_config_file(name, default, help_string):
@@ -178,29 +195,28 @@ def define_config_file(name, default, help_string):
     ml_collections applies `--NAME.key=value` overrides from `sys.argv` when
     the flag is defined, so an unknown key fails here, at import time.
     """
+    unknown = unknown_override(name, sys.argv, default,
+                               default_config(default))
+    if unknown:
+        fail(unknown)
     try:
         return config_flags.DEFINE_config_file(
             name, default, help_string, lock_config=True
         )
     except (AttributeError, KeyError) as error:
-        fail(_unknown_field(name, error, sys.argv))
+        fail(f"--{name}: no such field: {error}")
     except (TypeError, ValueError) as error:  # A value that does not parse.
         fail(_override_error(error, sys.argv, [name],
                              default_config(default)))
 
 
-def quiet_info_logs():
-    """Keeps INFO log lines (TensorFlow's checkpoint sharding, ...) out of
-    the run's output unless `--verbosity` asks for them; warnings stay."""
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-
-
-def _config_path(name, argv):
+def _config_path(name, argv, default=None):
     """The config file named on the command line (or the default)."""
     for arg in argv:
         if arg.startswith(f"--{name}="):
             return arg.split("=", 1)[1]
+    if default is not None:
+        return default
     return flags.FLAGS[name].default_as_str.strip("'\"") or "(default)"
 
 
@@ -253,25 +269,48 @@ def _override_error(error, argv, config_names, reference):
     return f"{key}={value}: {text}{accepted}"
 
 
-def _leaves(config, prefix=""):
-    for key, value in config.items():
-        if hasattr(value, "items"):
-            yield from _leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}"
-
-
 def check_fields(config, reference, name="config"):
     """Raises `ValueError` naming the first field of `reference` (the
     pipeline's default config) that `config` lacks."""
-    have = set(_leaves(config))
-    missing = [key for key in _leaves(reference) if key not in have]
+    from tf_temperature.runtime import rerun
+
+    have = rerun.flatten(config)
+    missing = [key for key in rerun.flatten(reference) if key not in have]
     if missing:
         raise ValueError(
             f"--{name}: the config lacks the field {missing[0]!r}"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             + "; this pipeline needs every field of its default config "
             "file: start from that file")
+
+
+def config_fields_help(config, name="config", path=None):
+    """The section of `--help` that lists `config`'s fields (the
+    pipeline's default config, from the file `path`): generated from it,
+    one line per field, ``--config.model.depth (int, default 20)``."""
+    from tf_temperature.runtime import rerun
+
+    lines = [f"--{name}=FILE: the config file"
+             + (f" (default: {path})" if path else "")
+             + f"; its fields, each set with --{name}.FIELD=VALUE "
+             "(defaults: the default file's):"]
+    for key in rerun.flatten(config):
+        *path, field = key.split(".")
+        section = config
+        for part in path:
+            section = section[part]
+        lines.append(f"  --{name}.{key} ({section.get_type(field).__name__}"
+                     f", default {section[field]!r})")
+    return "\n".join(lines)
+
+
+# absl's flags that print the help and exit (`absl.app`).
+_HELP_FLAGS = ("help", "helpshort", "helpfull", "?")
+
+
+def _asks_help(argv):
+    return any(arg.lstrip("-").split("=")[0] in _HELP_FLAGS
+               for arg in argv[1:] if arg.startswith("-"))
 
 
 def make_flags_parser(*config_holders, reference=None):
@@ -289,6 +328,11 @@ def make_flags_parser(*config_holders, reference=None):
         first = names[0] if names else "flags"
         try:
             rest = flags.FLAGS(argv)
+        except SystemExit:  # --help: the config's fields close its text.
+            if reference is not None and _asks_help(argv):
+                print("\n" + config_fields_help(
+                    reference(), first, getattr(reference, "path", None)))
+            raise
         except flags.IllegalFlagValueError as error:
             if "Unexpected None value" in str(error):
                 fail(_load_error(first, error, argv))
@@ -301,7 +345,8 @@ def make_flags_parser(*config_holders, reference=None):
             if "NoneType" in str(error):  # Overrides met get_config()=None.
                 fail(_load_error(first, flags.IllegalFlagValueError(
                     "Unexpected None value"), argv))
-            fail(_unknown_field(first, error, argv, reference))
+            fail(unknown_override(first, argv, None, reference)
+                 or f"--{first}: no such field: {error}")
         except (TypeError, ValueError) as error:
             fail(_override_error(error, argv, names, reference))
         except Exception as error:  # noqa: BLE001 -- the file's own error.
@@ -340,4 +385,5 @@ def default_config(path):
     def load():
         return runpy.run_path(os.path.join(root, path))["get_config"]()
 
+    load.path = path  # Named in `--help` (`config_fields_help`).
     return load

@@ -1,5 +1,7 @@
 """Start-up: TensorFlow imported without its loading banner, output
-line-buffered.
+line-buffered, absl's INFO lines off, SIGTERM and SIGINT handed to
+`tf_temperature.runtime.signals` (which holds every handler and the exit
+code 75).
 
 TensorFlow's shared libraries print a few lines while they load, before
 their logging is set up, so `TF_CPP_MIN_LOG_LEVEL` cannot reach them
@@ -11,6 +13,12 @@ lines (matched below) and passes everything else on.
 `TF_CPP_MIN_LOG_LEVEL` defaults to 1 (TensorFlow's INFO lines off, its
 warnings and errors kept); `TF_TEMPERATURE_STARTUP_LOGS=1` shows the banner
 again.
+
+The handlers live in a module of the package, and importing the package
+imports TensorFlow (seconds): SIGTERM and SIGINT are held (blocked) while
+TensorFlow and the package load, and a signal that came meanwhile is
+handled once `signals.stopped_early` is in place (one `stopped:` line,
+exit 75) rather than as a traceback or a silent kill.
 """
 
 import contextlib
@@ -19,14 +27,6 @@ import re
 import signal
 import sys
 import tempfile
-
-# While TensorFlow loads, file descriptor 2 is captured: the stderr that a
-# person sees is this one.
-_stderr_fd = 2
-
-# A run stopped before it started (sysexits.h's EX_TEMPFAIL, as a
-# preempted run: rerun the same command).
-STOPPED = 75
 
 # What TensorFlow 2.21 prints while it loads on a machine without a GPU.
 BANNER = re.compile(
@@ -38,33 +38,21 @@ BANNER = re.compile(
     r"|^To enable the following instructions: .* rebuild TensorFlow")
 
 
-def stopped_early(signum, frame):
-    """A SIGINT or SIGTERM before the job starts ends the process at once
-    with one line: nothing is written yet, and an exception raised here
-    could be swallowed (a signal that lands in a garbage-collection
-    callback is "ignored")."""
-    del frame
-    line = (f"stopped: {signal.Signals(signum).name} before the run "
-            "started; nothing was written: rerun the same command\n")
-    os.write(_stderr_fd, line.encode())
-    os._exit(STOPPED)
-
-
-def stopped_after(signum, frame):
-    """A SIGINT or SIGTERM once a job has returned (its files and lines
-    all written) ends the process at once with one line: an exception
-    raised now would surface as a traceback from an exit handler."""
-    del frame
-    # The signal may land inside a write to stdout: a flush from here can
-    # fail, and must not hide the line below.
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    line = (f"stopped: {signal.Signals(signum).name} after the job's last "
-            "write: rerun the same command to go on, or to see what it "
-            "found\n")
-    os.write(_stderr_fd, line.encode())
-    os._exit(STOPPED)
+@contextlib.contextmanager
+def _signals_held():
+    """Blocks SIGINT and SIGTERM in this thread (threads started meanwhile
+    inherit the block), then unblocks them: a signal that arrived in
+    between is delivered then, to the handlers in place by that time.
+    Without `pthread_sigmask` (Windows) nothing is held."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def import_tensorflow():
@@ -75,10 +63,11 @@ def import_tensorflow():
             "TF_TEMPERATURE_STARTUP_LOGS"):
         import tensorflow  # noqa: F401
         return
-    global _stderr_fd
     sys.stderr.flush()
-    saved = _stderr_fd = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
+    saved = os.dup(2)
+    # Signals wait until file descriptor 2 is back: a handler's one line
+    # must not go into the capture.
+    with _signals_held(), tempfile.TemporaryFile() as capture:
         # The libraries write to file descriptor 2 directly, not through
         # Python's sys.stderr.
         os.dup2(capture.fileno(), 2)
@@ -91,7 +80,6 @@ def import_tensorflow():
             tf.config.list_physical_devices()
         finally:
             os.dup2(saved, 2)
-            _stderr_fd = 2
             os.close(saved)
             capture.seek(0)
             lines = capture.read().decode(errors="replace").splitlines(True)
@@ -100,12 +88,44 @@ def import_tensorflow():
             sys.stderr.flush()
 
 
+def quiet_info_logs():
+    """absl's INFO lines off (TensorFlow's Python INFO lines go through
+    absl's handler) unless the command line gives `--verbosity`. Before
+    flags are parsed this is the default that `absl.app.run` would raise to
+    INFO; after, it keeps a `--verbosity` given."""
+    from absl import flags, logging
+
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
+def tensorflow_logs_once():
+    """TensorFlow's Python logger prints through its own stderr handler
+    (added at import when the root logger has none) and, once
+    `absl.app.run` puts absl's handler on the root logger, through that one
+    too: every warning twice. It keeps its own only (its level still
+    follows `--verbosity`, through the root logger)."""
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if logger.handlers:
+        logger.propagate = False
+
+
 def start_entry_point():
-    """What a command does first: SIGINT and SIGTERM end it with one line
-    until the job takes over, stdout line by line (progress shows at once
-    when piped to a file or `tee`), and TensorFlow imported quietly."""
-    signal.signal(signal.SIGINT, stopped_early)
-    signal.signal(signal.SIGTERM, stopped_early)
+    """What a command (a pipeline, a tool) does first: stdout line by line
+    (progress shows at once when piped to a file or `tee`), absl's INFO
+    lines off (`quiet_info_logs`), TensorFlow imported quietly and its
+    Python warnings printed once (`tensorflow_logs_once`), and SIGINT and
+    SIGTERM ending the process with one line until the job takes over
+    (`signals.stopped_early`; held until then). Calling it again is
+    harmless."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
-    import_tensorflow()
+    quiet_info_logs()
+    with _signals_held():
+        import_tensorflow()
+        tensorflow_logs_once()
+        from tf_temperature.runtime import signals
+
+        signals.install(signals.stopped_early)

@@ -6,13 +6,13 @@ Writes `runs/<schedule>_seed<seed>/` (one trainer workdir per run),
 `curves.csv`, `cooling.json`, `cooling.png` and `config.json` in the
 workdir, and prints the comparison; a rerun resumes, or on a finished
 workdir says so and prints what it found. The work is in
-`tf_temperature.studies.cooling`.
+`tf_temperature.studies.cooling.experiment`.
 """
 
 from absl import app, flags
 
-from pipelines import _cli
-from tf_temperature.studies import cooling
+from pipelines import _cli, _startup
+from tf_temperature.studies.cooling import experiment as cooling
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/cooling_digits.py", "Configuration file."
@@ -33,7 +33,7 @@ def _job(workdir):
 
 def main(argv):
     del argv  # Checked by the flags parser.
-    _cli.quiet_info_logs()
+    _startup.quiet_info_logs()
     workdir = _WORKDIR.value or ""
     _cli.run_job(lambda: _job(workdir), workdir=workdir)
     return 0

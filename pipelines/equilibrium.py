@@ -7,17 +7,19 @@ Writes `equilibrium.csv`, `curves.csv`, `equilibrium.json`,
 `equilibrium.png`, `schedule.png` and `config.json` in the workdir, and
 each population's measurements in `populations/` as it finishes; a rerun
 resumes from them, or on a finished workdir says so and prints what it
-found. The work is in `tf_temperature.studies.equilibrium`.
+found. The work is in `tf_temperature.studies.equilibrium.experiment`.
 """
 
 import time
 
 from absl import app, flags
 
-from pipelines import _cli
-from tf_temperature.studies import (
-    equilibrium,
-    equilibrium_report,
+from pipelines import _cli, _startup
+from tf_temperature.studies.equilibrium import (
+    experiment as equilibrium,
+)
+from tf_temperature.studies.equilibrium import (
+    report as equilibrium_report,
 )
 
 _CONFIG = _cli.define_config_file(
@@ -41,7 +43,7 @@ def _job(workdir):
 
 def main(argv):
     del argv  # Checked by the flags parser.
-    _cli.quiet_info_logs()
+    _startup.quiet_info_logs()
     workdir = _WORKDIR.value or ""
     _cli.run_job(lambda: _job(workdir), workdir=workdir)
     return 0

@@ -4,13 +4,13 @@ r"""Quickstart: train a small CNN on the bundled digits data, print eta and T.
         [--config.batch_size=256 ...]
 
 This file is kept short on purpose: the work is in
-`tf_temperature.training.quickstart`.
+`examples/quickstart.py`.
 """
 
 from absl import app
 
+from examples import quickstart
 from pipelines import _cli
-from tf_temperature.training import quickstart
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/quickstart.py", "Configuration file."

@@ -9,7 +9,7 @@ kept short on purpose: the work is in `tf_temperature.training.trainer`.
 
 from absl import app, flags
 
-from pipelines import _cli
+from pipelines import _cli, _startup
 from tf_temperature.training import trainer
 
 _CONFIG = _cli.define_config_file(
@@ -24,12 +24,13 @@ _RESTART = flags.DEFINE_bool(
 
 def main(argv):
     del argv  # Checked by the flags parser.
-    _cli.quiet_info_logs()
+    _startup.quiet_info_logs()
     # Bad input is found here, before anything is written.
     workdir = _WORKDIR.value or ""
+    # SIGTERM or SIGINT: a checkpoint, one `stopped:` line, exit 75.
     run = _cli.run_job(lambda: trainer.prepare(
-        _CONFIG.value, workdir, restart=_RESTART.value),
-                       workdir=workdir)
+        _CONFIG.value, workdir, restart=_RESTART.value,
+        handle_signals=True), workdir=workdir)
     _cli.run_job(run.run, _cli.run_errors(), workdir)
     return 0
 

@@ -4,13 +4,13 @@ r"""Searches eta0 across batch sizes: `python -m pipelines.tune`.
         --workdir=runs/tune_digits [--config.tune.mode=transfer ...]
 
 Rerunning the same command resumes the search. This file is kept short on
-purpose: the work is in `tf_temperature.studies.tuning`.
+purpose: the work is in `tf_temperature.studies.eta0.tuning`.
 """
 
 from absl import app, flags
 
-from pipelines import _cli
-from tf_temperature.studies import tuning
+from pipelines import _cli, _startup
+from tf_temperature.studies.eta0 import tuning
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/tune_digits.py", "Configuration file."
@@ -20,7 +20,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Study directory.")
 
 def main(argv):
     del argv  # Checked by the flags parser.
-    _cli.quiet_info_logs()
+    _startup.quiet_info_logs()
     # Bad input is found here, before anything is written.
     workdir = _WORKDIR.value or ""
     search = _cli.run_job(

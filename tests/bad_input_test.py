@@ -18,8 +18,8 @@ from conftest import override
 
 import tf_temperature as tt
 from tf_temperature import calibration, models
+from tf_temperature.runtime import workdir
 from tf_temperature.studies import linear_regression
-from tf_temperature.training import workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.num_epochs=1", "--config.model.depth=8",
@@ -247,10 +247,10 @@ FIELD_CASES = [
     ("tune_decay_rate_zero", "tune",
      {**TRAINER, "optimizer.decay_rate": 0.0}, None,
      "error: `optimizer.decay_rate` must be a finite number > 0. Received: "
-     "optimizer.decay_rate=0.0 (in the trial B=8"),
+     "optimizer.decay_rate=0.0"),
     ("tune_warmup_longer_than_a_trial", "tune",
      {**TRAINER, "optimizer.warmup_epochs": 30.0}, None,
-     "error: `optimizer.warmup_epochs` must not exceed `total_epochs` (20). "
+     "error: `optimizer.warmup_epochs` must not exceed `num_epochs` (20). "
      "Received: optimizer.warmup_epochs=30.0 (in the trial B=8"),
     ("tune_population_batch_not_dividing_the_data", "tune",
      {"dataset.validation_fraction": 0.2}, None,
@@ -434,7 +434,9 @@ def test_field_bad_input(tmp_path, capsys, pipeline, changes, run_dir,
         tune_digits,
     )
     from pipelines import _cli
-    from tf_temperature.studies import cooling, equilibrium, tuning
+    from tf_temperature.studies.cooling import experiment as cooling
+    from tf_temperature.studies.equilibrium import experiment as equilibrium
+    from tf_temperature.studies.eta0 import tuning
     from tf_temperature.training import trainer
 
     prepare_fixtures(tmp_path)
@@ -482,7 +484,7 @@ def test_a_config_lacking_fields_is_named_against_the_default():
 
 def quickstart_config_check(changes):
     from configs import quickstart as quickstart_config
-    from tf_temperature.training import quickstart
+    from examples import quickstart
 
     quickstart.check_config(override(quickstart_config.get_config(),
                                      changes))

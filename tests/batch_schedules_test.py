@@ -7,10 +7,7 @@ import numpy as np
 import pytest
 
 from tf_temperature import LinearScalingOptimizer, LinearScalingSchedule
-from tf_temperature.batch_schedules import (
-    BatchSizeSchedule,
-    phase_batch_sizes,
-)
+from tf_temperature.batch_schedules import BatchSizeSchedule, phase_batch_sizes
 from tf_temperature.callbacks import TemperatureLogger
 
 # Smith et al. 2018's CIFAR-10 schedule: B x5 at epochs 60, 120 and 160;
@@ -65,8 +62,9 @@ def test_no_growth_is_one_phase():
     ((64, 22, (2, 4), (2,)), "`batch_growth` must have one factor for each "
      "of the 2 `boundaries_epochs` (2.0, 4.0). Received: "
      "batch_growth=(2,)"),
-    ((64, 22, (2.5,), (2,)), "`boundaries_epochs` must be whole epochs with "
-     "a `batch_growth` (an epoch has one batch size). Received: "
+    ((64, 22, (2.5,), (2,)), "`boundaries_epochs` must be whole epochs where "
+     "`batch_growth` grows the batch (an epoch has one batch size). "
+     "Received: "
      "boundaries_epochs=(2.5,)"),
     ((64, 22, (2,), (0.5,)), "`batch_growth` must be a sequence of numbers "
      ">= 1 (one batch multiplier per boundary). Received: "

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from conftest import override, tiny_config
 
 from pipelines import _cli
-from tf_temperature.studies import tasks, tuning
+from tf_temperature.studies.eta0 import plan, tasks
 from tf_temperature.training import experiment, trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -39,12 +39,12 @@ def test_config_docstring_gives_the_command(name):
         _cli.check_fields(config, importlib.import_module(
             f"configs.{reference}").get_config())
     if pipeline == "tune":
-        tuning.check_tune_config(config)
+        plan.check_tune_config(config)
     if pipeline == "tune" and not population:
         # Every trial's schedule is valid at the budget.
-        trial = tuning.trial_config(config, config.tune.batch_sizes[-1],
-                                    tuning.eta0_grid(config.tune)[0], 0,
-                                    config.tune.epochs)
+        trial = plan.trial_config(config, config.tune.batch_sizes[-1],
+                                  plan.eta0_grid(config.tune)[0], 0,
+                                  config.tune.epochs)
         experiment.build_optimizer(trial.optimizer, trial.batch_size, 10,
                                 trial.num_epochs)
 

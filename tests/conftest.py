@@ -6,8 +6,10 @@ initialized; `MirroredStrategy` tests then get two replicas on one CPU.
 """
 
 import inspect
+import pathlib
 import re
 import socket
+import sys
 
 import keras
 import pytest
@@ -127,6 +129,16 @@ def two_cpu_strategy():
     strategy = distribute.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == NUM_VIRTUAL_CPUS
     return strategy
+
+
+def pipeline_command(module, fault=None):
+    """The command that runs `module` (`pipelines.train`) as `python -m`
+    does; with `fault`, through `fault_injection.py`, which installs the
+    hook that stops the process where `TF_TEMPERATURE_FAULT` says."""
+    if not fault:
+        return [sys.executable, "-m", module]
+    runner = pathlib.Path(__file__).with_name("fault_injection.py")
+    return [sys.executable, str(runner), module]
 
 
 def free_ports(count):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import override
 
-from tf_temperature.studies import cooling
+from tf_temperature.studies.cooling import experiment as cooling
 
 
 def synthetic_curves(offset, seeds=5, epochs=4, noise=0.01):
@@ -102,6 +102,35 @@ def tiny(config):
     return override(config, {
         "num_epochs": 3, "optimizer.boundaries_epochs": (1.0, 2.0),
         "cooling.seeds": (0, 1, 2), "model.width": 16})
+
+
+def test_figure_puts_a_log_axis_only_where_values_span_a_decade():
+    from tf_temperature.studies.cooling import figure
+
+    rows = []
+    for name, batches, cut in (("decay", (16, 16), 0.5),
+                               ("grow", (16, 32), 1.0)):
+        for seed in range(2):
+            for epoch in range(1, 5):
+                late = epoch > 2
+                batch = batches[late]
+                rate = 0.32 * (cut if late else 1.0)
+                for split in ("train", "eval"):
+                    rows.append({
+                        "schedule": name, "seed": seed, "epoch": epoch,
+                        "step": 10 * epoch, "split": split,
+                        # The loss within 2x, the error over 20x.
+                        "loss": 1.6 / epoch ** 0.5, "error": 0.4 / 6 ** (
+                            epoch - 1) ** 0.6, "temperature": rate / batch,
+                        "batch_size": batch})
+    axes = figure.figure(pd.DataFrame(rows)).axes
+    scales = [[ax.get_yscale() for ax in axes[row * 3:row * 3 + 3]]
+              for row in range(2)]
+    # T from 0.02 to 0.01 and B from 16 to 32: linear, as the loss.
+    assert scales == [["linear", "log", "linear"]] * 2
+    assert figure.spans_a_decade(pd.Series([0.8, 1.6])) is False
+    assert figure.spans_a_decade(pd.Series([0.01, 0.2])) is True
+    assert figure.spans_a_decade(pd.Series([0.0, 1.0])) is False
 
 
 def test_tiny_experiment_end_to_end_and_rerun(tmp_path):

@@ -7,7 +7,8 @@ The full table (100 seed sets) is docs/COVERAGE.md, from
 import numpy as np
 import pytest
 
-from tf_temperature.studies import coverage, optimum, plan, tasks
+from tf_temperature.studies import optimum
+from tf_temperature.studies.eta0 import coverage, plan, tasks
 
 
 @pytest.fixture(scope="module")

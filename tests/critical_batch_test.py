@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tf_temperature.studies import critical_batch
+from tf_temperature.studies.eta0 import critical_batch, critical_batch_figures
 
 
 def test_steps_to_target_interpolates_in_log_loss():
@@ -134,3 +134,56 @@ def test_too_few_trained_batch_sizes_are_not_measured():
                              "best_eta0": [0.1, 0.1]})
     table, result = critical_batch.measure({}, by_batch, {}, {})
     assert table is None and "not measured" in result["text"]
+
+
+def _labelled_y_ticks(fig, ax):
+    """The y tick labels a reader sees: inside the axis, not empty."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    low, high = ax.get_ylim()
+    return [label.get_text() for label in ax.yaxis.get_majorticklabels()
+            if label.get_text() and low <= label.get_position()[1] <= high]
+
+
+@pytest.mark.parametrize("steps", [
+    [500.0, 260.0, 150.0, 100.0, 70.0, 58.0],  # The digits study's decade.
+    [130.0, 118.0, 110.0, 104.0, 101.0, 100.0],  # Under 1.5x.
+    [60.0, 45.0, 38.0, 33.0, 31.0, 30.0],  # Across no 1-2-5 value but 50.
+    [2e4, 5e3, 1.2e3, 300.0, 80.0, 20.0],  # Three decades.
+])
+def test_steps_figure_labels_at_least_three_y_ticks(steps):
+    batches = [8, 16, 32, 64, 128, 256]
+    steps = np.array(steps)
+    table = pd.DataFrame({"batch_size": batches, "steps_to_target": steps,
+                          "steps_low": steps * 0.97,
+                          "steps_high": steps * 1.03})
+    s_min, b_crit = critical_batch.fit_steps(batches, steps)
+    fig = critical_batch_figures.steps_figure(
+        table, {"b_crit": b_crit, "s_min": s_min, "target": 0.118})
+    labels = _labelled_y_ticks(fig, fig.axes[0])
+    assert len(labels) >= 3, labels
+    assert all("10^" not in text and "e" not in text for text in labels)
+
+
+@pytest.mark.parametrize("low, high", [
+    (100.0, 120.0), (0.8, 1.6), (30.0, 60.0), (0.5, 1.41), (3.0, 3e3)])
+def test_label_log_y_labels_three_ticks_over_any_span(low, high):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 3), dpi=80)
+    ax = fig.subplots()
+    ax.plot([1, 2, 3], [low, (low * high) ** 0.5, high], "o")
+    ax.set_yscale("log")
+    critical_batch_figures.label_log_y(ax)
+    labels = _labelled_y_ticks(fig, ax)
+    assert len(labels) >= 3, labels
+    assert all("10^" not in text and "e" not in text for text in labels)
+
+
+def test_log_ticks_pick_the_sparsest_that_labels_three():
+    assert critical_batch_figures.log_ticks(0.5, 2e3) == (1,)
+    assert critical_batch_figures.log_ticks(40.0, 600.0) == (1, 2, 5)
+    assert critical_batch_figures.log_ticks(0.8, 1.6) == tuple(range(1, 10))
+    assert critical_batch_figures.log_ticks(100.0, 120.0) is None
+

@@ -12,7 +12,13 @@ import pytest
 from conftest import check_files_strict, message_lines
 
 from configs import equilibrium_digits
-from tf_temperature.studies import equilibrium, plateaus, thermometer
+from tf_temperature.studies.equilibrium import (
+    experiment as equilibrium,
+)
+from tf_temperature.studies.equilibrium import (
+    plateaus,
+    thermometer,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -20,13 +20,16 @@ import tensorflow as tf
 from conftest import message_lines, override
 
 from configs import cooling_digits, equilibrium_digits
-from tf_temperature.studies import (
-    cooling,
-    equilibrium,
-    experiment_state,
+from tf_temperature.runtime import io, workdir
+from tf_temperature.studies import experiment_state
+from tf_temperature.studies.cooling import experiment as cooling
+from tf_temperature.studies.equilibrium import (
+    experiment as equilibrium,
+)
+from tf_temperature.studies.equilibrium import (
     thermometer,
 )
-from tf_temperature.training import io, trainer, workdir
+from tf_temperature.training import trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # 2 schedules x 3 seeds of 2 epochs; 2 populations (B = 16, 64) of 2 runs

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 from conftest import override, tiny_config
 
-from tf_temperature.training import io, trainer, workdir
+from tf_temperature.runtime import io, workdir
+from tf_temperature.training import trainer
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def tune_config():
 @pytest.mark.slow
 def test_search_interrupted_and_resumed_on_ram_equals_local(
         tmp_path, in_empty_cwd, monkeypatch):
-    from tf_temperature.studies import tuning
+    from tf_temperature.studies.eta0 import tuning
 
     local = str(tmp_path / "local")
     tuning.Search(tune_config(), local, print_fn=None).run()
@@ -148,7 +149,7 @@ def test_search_interrupted_and_resumed_on_ram_equals_local(
 @pytest.mark.slow
 def test_equilibrium_study_on_ram_equals_local(tmp_path, in_empty_cwd):
     from configs import equilibrium_digits
-    from tf_temperature.studies import equilibrium
+    from tf_temperature.studies.equilibrium import experiment as equilibrium
 
     def config():
         return override(equilibrium_digits.get_config(), {

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tf_temperature.studies import optimum, scaling_report
+from tf_temperature.studies import optimum
+from tf_temperature.studies.eta0 import scaling_report
 
 BATCHES = (8, 16, 32, 64, 128, 256)
 GRID = 2.0 ** np.arange(-12, -1.9, 0.5)  # sqrt(2) apart.

@@ -7,12 +7,8 @@ import pytest
 import tensorflow as tf
 
 from tf_temperature import noise_scale, schedules
-from tf_temperature.studies import (
-    copy_models,
-    linear_regression,
-    population,
-    tasks,
-)
+from tf_temperature.studies import copy_models, linear_regression, population
+from tf_temperature.studies.eta0 import tasks
 
 
 def digits_task(hidden=(16,), n=64, features=12, seed=0):

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tf_temperature.training import quickstart
+from examples import quickstart
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import message_lines, train_tiny
+from conftest import message_lines, pipeline_command, train_tiny
 
 from tf_temperature.training import writers
 
@@ -143,7 +143,7 @@ def tune_cli(workdir, fault=None, signame="KILL", *changes):
     fields = {flag.split("=")[0] for flag in changes}
     flags = [f for f in TUNE if f.split("=")[0] not in fields]
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.tune", f"--workdir={workdir}",
+        [*pipeline_command("pipelines.tune", fault), f"--workdir={workdir}",
          *flags, *changes], cwd=ROOT, capture_output=True, text=True,
         timeout=600, env=env)
 
@@ -203,7 +203,7 @@ def test_a_deleted_record_of_a_finished_search_is_run_again(
         tmp_path, straight_search):
     # It used to fail naming the trial and advise a rerun that failed the
     # same way (keras-tuner had the trial completed): now one warning, and
-    # the trial is run again (studies/search_state; study_state_test).
+    # the trial is run again (studies/eta0/search_state; study_state_test).
     shutil.copytree(straight_search, tmp_path / "s")
     (tmp_path / "s" / "verdict.json").unlink()
     record = tmp_path / "s" / "trials" / "grid" / "trial_0" / "record.json"

@@ -1,8 +1,8 @@
 """Fault injection: kills, preemption, corrupt files, divergence, locks.
 
-Runs are killed with real signals at chosen points
-(`tf_temperature.training.faults`:
-the process signals itself where `TF_TEMPERATURE_FAULT` says) and rerun with
+Runs are killed with real signals at chosen points (the hook of
+`fault_injection.py` at `tf_temperature.runtime.faults`' points: the
+process signals itself where `TF_TEMPERATURE_FAULT` says) and rerun with
 the same command; the result must be what an uninterrupted run gives, bit
 for bit (deterministic mode: op determinism, fixed seeds, a data order keyed
 by epoch and step). The bad-input table is in `bad_input_test.py`.
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import free_ports, train_tiny
+from conftest import free_ports, pipeline_command, train_tiny
 
 from tf_temperature import models
 from tf_temperature.training import checkpoints, trainer
@@ -47,7 +47,7 @@ def cli(pipeline, args, fault=None, signame="KILL", env=None, timeout=300):
         extra = {"TF_TEMPERATURE_FAULT": fault,
                  "TF_TEMPERATURE_FAULT_SIGNAL": signame}
     return subprocess.run(
-        [sys.executable, "-m", f"pipelines.{pipeline}", *args], cwd=ROOT,
+        [*pipeline_command(f"pipelines.{pipeline}", fault), *args], cwd=ROOT,
         capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **extra, **(env or {})})
 
@@ -175,8 +175,10 @@ def start_workers(workdir, fault_for_worker1=None):
                                           "index": index}})}
         if index == 1 and fault_for_worker1:
             env["TF_TEMPERATURE_FAULT"] = fault_for_worker1
+        fault = fault_for_worker1 if index == 1 else None
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "pipelines.train", f"--workdir={workdir}",
+            [*pipeline_command("pipelines.train", fault),
+             f"--workdir={workdir}",
              *MODEL, "--config.num_epochs=2",
              "--config.optimizer.boundaries_epochs=(1,)",
              "--config.strategy=multi_worker"],

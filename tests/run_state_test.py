@@ -14,7 +14,8 @@ import shutil
 import pytest
 from conftest import train_tiny
 
-from tf_temperature.training import trainer, workdir
+from tf_temperature.runtime import workdir
+from tf_temperature.training import trainer
 
 
 def files(path, names=("metrics.csv", "summary.json", "config.json")):

@@ -93,7 +93,7 @@ def test_search_chief_binds_only_the_address_it_is_given(tmp_path, address):
 ])
 def test_a_chief_address_that_cannot_serve_is_one_line(
         monkeypatch, address, port, message):
-    from tf_temperature.studies import driver
+    from tf_temperature.studies.eta0 import driver
 
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", address)
@@ -104,7 +104,7 @@ def test_a_chief_address_that_cannot_serve_is_one_line(
 
 
 def test_an_ipv6_literal_is_bracketed_for_grpc(monkeypatch):
-    from tf_temperature.studies import driver
+    from tf_temperature.studies.eta0 import driver
 
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")  # A worker.
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "::1")

@@ -1,7 +1,7 @@
 """Stopping: SIGINT saves like SIGTERM, a signal is honoured within seconds
 while the input pipeline waits, and files that do not decode end the run
 with one line instead of a hang. Real processes, real signals
-(`tf_temperature.training.faults`)."""
+(`tf_temperature.runtime.faults`)."""
 
 import os
 import pathlib
@@ -13,9 +13,9 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import message_lines
+from conftest import message_lines, pipeline_command
 
-from tf_temperature.training import signals
+from tf_temperature.runtime import signals
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def cli(workdir, *extra, fault=None, signame="KILL", timeout=300):
         env.update(TF_TEMPERATURE_FAULT=fault,
                    TF_TEMPERATURE_FAULT_SIGNAL=signame)
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.train", f"--workdir={workdir}",
+        [*pipeline_command("pipelines.train", fault), f"--workdir={workdir}",
          *TRAIN, *extra], cwd=ROOT, capture_output=True, text=True,
         timeout=timeout, env=env)
 

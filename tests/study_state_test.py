@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 from conftest import message_lines, override
 
-from tf_temperature.studies import tuning
-from tf_temperature.training import workdir as workdir_lib
+from tf_temperature.runtime import workdir as workdir_lib
+from tf_temperature.studies.eta0 import tuning
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The population runner: 6 trials x 2 seeds in about 2 s, traced once.
@@ -286,7 +286,7 @@ def test_a_chief_on_a_workdir_in_use_is_refused(tmp_path, studies):
 # Where the signal lands: in the closing line's print, at the end of the
 # search, once the job has returned.
 SIGNALLED = {
-    "closing_line": "from tf_temperature.studies import tuning as t\n"
+    "closing_line": "from tf_temperature.studies.eta0 import tuning as t\n"
                     "f = t.closing_line\n"
                     "def g(*a, **k):\n"
                     "    line = f(*a, **k); os.kill(os.getpid(), SIG)\n"
@@ -326,7 +326,7 @@ def test_a_signal_while_the_report_closes_is_one_stopped_line(
 def test_a_study_in_a_path_with_glob_characters_resumes(tmp_path, studies):
     # keras-tuner globs its directory on reload, and so did the records'
     # reader: a workdir named like a pattern lost its trials.
-    from tf_temperature.training import io
+    from tf_temperature.runtime import io
 
     run = tmp_path / "exp[1] glob*?é"
     original, calls = tuning.Search.run_trial, []

@@ -35,6 +35,47 @@ def test_plot_schedule_draws_overlapping_temperatures(tmp_path):
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture
+def plot_curves_tool():
+    """tools/plot_curves.py, its absl flags (`--output` also plot_schedule's)
+    defined for the test and removed after it."""
+    from absl import flags
+
+    def forget():
+        for name in ("output", "ymax"):
+            if name in flags.FLAGS:
+                delattr(flags.FLAGS, name)
+
+    forget()
+    yield load_tool("plot_curves")
+    forget()
+
+
+def test_plot_curves_draws_a_shared_rate_drop_once_in_gray(
+        tmp_path, plot_curves_tool):
+    import pandas as pd
+
+    tool = plot_curves_tool
+
+    def run(rates):
+        return pd.DataFrame([
+            {"epoch": e + 1, "split": split, "error": 0.5 / (e + 1),
+             "learning_rate": rate}
+            for e, rate in enumerate(rates) for split in ("train", "eval")])
+
+    runs = {"resnet": run([0.1, 0.1, 0.05, 0.05, 0.025]),
+            "plain": run([0.1, 0.1, 0.05, 0.05, 0.025]),
+            "other": run([0.1, 0.05, 0.05, 0.05, 0.025])}
+    assert tool.rate_drops(runs["resnet"]) == [2.0, 4.0]
+    assert tool.drop_lines(runs) == [(4.0, None), (2.0, 0), (2.0, 1),
+                                     (1.0, 2)]
+    two = {k: runs[k] for k in ("resnet", "plain")}
+    assert tool.drop_lines(two) == [(2.0, None), (4.0, None)]
+    output = tmp_path / "curves.png"
+    tool.plot(runs, str(output))
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.slow
 def test_benchmark_input_suite_runs_from_one_command(tmp_path):
     import subprocess

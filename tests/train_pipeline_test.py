@@ -4,6 +4,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -25,12 +26,38 @@ def run(args, env=None, timeout=300):
         timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def test_train_then_plot_curves(tmp_path):
+def test_the_default_run_prints_and_calibrates_as_the_docs_say(tmp_path):
+    # The README's pipeline command, with the calibration of
+    # docs/measuring-temperature.md (it changes no training), then the
+    # curves tool: the numbers the docs print are this run's, at their
+    # printed digits with room for another CPU's float32 rounding (the
+    # default thread pools order sums by the machine: docs/PERFORMANCE.md).
     result = run(["-m", "pipelines.train", f"--workdir={tmp_path / 'r'}",
-                  *TINY])
+                  "--config.calibrate=True"])
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["step"] == 1438 // 64 and not summary["diverged"]
+    assert summary["step"] == 30 * (1438 // 64) and not summary["diverged"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    said = re.search(r"train done in \d+ s: final eval loss ([\d.]+), "
+                     r"error ([\d.]+)", readme)
+    assert abs(float(said[1]) - summary["final_eval_loss"]) <= 0.03 * float(
+        said[1])
+    # The error in whole examples: one of 359 either way.
+    assert abs(float(said[2]) - summary["final_eval_error"]) <= 1.01 / 359
+    guide = (ROOT / "docs" / "measuring-temperature.md").read_text(
+        encoding="utf-8")
+    found = re.search(r"gets\s+`T = ([\d.]+)`, NLL ([\d.]+) -> ([\d.]+), "
+                      r"ECE ([\d.]+)% -> ([\d.]+)%", guide)
+    assert found, "the calibration sentence moved"
+    t, before, after, ece_before, ece_after = map(float, found.groups())
+    assert abs(t - summary["calibration_temperature"]) <= 0.02 * t
+    assert abs(before - summary["calibration_nll_before"]) <= 0.03 * before
+    assert abs(after - summary["calibration_nll_after"]) <= 0.03 * after
+    assert abs(ece_before - 100 * summary["calibration_ece_before"]) <= 0.3
+    assert abs(ece_after - 100 * summary["calibration_ece_after"]) <= 0.3
+    # "Its NLL before scaling is the run's final eval loss."
+    assert summary["calibration_nll_before"] == pytest.approx(
+        summary["final_eval_loss"], rel=1e-6)
     plot = run(["tools/plot_curves.py", str(tmp_path / "r"),
                 f"--output={tmp_path / 'curves.png'}"])
     assert plot.returncode == 0, plot.stderr[-2000:]

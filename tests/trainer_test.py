@@ -10,7 +10,8 @@ import tensorflow as tf
 from conftest import tiny_config
 
 from tf_temperature import models
-from tf_temperature.training import trainer, workdir
+from tf_temperature.runtime import workdir
+from tf_temperature.training import trainer
 
 
 def read_metrics(path):

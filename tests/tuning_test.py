@@ -6,6 +6,7 @@ The statistics on synthetic curves are in optimum_test.py.
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import check_files_strict, override, tiny_config
 
-from tf_temperature.studies import runners, scaling_report, tuning
+from tf_temperature.studies.eta0 import runners, scaling_report, tuning
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -376,6 +377,48 @@ def test_the_second_stage_resumes_on_its_recorded_grid(tmp_path,
     assert len(fine) == 10 * 3
 
 
+def readme_says_what_the_study_found(workdir, first, second):
+    """The README's table and sentences against the study's files, number
+    by number, at 1% (their printed digits; room for another CPU's
+    float32 rounding, not for another result)."""
+    def agree(said, values, what):
+        # Within 1%, or within the rounding of the printed last digit.
+        for text, value in zip(said, values, strict=True):
+            decimals = len(text.partition(".")[2])
+            room = max(0.01 * abs(value), 0.5 * 10.0**-decimals * 1.001)
+            assert abs(float(text) - value) <= room, (what, text, value)
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The flagship result", 1)[1]
+    numbers = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
+    rows = [numbers.findall(line) for line in section.splitlines()
+            if re.match(r"\| \d+ \|", line)]
+    table = pd.read_csv(workdir / "eta0_by_batch.csv")
+    assert len(rows) == len(table) == 6
+    for row, (_, found) in zip(rows, table.iterrows(), strict=True):
+        measured = [found["batch_size"], found["best_eta0"],
+                    found["best_eta0_low"], found["best_eta0_high"],
+                    found["best_eta"], found["objective_median"],
+                    found["objective_iqr"], found["largest_trainable_eta"]]
+        agree(row, measured, row)
+    critical = first["critical_batch"]
+    claims = {
+        "the slope of log(best eta) on log(B)\nis ": (
+            first["slope"], first["slope_low"], first["slope_high"]),
+        "held-out seeds 10-19 agree (": (
+            second["slope"], second["slope_low"], second["slope_high"]),
+        "a fitted break (B = ": (first["break_batch"],),
+        "the slope is ": (first["slope_small"], first["slope_small_low"],
+                          first["slope_small_high"]),
+        "(`B_crit` ": (critical["b_crit"], critical["b_crit_low"],
+                       critical["b_crit_high"]),
+    }
+    for prefix, values in claims.items():
+        assert prefix in section, prefix
+        said = numbers.findall(section.split(prefix, 1)[1])[:len(values)]
+        agree(said, values, prefix)
+
+
 @pytest.mark.slow
 def test_digits_verdict_reproduces_on_a_disjoint_seed_set(tmp_path):
     # The default study on seeds 0-9 and on seeds 10-19: the same category,
@@ -390,6 +433,9 @@ def test_digits_verdict_reproduces_on_a_disjoint_seed_set(tmp_path):
                                      None).run())
     first, second = results
     assert first["category"] == second["category"] == "sublinear"
+    # The README's flagship result is this run's (seeds 0-9), and its
+    # held-out line the second's (docs/numbers.md).
+    readme_says_what_the_study_found(tmp_path / "0", first, second)
 
     def overlap(name, a=first, b=second):
         return max(a[f"{name}_low"], b[f"{name}_low"]) <= min(

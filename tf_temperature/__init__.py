@@ -11,7 +11,8 @@ only, which is plain Keras 3 (it also runs under `KERAS_BACKEND=jax`):
 The Keras library (this package's top level):
     layers: `TemperatureSoftmax`, `GumbelSoftmax`.
     thermo: the Gibbs distribution, log Z, entropy, mean and free energy.
-    sampling: `sample_with_temperature` with top-k and top-p.
+    sampling: `sample_with_temperature` with top-k and top-p, and
+        `filter_logits`, the distribution it draws from.
     schedules: `LinearScalingSchedule` (scaling rule, warmup, decay).
     optimizers: `LinearScalingOptimizer`, exposing the temperature.
     callbacks: `TemperatureLogger`.
@@ -26,6 +27,18 @@ The training system (`tf_temperature.training`, TensorFlow): the
 The studies (`tf_temperature.studies`, TensorFlow): the eta0-vs-B search,
 the equilibrium experiment, the exact linear-regression check.
 """
+
+import os as _os
+
+# TensorFlow's C++ INFO lines off by default, its warnings and errors kept:
+# "This TensorFlow binary is optimized to use available CPU instructions
+# ..." (two lines at import) and its later INFO chatter. Set before anything
+# imports TensorFlow (Keras does, below); a value the user set wins. The
+# lines TensorFlow prints while its libraries load, before its logging is
+# set up ("All log messages before absl::InitializeLog() ...", oneDNN's
+# and CUDA's notes), ignore it: only the commands hold those back
+# (`pipelines/_startup.py`; BUILD_NOTES.md).
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from tf_temperature import (
     calibration,
@@ -42,7 +55,7 @@ from tf_temperature.callbacks import TemperatureLogger
 from tf_temperature.layers import GumbelSoftmax, TemperatureSoftmax
 from tf_temperature.noise_scale import GradientNoiseScale
 from tf_temperature.optimizers import LinearScalingOptimizer
-from tf_temperature.sampling import sample_with_temperature
+from tf_temperature.sampling import filter_logits, sample_with_temperature
 from tf_temperature.schedules import LinearScalingSchedule
 from tf_temperature.thermo import (
     entropy,
@@ -64,6 +77,7 @@ __all__ = [
     "calibration",
     "callbacks",
     "entropy",
+    "filter_logits",
     "free_energy",
     "gibbs_distribution",
     "layers",

@@ -44,7 +44,15 @@ class Phase:
     start_step: int
 
 
-def _growth_factors(batch_growth, boundaries):
+# The arguments' names in messages; a config passes its own field names
+# (`optimizer.batch_growth`), so a message names what its user set.
+NAMES = {"global_batch_size": "global_batch_size",
+         "boundaries_epochs": "boundaries_epochs",
+         "batch_growth": "batch_growth"}
+
+
+def _growth_factors(batch_growth, boundaries, names=NAMES):
+    growth, edges = names["batch_growth"], names["boundaries_epochs"]
     try:
         if isinstance(batch_growth, (str, bytes)):
             raise TypeError
@@ -54,42 +62,62 @@ def _growth_factors(batch_growth, boundaries):
     if factors is None or not all(
             math.isfinite(g) and g >= 1 for g in factors):
         raise ValueError(
-            "`batch_growth` must be a sequence of numbers >= 1 (one batch "
+            f"`{growth}` must be a sequence of numbers >= 1 (one batch "
             "multiplier per boundary). Received: "
-            f"batch_growth={batch_growth!r}")
+            f"{growth}={_shown(batch_growth)!r}")
     if factors and len(factors) != len(boundaries):
         raise ValueError(
-            f"`batch_growth` must have one factor for each of the "
-            f"{len(boundaries)} `boundaries_epochs` "
-            f"{tuple(boundaries)}. Received: batch_growth={batch_growth!r}")
+            f"`{growth}` must have one factor for each of the "
+            f"{len(boundaries)} `{edges}` {tuple(boundaries)}. "
+            f"Received: {growth}={_shown(batch_growth)!r}")
     if factors and any(b != int(b) for b in boundaries):
         raise ValueError(
-            "`boundaries_epochs` must be whole epochs with a `batch_growth` "
-            "(an epoch has one batch size). Received: "
-            f"boundaries_epochs={tuple(boundaries)!r}")
+            f"`{edges}` must be whole epochs where `{growth}` grows the batch "
+            f"(an epoch has one batch size). Received: "
+            f"{edges}={tuple(boundaries)!r}")
     return factors
 
 
+def _shown(value):
+    """A sequence as a tuple (a config's list or ConfigDict tuple prints
+    as the user wrote it); anything else as it is."""
+    if isinstance(value, (str, bytes)):
+        return value
+    try:
+        return tuple(value)
+    except TypeError:
+        return value
+
+
 def phase_batch_sizes(global_batch_size, boundaries_epochs=(),
-                      batch_growth=()):
+                      batch_growth=(), names=None):
     """Each phase's global batch: `[B, B g_1, B g_1 g_2, ...]` (ints).
+
+    Args:
+        global_batch_size, boundaries_epochs, batch_growth: as for
+            `BatchSizeSchedule`.
+        names: the names messages give the three arguments, where they
+            differ from these (a config's fields: `{"batch_growth":
+            "optimizer.batch_growth", ...}`).
 
     Raises:
         ValueError: for a bad argument (see `BatchSizeSchedule`), or a
             phase batch that is not a whole number.
     """
-    base = _validation.positive_integer("global_batch_size",
+    names = {**NAMES, **(names or {})}
+    base = _validation.positive_integer(names["global_batch_size"],
                                         global_batch_size)
     boundaries = tuple(float(b) for b in boundaries_epochs)
     batches, size = [base], float(base)
-    for factor in _growth_factors(batch_growth, boundaries):
+    growth = names["batch_growth"]
+    for factor in _growth_factors(batch_growth, boundaries, names):
         size *= factor
         if abs(size - round(size)) > 1e-6 * size:
             raise ValueError(
-                "`batch_growth` must make every phase's batch a whole "
+                f"`{growth}` must make every phase's batch a whole "
                 f"number; phase {len(batches) + 1} would have {size:g}. "
-                f"Received: global_batch_size={base}, "
-                f"batch_growth={batch_growth!r}")
+                f"Received: {names['global_batch_size']}={base}, "
+                f"{growth}={_shown(batch_growth)!r}")
         batches.append(round(size))
     return batches
 

@@ -65,4 +65,8 @@ if __name__ == "__main__":
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
+    from pipelines import _startup
+
+    # TensorFlow without its loading banner, as every command.
+    _startup.start_entry_point()
     main()

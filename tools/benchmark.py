@@ -201,7 +201,8 @@ def run_child(mode, arguments):
         # a few engine steps, then the process's peak resident memory.
         import ml_collections
 
-        from tf_temperature.studies import copy_models, population, tasks
+        from tf_temperature.studies import copy_models, population
+        from tf_temperature.studies.eta0 import tasks
 
         copies, batch = arguments["copies"], arguments["batch"]
         network = copy_models.Network(ml_collections.ConfigDict(dict(
@@ -332,7 +333,7 @@ def main(argv):
     intra, inter = (int(t) for t in _THREADS.value)
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
-    from tf_temperature.training import progress
+    from tf_temperature.runtime import progress
 
     suites = _SUITES.value
     # Seconds per suite on 2 cores with AVX-512: `study` took 178 s and

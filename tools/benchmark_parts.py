@@ -312,7 +312,7 @@ def study_suite(seeds, epochs):
     import numpy as np
 
     from configs import tune_digits_cnn
-    from tf_temperature.studies import runners
+    from tf_temperature.studies.eta0 import runners
 
     config = tune_digits_cnn.get_config()
     config.tune.seeds = tuple(range(seeds))

@@ -5,7 +5,7 @@ NumPy for `--sets` disjoint sets of `--seeds` seeds, applies the study's
 estimator to each set (the one-stage coarse grid, and the two stages the
 study runs), and prints how often the per-B 95% intervals and the slope's
 interval hold the closed form, the median bias and interval width
-(`tf_temperature.studies.coverage`). docs/COVERAGE.md shows the table of
+(`tf_temperature.studies.eta0.coverage`). docs/COVERAGE.md shows the table of
 the default run. With `--output` it writes the table and the per-set rows
 as CSV there (nothing is written without it).
 
@@ -50,8 +50,8 @@ def main(argv):
               f"Received: --span={_SPAN.value}", file=sys.stderr)
         return 2
     from configs import tune_linear
-    from tf_temperature.studies import coverage, plan, tasks
-    from tf_temperature.training import io, progress
+    from tf_temperature.runtime import io, progress
+    from tf_temperature.studies.eta0 import coverage, plan, tasks
 
     say = (lambda line: None) if _QUIET.value else print
     config = tune_linear.get_config()

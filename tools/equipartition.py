@@ -56,8 +56,8 @@ def main(argv):
         print(f"error: unexpected arguments: {' '.join(argv[1:])}",
               file=sys.stderr)
         return 2
+    from tf_temperature.runtime import io, progress
     from tf_temperature.studies import equipartition, linear_regression
-    from tf_temperature.training import io, progress
 
     say = (lambda line: None) if _QUIET.value else print
     try:

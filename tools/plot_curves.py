@@ -31,7 +31,7 @@ def read_runs(workdirs):
     import pandas as pd
     import tensorflow as tf
 
-    from tf_temperature.training import io
+    from tf_temperature.runtime import io
 
     runs = {}
     for workdir in workdirs:  # Local or gs://, as the trainer writes them.
@@ -58,6 +58,18 @@ def rate_drops(frame):
             if rates[i] < rates[i - 1] * 0.999]
 
 
+def drop_lines(runs):
+    """`[(epoch, run)]`: the dotted lines of the rate drops, `run` the
+    index of the run whose colour it takes, None (gray) for a drop every
+    run shares: one run's colour drawn over the others' would say it is
+    that run's alone."""
+    drops = [set(rate_drops(frame)) for frame in runs.values()]
+    shared = set.intersection(*drops) if drops else set()
+    return [(epoch, None) for epoch in sorted(shared)] + [
+        (epoch, i) for i, epochs in enumerate(drops)
+        for epoch in sorted(epochs - shared)]
+
+
 def plot(runs, output, ymax=20.0):
     """Writes the figure to `output` (PNG)."""
     import matplotlib
@@ -74,11 +86,12 @@ def plot(runs, output, ymax=20.0):
             rows = frame[frame["split"] == split].sort_values("epoch")
             ax.plot(rows["epoch"], 100 * rows["error"], color=colour,
                     linewidth=width, label=f"{label} {suffix}")
-        for epoch in rate_drops(frame):
-            ax.axvline(epoch, color=colour, linestyle=":", linewidth=1)
+    for epoch, run in drop_lines(runs):
+        ax.axvline(epoch, linestyle=":", linewidth=1, color="gray"
+                   if run is None else colours[run % len(colours)])
     if ymax:
         ax.set_ylim(0, ymax)
-    ax.set_xlabel("epoch (dotted: learning-rate drops)")
+    ax.set_xlabel("epoch (dotted: learning-rate drops; gray: every run's)")
     ax.set_ylabel("error (%)")
     ax.set_title("training (thin) and validation (thick) error")
     ax.grid(alpha=0.3, which="both")

@@ -41,6 +41,25 @@ IMAGENET_BLOCKS = {
 }
 SHORTCUTS = ("A", "B")
 HEADS = ("logits", "softmax")
+def check_depth(family, depth, name="depth"):
+    """Returns `depth` if the `family`'s builder takes it: 6n+2 with
+    n >= 1 for "cifar" (He et al. 2016, section 4.2), one of
+    `IMAGENET_BLOCKS` for "imagenet"; else raises `ValueError` naming
+    `name` (a config passes its own field name, `model.depth`)."""
+    if family == "cifar" and (not isinstance(depth, int)
+                              or isinstance(depth, bool) or depth < 8
+                              or (depth - 2) % 6):
+        raise ValueError(
+            f"`{name}` must be of the form 6n+2 with n >= 1 (20, 32, 44, 56, "
+            f"110, 1202, ...). Received: {name}={depth!r}")
+    if family == "imagenet" and (depth not in IMAGENET_BLOCKS
+                                 or isinstance(depth, bool)):
+        raise ValueError(
+            f"`{name}` must be one of 18, 34, 50, 101, 152. "
+            f"Received: {name}={depth!r}")
+    return depth
+
+
 def _check_common(residual, input_shape, shortcut, head, num_classes,
                   width, weight_decay, temperature, min_size):
     if not isinstance(residual, bool):
@@ -147,16 +166,7 @@ def cifar_resnet(
         ValueError: for a depth not of the form 6n+2, an unknown shortcut or
             head, an input smaller than 4x4, or another bad argument.
     """
-    if (
-        not isinstance(depth, int)
-        or isinstance(depth, bool)
-        or depth < 8
-        or (depth - 2) % 6
-    ):
-        raise ValueError(
-            "`depth` must be of the form 6n+2 with n >= 1 (20, 32, 44, 56, "
-            f"110, 1202, ...). Received: depth={depth!r}"
-        )
+    check_depth("cifar", depth)
     shape = _check_common(residual, input_shape, shortcut, head, num_classes,
                           width, weight_decay, temperature, min_size=4)
     if not isinstance(batch_norm, bool):
@@ -238,11 +248,7 @@ def imagenet_resnet(
             shortcut or head, an input smaller than 32x32, or another bad
             argument.
     """
-    if depth not in IMAGENET_BLOCKS or isinstance(depth, bool):
-        raise ValueError(
-            "`depth` must be one of 18, 34, 50, 101, 152. "
-            f"Received: depth={depth!r}"
-        )
+    check_depth("imagenet", depth)
     shape = _check_common(residual, input_shape, shortcut, head, num_classes,
                           width, weight_decay, temperature, min_size=32)
     kind, blocks = IMAGENET_BLOCKS[depth]

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_temperature.training import faults, io
+from tf_temperature.runtime import faults, io
 
 # TensorFlow's suffix of a variable's key in a checkpoint.
 _KEY_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"

@@ -3,59 +3,59 @@
 `train`, `tune`, `equilibrium` and the benchmark all start here, so that a
 check or a setting exists once:
 
+* `check_config` is the one pass over a training config's fields, each
+  checked by its dotted name (`model.depth`), with the rules of the
+  builders it feeds: a message names the config's field from the start,
+  never the builder's argument.
 * `Experiment(config)` validates the config, sizes the thread pools,
   makes the `tf.distribute` strategy (or takes one: a search makes it once
   for all its trials, so a TPU system or a worker cluster starts once) and
   turns on op determinism if asked.
-* `Experiment.check_batch_sizes` is the one replica and data-size check.
-* `Experiment.build(config)` sets the precision policy and builds the
-  data source and pipeline, the model and the optimizer of one run.
+* `Experiment.check_run(config)` and `Experiment.build(config)` share one
+  sequence of the checks that need the data (`_prepare`); `build` sets the
+  precision policy and builds the data source and pipeline, the model and
+  the optimizer of one run. `check_batch_sizes` checks a study's list of
+  batch sizes against the replicas and the data.
 * `variant(config, changes)` is the one way a study derives a run's
   config from its own.
 """
 
-import contextlib
 import dataclasses
-import math
-import re
 
 import keras
 import tensorflow as tf
 
 from tf_temperature import _validation, batch_schedules
-from tf_temperature.models import FAMILIES, build_model
+from tf_temperature.models import build_model, check_model_config
 from tf_temperature.optimizers import LinearScalingOptimizer
-from tf_temperature.schedules import BATCH_GROWTH_ETAS, LinearScalingSchedule
+from tf_temperature.schedules import (
+    BATCH_GROWTH_ETAS,
+    DECAYS,
+    RULES,
+    WARMUPS,
+    LinearScalingSchedule,
+)
 from tf_temperature.training import distribute, input_pipeline, sources
 
 # Config sections that belong to a study, not to a training run.
 STUDY_SECTIONS = ("tune", "equilibrium", "cooling")
+# What the library's batch-schedule arguments are called in a config.
+CONFIG_NAMES = {"global_batch_size": "batch_size",
+                "boundaries_epochs": "optimizer.boundaries_epochs",
+                "batch_growth": "optimizer.batch_growth"}
 # numpy's and TensorFlow's seeds are unsigned 32-bit integers.
 MAX_SEED = 2**32 - 1
-
-
-@contextlib.contextmanager
-def fields_of(name, section):
-    """Re-raises a `ValueError` of the library (which names its arguments,
-    `depth`) with the config's field names (`model.depth`), for the keys
-    of the config section `name`."""
-    try:
-        yield
-    except ValueError as error:
-        message = str(error)
-        for key in section:
-            message = re.sub(rf"(?<![\w.])`{key}`", f"`{name}.{key}`",
-                             message)
-            message = re.sub(rf"(?<![\w.`]){key}=", f"{name}.{key}=",
-                             message)
-        raise ValueError(message) from None
 
 
 def check_config(config):
     """Raises `ValueError` naming the first bad field of a training config.
 
-    Only checks that need no data; the data source, the model and the
-    schedule check the rest as they are built (before anything is written).
+    The one pass over the config's fields, each checked by its dotted name
+    (`model.depth`), so that every message names the field it is about:
+    the top-level fields, `model` (`check_model_config`), `optimizer`
+    (`check_optimizer_config`) and `dataset`. A config that passes builds:
+    what is left needs a run's data (the batch against its sizes, the
+    warmup's steps in epochs: `Experiment.check_run`).
     """
     _validation.one_of("strategy", config.strategy, distribute.STRATEGIES)
     _validation.one_of("precision", config.precision, distribute.PRECISIONS)
@@ -64,29 +64,70 @@ def check_config(config):
     _validation.positive_integer("num_epochs", config.num_epochs)
     _validation.positive_integer("steps_per_loop", config.steps_per_loop)
     _validation.positive_integer("keep_checkpoints", config.keep_checkpoints)
-    for name in ("intra_op_threads", "inter_op_threads"):
-        if config[name] != 0:
+    for name in ("intra_op_threads", "inter_op_threads",
+                 "checkpoint_every_steps"):
+        if config[name] != 0:  # 0: TensorFlow's choice; every epoch.
             _validation.positive_integer(name, config[name])
-    every = config.checkpoint_every_steps
-    if every != 0:
-        _validation.positive_integer("checkpoint_every_steps", every)
-    _validation.one_of("model.family", config.model.family, FAMILIES)
-    # Before Keras' `l2`, whose message names its own argument.
-    _validation.non_negative_number("model.weight_decay",
-                                    config.model.weight_decay)
-    _validation.positive_number("optimizer.eta0", config.optimizer.eta0)
-    check_steps_and_momentum(config.optimizer)
-    _validation.one_of("optimizer.batch_growth_eta",
-                       config.optimizer.batch_growth_eta,
-                       BATCH_GROWTH_ETAS)
-    boundaries = tuple(config.optimizer.boundaries_epochs)
-    if not all(isinstance(b, (int, float)) and not isinstance(b, bool)
-               and math.isfinite(b) for b in boundaries):
-        raise ValueError(
-            "`optimizer.boundaries_epochs` must be a tuple of finite numbers "
-            f"of epochs. Received: optimizer.boundaries_epochs={boundaries!r}")
-    phase_batch_sizes(config)
+    check_model_config(config.model)
+    check_optimizer_config(config)
     sources.check_dataset_config(config.dataset)
+
+
+def check_optimizer_config(config):
+    """Raises `ValueError` naming the first bad `optimizer.*` field: the
+    rules of `LinearScalingSchedule` and `BatchSizeSchedule` that need no
+    data, by the config's names. Those of the warmup and the boundaries
+    against `num_epochs` are `check_warmup`'s, once a run's steps are
+    known (a study's trials set their own epochs)."""
+    opt = config.optimizer
+    _validation.positive_number("optimizer.eta0", opt.eta0)
+    check_steps_and_momentum(opt)
+    _validation.non_negative_number("optimizer.warmup_epochs",
+                                    opt.warmup_epochs)
+    _validation.one_of("optimizer.warmup", opt.warmup, WARMUPS)
+    _validation.one_of("optimizer.rule", opt.rule, RULES)
+    _validation.one_of("optimizer.decay", opt.decay, DECAYS)
+    _validation.positive_number("optimizer.decay_rate", opt.decay_rate)
+    _validation.positive_integer("optimizer.reference_batch_size",
+                                 opt.reference_batch_size)
+    _validation.one_of("optimizer.batch_growth_eta", opt.batch_growth_eta,
+                       BATCH_GROWTH_ETAS)
+    boundaries = _validation.finite_numbers(
+        "optimizer.boundaries_epochs", opt.boundaries_epochs,
+        "a tuple of finite numbers of epochs")
+    if any(b <= a for a, b in zip(boundaries[:-1], boundaries[1:],
+                                  strict=True)):
+        raise ValueError(
+            "`optimizer.boundaries_epochs` must be strictly increasing. "
+            f"Received: optimizer.boundaries_epochs={boundaries!r}")
+    phase_batch_sizes(config)
+
+
+def check_warmup(config, steps_per_epoch=None):
+    """Raises `ValueError` if the warmup (`optimizer.warmup_epochs`, plus
+    `optimizer.warmup_steps` in epochs of `steps_per_epoch` steps, once
+    known) outlasts `num_epochs` or reaches a decay boundary."""
+    opt = config.optimizer
+    steps = opt.warmup_steps / steps_per_epoch if steps_per_epoch else 0.0
+    warmup = 0.0 if opt.warmup == "none" else opt.warmup_epochs + steps
+    with_steps = (f" with the {steps:.3g} epochs of optimizer.warmup_steps="
+                  f"{opt.warmup_steps}" if steps else "")
+    if warmup > config.num_epochs:
+        raise ValueError(
+            f"`optimizer.warmup_epochs` must not exceed `num_epochs` "
+            f"({config.num_epochs}){with_steps}. Received: "
+            f"optimizer.warmup_epochs={opt.warmup_epochs!r}")
+    boundaries = tuple(float(b) for b in opt.boundaries_epochs)
+    if boundaries and boundaries[0] <= warmup:
+        raise ValueError(
+            "`optimizer.boundaries_epochs` must all be after the warmup "
+            f"(optimizer.warmup_epochs={opt.warmup_epochs:g}{with_steps}). "
+            f"Received: optimizer.boundaries_epochs={boundaries!r}")
+    if boundaries and boundaries[-1] >= config.num_epochs:
+        raise ValueError(
+            "`optimizer.boundaries_epochs` must all be before `num_epochs` "
+            f"({config.num_epochs}). Received: "
+            f"optimizer.boundaries_epochs={boundaries!r}")
 
 
 def refuse_batch_growth(config, study):
@@ -154,11 +195,11 @@ def variant(config, changes):
 
 def phase_batch_sizes(config):
     """Each phase's global batch under `optimizer.batch_growth` (one
-    phase, `[batch_size]`, without it)."""
-    with fields_of("optimizer", config.optimizer):
-        return batch_schedules.phase_batch_sizes(
-            config.batch_size, tuple(config.optimizer.boundaries_epochs),
-            tuple(config.optimizer.batch_growth))
+    phase, `[batch_size]`, without it); `ValueError` naming the field for
+    a growth `BatchSizeSchedule` would refuse."""
+    return batch_schedules.phase_batch_sizes(
+        config.batch_size, tuple(config.optimizer.boundaries_epochs),
+        config.optimizer.batch_growth, names=CONFIG_NAMES)
 
 
 def phase_steps(config, num_train):
@@ -173,11 +214,10 @@ def phase_steps(config, num_train):
 def batch_schedule(config, num_train):
     """The `BatchSizeSchedule` of `config`'s run on `num_train` examples
     (the phases the trainer and its learning-rate schedule follow)."""
-    with fields_of("optimizer", config.optimizer):
-        return batch_schedules.BatchSizeSchedule(
-            config.batch_size, phase_steps(config, num_train),
-            tuple(config.optimizer.boundaries_epochs),
-            tuple(config.optimizer.batch_growth))
+    return batch_schedules.BatchSizeSchedule(
+        config.batch_size, phase_steps(config, num_train),
+        tuple(config.optimizer.boundaries_epochs),
+        tuple(config.optimizer.batch_growth))
 
 
 def _schedule_args(optimizer_config, global_batch_size, steps_per_epoch,
@@ -205,12 +245,11 @@ def _schedule_args(optimizer_config, global_batch_size, steps_per_epoch,
 def build_optimizer(optimizer_config, global_batch_size, steps_per_epoch,
                     num_epochs):
     """SGD with momentum driven by `LinearScalingOptimizer`."""
-    with fields_of("optimizer", optimizer_config):
-        return LinearScalingOptimizer(
-            keras.optimizers.SGD(momentum=optimizer_config.momentum,
-                                 nesterov=optimizer_config.nesterov),
-            **_schedule_args(optimizer_config, global_batch_size,
-                             steps_per_epoch, num_epochs))
+    return LinearScalingOptimizer(
+        keras.optimizers.SGD(momentum=optimizer_config.momentum,
+                             nesterov=optimizer_config.nesterov),
+        **_schedule_args(optimizer_config, global_batch_size,
+                         steps_per_epoch, num_epochs))
 
 
 @dataclasses.dataclass
@@ -282,10 +321,22 @@ class Experiment:
                     f"Received: {shown}, {source.eval_field}")
 
     def check_phases(self, config, source):
-        """Raises `ValueError` unless every phase's batch (under
-        `optimizer.batch_growth`) divides over the replicas and fits an
-        epoch of `source`'s training data; returns the batches."""
+        """Raises `ValueError` unless every phase's batch (`batch_size`,
+        grown by `optimizer.batch_growth`) divides over the replicas, the
+        first is even where the noise scale halves it, and each later one
+        fits an epoch of `source`'s training data (the first is the data
+        pipeline's check); returns the batches."""
         batches = phase_batch_sizes(config)
+        if batches[0] % self.replicas:
+            raise ValueError(
+                f"`batch_size` must be divisible by the {self.replicas} "
+                f"replicas. Received: batch_size={config.batch_size}")
+        if config.noise_scale and self.replicas == 1 and batches[0] % 2:
+            raise ValueError(
+                "`batch_size` must be even with noise_scale=True on one "
+                "replica (the noise scale compares the gradients of the "
+                "batch's two halves). Received: "
+                f"batch_size={config.batch_size}")
         growth = tuple(config.optimizer.batch_growth)
         for index, batch in enumerate(batches[1:], start=2):
             shown = (f"batch_size={config.batch_size}, "
@@ -302,42 +353,51 @@ class Experiment:
                     f"phase {index} has {batch}. Received: {shown}")
         return batches
 
-    def _check_halves(self, config):
-        """On one replica the noise scale compares the batch's halves."""
-        if config.noise_scale and self.replicas == 1 and (
-                config.batch_size % 2):
-            raise ValueError(
-                "`batch_size` must be even with noise_scale=True on one "
-                "replica (the noise scale compares the gradients of the "
-                "batch's two halves). Received: "
-                f"batch_size={config.batch_size}")
+    def _prepare(self, config, source=None, build=False):
+        """The one sequence of `check_run` and `build`, from a config to
+        its data, each check once: the config's fields (the experiment's
+        own were checked on construction), the batch against the data
+        (`InputPipeline`: its training and evaluation sizes), each phase's
+        batch (`check_phases`), the warmup in steps (`check_warmup`). To
+        `build`, also sets the precision policy first (its dtype is the
+        images').
+
+        Returns:
+            `(source, data, steps_per_epoch)` (one count per phase with a
+            batch growth).
+        """
+        if config is not self.config:
+            check_config(config)
+        options = {}
+        if build:
+            options = dict(
+                image_dtype=distribute.set_precision(config.precision),
+                deterministic=config.deterministic)
+        source = source or self.source(config)
+        data = input_pipeline.InputPipeline(source, config.dataset,
+                                            config.batch_size, config.seed,
+                                            **options)
+        self.check_phases(config, source)
+        steps = phase_steps(config, source.num_train)
+        check_warmup(config, steps[0] if isinstance(steps, tuple) else steps)
+        return source, data, steps
 
     def check_run(self, config, source=None):
         """Raises `ValueError` naming the first field of `config` that
         would stop `build(config)`, before a study writes anything.
 
-        Builds the schedule and (once per model config) the model, then
-        clears the Keras session; `source` (default: made from `config`)
-        gives the data's sizes.
+        `_prepare`'s checks, then the schedule and (once per model config
+        and data shape) the model are built, and the Keras session
+        cleared; `source` (default: made from `config`) gives the data's
+        sizes.
         """
-        if config is not self.config:
-            check_config(config)
-        self.check_batch_sizes([config.batch_size])
-        self._check_halves(config)
-        source = source or self.source(config)
-        data = input_pipeline.InputPipeline(source, config.dataset,
-                                            config.batch_size, config.seed)
-        self.check_phases(config, source)
-        with fields_of("optimizer", config.optimizer):
-            LinearScalingSchedule(**_schedule_args(
-                config.optimizer, config.batch_size,
-                phase_steps(config, source.num_train), config.num_epochs))
+        source, data, steps = self._prepare(config, source)
+        LinearScalingSchedule(**_schedule_args(
+            config.optimizer, config.batch_size, steps, config.num_epochs))
         key = (repr(sorted(config.model.items())), data.image_shape,
                source.num_classes)
         if key not in self._checked_models:
-            with fields_of("model", config.model):
-                build_model(config.model, data.image_shape,
-                            source.num_classes)
+            build_model(config.model, data.image_shape, source.num_classes)
             keras.backend.clear_session()
             self._checked_models.add(key)
 
@@ -354,23 +414,13 @@ class Experiment:
             ValueError: for a bad field of `config`.
         """
         config = config or self.config
-        if config is not self.config:
-            check_config(config)
-        self.check_batch_sizes([config.batch_size])
-        self._check_halves(config)
-        image_dtype = distribute.set_precision(config.precision)
-        source = self.source(config)
-        data = input_pipeline.InputPipeline(
-            source, config.dataset, config.batch_size, config.seed,
-            image_dtype=image_dtype, deterministic=config.deterministic)
-        self.check_phases(config, source)
+        source, data, steps = self._prepare(config, build=True)
         keras.utils.set_random_seed(config.seed)
-        with self.strategy.scope(), fields_of("model", config.model):
+        with self.strategy.scope():
             model = build_model(config.model, data.image_shape,
                                 source.num_classes)
-            scaling = build_optimizer(
-                config.optimizer, config.batch_size,
-                phase_steps(config, source.num_train), config.num_epochs)
+            scaling = build_optimizer(config.optimizer, config.batch_size,
+                                      steps, config.num_epochs)
             optimizer = scaling
             if config.precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(scaling)

@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_temperature import calibration, noise_scale
-from tf_temperature.training import io
+from tf_temperature.runtime import io
 
 _SUM = tf.distribute.ReduceOp.SUM
 

@@ -9,7 +9,8 @@ and every random crop and flip draws a stateless seed derived from the
 epoch and the example's position, so a run resumed mid-epoch (`skip_steps`)
 sees exactly the batches it would have seen. Evaluation pads the last batch
 with zero-weight examples, so that every example is counted once. The
-sources are in `sources`.
+sources are in `sources`. One replica on a CPU reads its dataset directly
+(`_distribute`).
 """
 
 import copy
@@ -17,7 +18,8 @@ import math
 
 import tensorflow as tf
 
-from tf_temperature.training import faults, preprocessing
+from tf_temperature.runtime import faults
+from tf_temperature.training import preprocessing
 
 
 def noisy_label(label, fraction, num_classes, seed):
@@ -292,10 +294,30 @@ class InputPipeline:
     def distributed_train(self, strategy, epoch, skip_steps=0,
                           first_step=None):
         """`train_dataset` for every input pipeline of `strategy`."""
-        return strategy.distribute_datasets_from_function(
-            lambda context: self.train_dataset(context, epoch, skip_steps,
-                                               first_step))
+        return _distribute(strategy, lambda context: self.train_dataset(
+            context, epoch, skip_steps, first_step))
 
     def distributed_eval(self, strategy):
         """`eval_dataset` for every input pipeline of `strategy`."""
-        return strategy.distribute_datasets_from_function(self.eval_dataset)
+        return _distribute(strategy, self.eval_dataset)
+
+
+def _distribute(strategy, dataset_fn):
+    """`strategy.distribute_datasets_from_function(dataset_fn)`; for a
+    `OneDeviceStrategy` on a CPU, the one input pipeline's dataset itself.
+
+    TensorFlow feeds even one device through a `MultiDeviceIterator`, whose
+    per-device `GeneratorDataset` tf.data cannot optimize: every iterator
+    made from it (two per epoch) logs "Input of GeneratorDatasetOp::Dataset
+    will not be optimized because the dataset does not implement the
+    AsGraphDefInternal() method" (at most once per 30 s: 2 to 7 times a
+    run). On a CPU that iterator only hands host tensors to the host; the
+    same batches come straight from the dataset (`strategy.run` takes them
+    as they are). Other strategies (GPUs, several replicas) keep it: it
+    prefetches to each device.
+    """
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        (device,) = strategy.extended.worker_devices
+        if tf.DeviceSpec.from_string(device).device_type == "CPU":
+            return dataset_fn(tf.distribute.InputContext())
+    return strategy.distribute_datasets_from_function(dataset_fn)

@@ -12,7 +12,9 @@ checkpoint and goes on from its step with the same data order
 (`input_pipeline`): its weights and `metrics.csv` equal an uninterrupted
 run's. A non-finite loss stops the run at that step, before anything is
 saved (`DivergedError`). SIGTERM saves a checkpoint at the end of the host
-call and raises `Preempted`. Optional measurements are `hooks`. The
+call and raises `Preempted`, if the caller opted in
+(`handle_signals=True`, as the pipelines do); otherwise the process's
+signal handlers are left alone. Optional measurements are `hooks`. The
 workdir may be local or a bucket (`io`).
 """
 
@@ -22,18 +24,14 @@ import time
 import keras
 import tensorflow as tf
 
+from tf_temperature.runtime import faults, io, rerun, signals, workdir
 from tf_temperature.training import (
     checkpoints,
     distribute,
     experiment,
-    faults,
     hooks,
     input_pipeline,
-    io,
     loops,
-    rerun,
-    signals,
-    workdir,
     writers,
 )
 
@@ -51,7 +49,7 @@ Preempted = signals.Preempted
 
 
 def prepare(config, workdir_path, print_fn=print, strategy=None,
-            setup=None, restart=False):
+            setup=None, restart=False, handle_signals=False):
     """Checks the input and builds everything; writes nothing yet.
 
     Sets Keras' global dtype policy to `config.precision`.
@@ -68,6 +66,17 @@ def prepare(config, workdir_path, print_fn=print, strategy=None,
             makes one for all its runs); `config` may differ from its own.
         restart: train over from step 0 a run whose metrics rows remain but
             whose checkpoints do not (else refused: never a silent restart).
+        handle_signals: let the run take SIGTERM and SIGINT over while it
+            trains (`signals.StopSignal`; under `multi_worker` and TPU also
+            TensorFlow's `PreemptionCheckpointHandler`): a signal saves a
+            checkpoint at the end of the current host call and raises
+            `Preempted` (rerun to resume); the handlers before it are put
+            back when the run returns. False (the default): no handler is
+            touched, and a signal does what the process's own handlers say
+            (Python's default SIGINT raises `KeyboardInterrupt`; the run
+            resumes from its last saved checkpoint). For entry points that
+            own the process's signals: the pipelines pass True, a study
+            `signals.installed()`.
 
     Returns a `Trainer` (its `run()` trains, evaluates, returns the summary);
     raises `ValueError` for bad input: a config field, the data, the workdir.
@@ -77,14 +86,18 @@ def prepare(config, workdir_path, print_fn=print, strategy=None,
     if setup is None:
         setup = experiment.Experiment(config, strategy)
     return Trainer(setup.build(config), workdir_path,
-                   None if config.quiet else print_fn, restart)
+                   None if config.quiet else print_fn, restart,
+                   handle_signals)
 
 
 def train_and_evaluate(config, workdir_path, print_fn=print, strategy=None,
-                       setup=None, restart=False):
+                       setup=None, restart=False, handle_signals=False):
     """Trains and evaluates as `config` says, in (or resuming) a workdir.
 
-    Args: as `prepare`.
+    Args: as `prepare`. By default (`handle_signals=False`) it leaves the
+    process's SIGTERM and SIGINT handlers as they are, during the run and
+    after; `handle_signals=True` turns a signal into a checkpoint and
+    `Preempted`, as in the pipelines.
 
     Returns:
         The summary dict also written to `workdir/summary.json`.
@@ -94,11 +107,12 @@ def train_and_evaluate(config, workdir_path, print_fn=print, strategy=None,
             before anything is written; `workdir.WorkdirError` (in use, or
             started with another config, or rows without checkpoints).
         DivergedError: when the loss becomes NaN or infinite.
+        Preempted: after SIGTERM or SIGINT, only with `handle_signals`.
     """
     previous_policy = keras.config.dtype_policy()
     try:
         return prepare(config, workdir_path, print_fn, strategy,
-                       setup, restart).run()
+                       setup, restart, handle_signals).run()
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -111,12 +125,15 @@ class Trainer:
         workdir_path: the run directory.
         print_fn: one line per epoch, or None.
         restart: as `prepare`'s.
+        handle_signals: as `prepare`'s.
     """
 
-    def __init__(self, parts, workdir_path, print_fn=None, restart=False):
+    def __init__(self, parts, workdir_path, print_fn=None, restart=False,
+                 handle_signals=False):
         self.parts, self.config = parts, parts.config
         self.workdir, self.print_fn = workdir_path, print_fn
         self.restart = restart
+        self.handle_signals = handle_signals
         self.chief = distribute.is_chief(parts.strategy)
         self.hooks = hooks.from_config(parts.config)
         with parts.strategy.scope():
@@ -232,8 +249,11 @@ class Trainer:
                 return (f"checkpoint {io.basename(path)}" if path
                         else "no checkpoint yet (the run starts over)")
 
-            with signals.StopSignal(self.parts.strategy, store.manager,
-                                    describe=last_checkpoint) as stop:
+            # The process's handlers are the caller's unless it opted in.
+            stop = (signals.StopSignal(self.parts.strategy, store.manager,
+                                       describe=last_checkpoint)
+                    if self.handle_signals else signals.NotHandled())
+            with stop:
                 return _Epochs(self, run_dir, store, out, stop).run(restored)
 
 

@@ -16,7 +16,8 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from tf_temperature.training import io, progress, sources
+from tf_temperature.runtime import io, progress
+from tf_temperature.training import sources
 
 METRICS_COLUMNS = (
     "epoch", "step", "examples_seen", "batch_size", "split", "loss",
@@ -244,6 +245,7 @@ class Console:
         self.num_epochs, self.workdir = parts.config.num_epochs, workdir
         self.files = list(files)
         self.clock = None
+        self._step = 0  # The step of the last line (or of the start).
         self.started = self._last = time.perf_counter()
 
     def start(self, step, restored, recorded):
@@ -254,11 +256,13 @@ class Console:
         self.print_fn(self.description)
         costs = [self.batches.phase_of_epoch(e).steps_per_epoch
                  for e in range(self.num_epochs)]
-        self.clock = progress.Progress(costs, done, self.print_fn)
+        self.clock = progress.Progress(costs, done, self.print_fn,
+                                       bound_first=False)
+        self._step = step
         left = f"{self.num_epochs} epochs ({total:,} steps)"
         if not restored:
             self.print_fn(f"train: {left} into {self.workdir}; one line per "
-                          "epoch, the time left from the first epoch on")
+                          "epoch, the time left from the second epoch on")
             return
         line = (f"train: resumed at step {step} from "
                 f"{io.basename(restored)}: {self.num_epochs - done} of "
@@ -272,14 +276,22 @@ class Console:
         self.print_fn(f"{line}; into {self.workdir}")
 
     def epoch(self, rows, images_per_sec):
-        """Prints an epoch's line with the time left."""
+        """Prints an epoch's line with the time left (`progress.Progress`:
+        none after the first epoch run here, which traces; that epoch
+        leaves the rate once another is timed; the steps trained in
+        this call are what is timed: part of an epoch after a resume, none
+        where the epoch was only evaluated)."""
         now = time.perf_counter()
-        epoch = int(rows[0]["epoch"])
+        epoch, step = int(rows[0]["epoch"]), int(rows[0]["step"])
         cost = self.batches.phase_of_epoch(epoch - 1).steps_per_epoch
+        # Counted from the epoch itself: an epoch evaluated on resume
+        # comes before the one the resumed step lies in.
         self.clock.done = epoch - 1
+        self.clock.remaining = sum(self.clock.costs[epoch - 1:])
         self.clock.step(cost, now - self._last,
-                        progress_line(rows, images_per_sec))
-        self._last = now
+                        progress_line(rows, images_per_sec),
+                        work=max(step - self._step, 0))
+        self._last, self._step = now, step
 
     def finish(self, summary, earlier=False):
         """Prints the closing line (the result, the workdir, the files);
