@@ -390,13 +390,9 @@ def snapshot(tmp):
 
 
 # Two command-line cases in the fast tier; the rest in the slow one.
-FAST_CLI = ("config_key_typo", "unknown_strategy")
-
-
+@pytest.mark.slow  # Each case a pipeline's process.
 @pytest.mark.parametrize("pipeline, flags, message", [
-    pytest.param(*case[1:], id=case[0],
-                 marks=() if case[0] in FAST_CLI else pytest.mark.slow)
-    for case in CLI_CASES])
+    pytest.param(*case[1:], id=case[0]) for case in CLI_CASES])
 def test_cli_bad_input(tmp_path, pipeline, flags, message):
     prepare_fixtures(tmp_path)
     flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]

@@ -133,6 +133,7 @@ def test_figure_puts_a_log_axis_only_where_values_span_a_decade():
     assert figure.spans_a_decade(pd.Series([0.0, 1.0])) is False
 
 
+@pytest.mark.slow  # a whole experiment, twice
 def test_tiny_experiment_end_to_end_and_rerun(tmp_path):
     from configs import cooling_digits
 

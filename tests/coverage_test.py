@@ -10,6 +10,9 @@ import pytest
 from tf_temperature.studies import optimum
 from tf_temperature.studies.eta0 import coverage, plan, tasks
 
+# The slow tier: each test runs many (tiny) studies of the known answer.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def linear_study():

@@ -31,6 +31,9 @@ from tf_temperature.studies.equilibrium import (
 )
 from tf_temperature.training import trainer
 
+# The slow tier: each test runs a (tiny) cooling or equilibrium experiment.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # 2 schedules x 3 seeds of 2 epochs; 2 populations (B = 16, 64) of 2 runs
 # x 2 seeds, no schedule run.

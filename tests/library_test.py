@@ -7,6 +7,7 @@ import keras
 import pytest
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_importing_the_package_loads_no_pipeline_module():
     code = ("import sys, tf_temperature; print(sorted(m for m in sys.modules "
             "if m.startswith(('tf_temperature.training', "

@@ -78,9 +78,13 @@ def test_a_copy_trains_exactly_as_a_lone_keras_model(momentum, warmup):
                                    atol=2e-6)
 
 
+# The ResNet with momentum and warmup in the fast tier, the rest in the slow
+# one (each case trains a population and a lone model, ~9 s).
 @pytest.mark.parametrize("family, momentum, warmup, kind", [
-    ("plain", 0.0, 0, "none"), ("resnet", 0.0, 0, "none"),
-    ("plain", 0.9, 6, "from_zero"), ("resnet", 0.9, 6, "gradual")])
+    pytest.param("plain", 0.0, 0, "none", marks=pytest.mark.slow),
+    pytest.param("resnet", 0.0, 0, "none", marks=pytest.mark.slow),
+    pytest.param("plain", 0.9, 6, "from_zero", marks=pytest.mark.slow),
+    ("resnet", 0.9, 6, "gradual")])
 def test_a_convolutional_copy_trains_exactly_as_a_lone_keras_model(
         family, momentum, warmup, kind):
     # The plain CNN and the ResNet of the project's builder: copy 1 of the

@@ -78,34 +78,29 @@ CONFIG_CASES = [
 ]
 
 
-# Through the command line: two cases in the fast tier, the rest in the
-# slow one (the config checks themselves run in-process below).
-SLOW = pytest.mark.slow
-
-
+# Through the command line, in the slow tier (each case a process; the
+# config checks themselves run in-process below).
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     pytest.param(["--config.eta0=-1"], "error: config: " + CONFIG_CASES[0][1],
                  id="eta0"),
     pytest.param(["--config.rule=cubic"],
-                 "error: config: " + CONFIG_CASES[1][1], id="rule",
-                 marks=SLOW),
+                 "error: config: " + CONFIG_CASES[1][1], id="rule"),
     pytest.param(["--config.boundaries_epochs=(9.0, 6.0)"],
-                 "error: config: " + CONFIG_CASES[2][1], id="boundaries",
-                 marks=SLOW),
+                 "error: config: " + CONFIG_CASES[2][1], id="boundaries"),
     pytest.param(["--config.batch_size=5000"],
-                 "error: config: " + CONFIG_CASES[3][1], id="batch",
-                 marks=SLOW),
+                 "error: config: " + CONFIG_CASES[3][1], id="batch"),
     pytest.param(["--config.batch_sise=256"],
                  "error: --config.batch_sise: no such field (did you mean "
                  "`batch_size`?)",
-                 id="unknown_key", marks=SLOW),
+                 id="unknown_key"),
     pytest.param(["--config=configs/missing.py"],
                  "error: --config: [Errno 2] No such file or directory: "
-                 "'configs/missing.py'", id="no_file", marks=SLOW),
+                 "'configs/missing.py'", id="no_file"),
     pytest.param(["--config.batch_size=abc"],
                  "error: --config.batch_size=abc: invalid literal for int() "
                  "with base 10: 'abc'; the field takes an integer",
-                 id="bad_type", marks=SLOW),
+                 id="bad_type"),
     pytest.param(["stray"], "error: unexpected arguments: stray",
                  id="stray_argument"),
 ])

@@ -17,6 +17,9 @@ from conftest import train_tiny
 from tf_temperature.runtime import workdir
 from tf_temperature.training import trainer
 
+# The slow tier: each test trains, stops and reruns a run.
+pytestmark = pytest.mark.slow
+
 
 def files(path, names=("metrics.csv", "summary.json", "config.json")):
     return {name: (path / name).read_bytes() for name in names

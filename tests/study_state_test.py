@@ -23,6 +23,9 @@ from conftest import message_lines, override
 from tf_temperature.runtime import workdir as workdir_lib
 from tf_temperature.studies.eta0 import tuning
 
+# The slow tier: each test runs a (tiny) study, stops and resumes it.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The population runner: 6 trials x 2 seeds in about 2 s, traced once.
 FLAGS = ["--config.tune.batch_sizes=(32,64)",

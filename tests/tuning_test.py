@@ -234,6 +234,7 @@ def test_chief_and_two_workers_on_localhost(tmp_path):
     assert "slope of log(best eta)" in outputs["chief"][0]
 
 
+@pytest.mark.slow  # a whole study
 def test_known_answer_linear_regression_study(tmp_path):
     # The default linear-regression study, closed form against found.
     from configs import tune_linear
@@ -297,6 +298,7 @@ def population_cli(workdir, *flags):
         text=True, timeout=300)
 
 
+@pytest.mark.slow  # a whole study, twice
 def test_population_study_shows_progress_and_a_rerun_says_it_is_done(
         tmp_path):
     first = population_cli(tmp_path / "s")
@@ -332,6 +334,7 @@ def test_population_study_shows_progress_and_a_rerun_says_it_is_done(
     assert verdict["text"] in again.stdout
 
 
+@pytest.mark.slow  # a whole study
 def test_the_second_stage_resumes_on_its_recorded_grid(tmp_path,
                                                      monkeypatch):
     # A kill during the fine stage; the rerun finishes the grid recorded
