@@ -1,14 +1,12 @@
 """What every entry point shares: flags parsing that fails in one line.
 
-absl prints a usage hint after a flags error, and ml_collections raises a
-bare `AttributeError` (with a traceback) for a `--config.key` that does not
-exist, or an `OSError` on first use of a config file that does not load.
-`define_config_file` and `make_flags_parser` turn each of these into one
-line on stderr and exit code 2: a `--config.key` is checked against the
-config file's fields before `ml_collections` applies it
-(`unknown_override`), so no error text is parsed for it. `--help` ends
-with the default config's fields and their defaults, generated from that
-file (`config_fields_help`).
+A config file and its `--config.FIELD=VALUE` overrides are checked in one
+pass before `ml_collections` applies them (`config_error`): a file that does
+not load, a field that does not exist, a value that does not parse as its
+field's type. Each is one line on stderr and exit code 2, made here from
+what was checked, so no error text of absl or ml_collections is parsed.
+`--help` ends with the default config's fields and their defaults,
+generated from that file (`config_fields_help`).
 """
 
 import errno
@@ -17,7 +15,8 @@ import shutil
 import sys
 
 from absl import flags
-from ml_collections import config_flags
+from ml_collections import config_dict, config_flags
+from ml_collections.config_flags import tuple_parser
 
 from tf_temperature.runtime import signals
 
@@ -133,47 +132,117 @@ def run_errors():
             checkpoints.ConfigMismatchError, input_pipeline.NoDataError)
 
 
-def _load_file(path):
-    """`get_config()` of the config file `path` (`ml_collections`' loader
-    does the same, with the same errors)."""
+# What a `--config.FIELD=VALUE` must parse as, by the field's type: the
+# parsers `ml_collections` applies to it (so a value accepted here is
+# accepted there), and what the error line says the field takes.
+_PARSERS = {
+    bool: (flags.BooleanParser(), "True or False"),
+    int: (flags.IntegerParser(), "an integer"),
+    float: (flags.FloatParser(), "a number"),
+    tuple: (tuple_parser.TupleParser(), "a tuple such as (1, 2)"),
+}
+
+
+def load_config_file(name, path):
+    """`get_config()` of the config file `path`, else raises
+    `ConfigFileError` with one line naming the flag `--name` and the file
+    (the file's errors told apart by their type, not by their text)."""
     import runpy
 
-    return runpy.run_path(path)["get_config"]()
+    try:
+        namespace = runpy.run_path(path)
+    except SyntaxError as error:
+        raise ConfigFileError(f"--{name}: {path} does not parse: "
+                              f"{error.msg} (line {error.lineno})") from None
+    except OSError as error:
+        raise ConfigFileError(f"--{name}: cannot read {path}: "
+                              f"{error.strerror or error}") from None
+    except Exception as error:  # noqa: BLE001 -- the file's own error.
+        raise ConfigFileError(f"--{name}: {path} failed to load: "
+                              f"{type(error).__name__}: {error}") from None
+    get_config = namespace.get("get_config")
+    if not callable(get_config):
+        raise ConfigFileError(
+            f"--{name}: {path} has no get_config() function; a config file "
+            "defines get_config() returning an ml_collections.ConfigDict")
+    try:
+        config = get_config()
+    except Exception as error:  # noqa: BLE001 -- the file's own error.
+        raise ConfigFileError(f"--{name}: {path} failed to load: "
+                              f"{type(error).__name__}: {error}") from None
+    if not isinstance(config, config_dict.ConfigDict):
+        raise ConfigFileError(
+            f"--{name}: get_config() of {path} returned "
+            f"{'None' if config is None else type(config).__name__}; it "
+            "must return an ml_collections.ConfigDict")
+    return config
 
 
-def unknown_override(name, argv, default_path, reference=None):
-    """One line for the first `--NAME.a.b=value` of `argv` that names no
-    field of the config file (the one `argv` gives, else `default_path`),
-    or None: ``--config.model.residul: no such field (did you mean
-    `residual`?)``. Checked against the file's fields before
-    `ml_collections` applies the overrides, so no error text is parsed; a
-    file that does not load is left to its own error (None)."""
+class ConfigFileError(ValueError):
+    """A config file, or an override of one of its fields, that cannot be
+    used; its text is the one line to print."""
+
+
+def _overrides(name, argv):
+    """`(field, value or None)` for each `--name.FIELD=VALUE`,
+    `--name.FIELD VALUE` and `--[no]name.FIELD` of `argv`, in order."""
+    found = []
+    for index, arg in enumerate(argv):
+        for prefix in (f"--{name}.", f"--no{name}."):
+            if arg.startswith(prefix):
+                key, equals, value = arg[len(prefix):].partition("=")
+                if not equals and prefix == f"--{name}." and index + 1 < len(
+                        argv) and not argv[index + 1].startswith("-"):
+                    value, equals = argv[index + 1], "="
+                found.append((key, value if equals else None))
+    return found
+
+
+def config_error(name, argv, default_path, reference=None):
+    """The one line for the first problem of the config that `argv` gives
+    (its `--name=FILE`, else `default_path`, with its `--name.FIELD=VALUE`
+    overrides), or None: a file that does not load, a field that does not
+    exist (``--config.model.residul: no such field (did you mean
+    `residual`?)``), a value that does not parse as its field's type
+    (``...`batch_size` must be an integer. Received: batch_size='abc'``).
+
+    All of it is checked here, in one pass, before `ml_collections` applies
+    the overrides, so that no error text is ever parsed. `reference`, a
+    function returning the pipeline's default config, tells a field the
+    file lacks from one that does not exist anywhere.
+    """
     import difflib
 
     path = _config_path(name, argv, default_path)
     try:
-        config = _load_file(path)
-        config.keys()
-    except Exception:  # noqa: BLE001 -- reported when the flag is parsed.
-        return None
-    # By field name, as `ml_collections` applies them.
-    for arg in sorted(arg.split("=", 1)[0] for arg in argv
-                      if arg.startswith(f"--{name}.")):
-        parts = arg[2:].split(".")[1:]
+        config = load_config_file(name, path)
+    except ConfigFileError as error:
+        return str(error)
+    for key, value in _overrides(name, argv):
+        parts = key.split(".")
         section = config
         for index, part in enumerate(parts):
-            if hasattr(section, "keys") and part in section:
-                section = section[part]
+            if isinstance(section, config_dict.ConfigDict) and part in section:
+                if index < len(parts) - 1:  # The last one's parent stays.
+                    section = section[part]
                 continue
             shown = f"--{name}." + ".".join(parts[:index + 1])
             if _has(reference, parts[:index + 1]):
                 return (f"{shown}: no such field in {path} (the pipeline's "
                         "default config has it: start from that file)")
             close = difflib.get_close_matches(
-                part, list(section.keys()) if hasattr(section, "keys")
-                else [], 1)
+                part, list(section.keys())
+                if isinstance(section, config_dict.ConfigDict) else [], 1)
             return (f"{shown}: no such field"
                     + (f" (did you mean `{close[0]}`?)" if close else ""))
+        kind = section.get_type(parts[-1])
+        if value is None or kind not in _PARSERS:
+            continue  # A bool's --[no]name.FIELD; a string takes any text.
+        parser, takes = _PARSERS[kind]
+        try:
+            parser.parse(value)
+        except (TypeError, ValueError):
+            return f"`{key}` must be {takes}. Received: {key}={value!r}"
     return None
 
 
@@ -193,21 +262,18 @@ def define_config_file(name, default, help_string):
     """`config_flags.DEFINE_config_file` with a locked config, failing cleanly.
 
     ml_collections applies `--NAME.key=value` overrides from `sys.argv` when
-    the flag is defined, so an unknown key fails here, at import time.
+    the flag is defined, so the config and its overrides are checked first
+    (`config_error`): a problem is one line, and exit code 2.
     """
-    unknown = unknown_override(name, sys.argv, default,
-                               default_config(default))
-    if unknown:
-        fail(unknown)
+    problem = config_error(name, sys.argv, default, default_config(default))
+    if problem:
+        fail(problem)
     try:
         return config_flags.DEFINE_config_file(
             name, default, help_string, lock_config=True
         )
-    except (AttributeError, KeyError) as error:
-        fail(f"--{name}: no such field: {error}")
-    except (TypeError, ValueError) as error:  # A value that does not parse.
-        fail(_override_error(error, sys.argv, [name],
-                             default_config(default)))
+    except Exception as error:  # noqa: BLE001 -- one line, never a trace.
+        fail(f"--{name}: {error}")
 
 
 def _config_path(name, argv, default=None):
@@ -218,55 +284,6 @@ def _config_path(name, argv, default=None):
     if default is not None:
         return default
     return flags.FLAGS[name].default_as_str.strip("'\"") or "(default)"
-
-
-def _load_error(name, error, argv):
-    """One line for a config file that does not load."""
-    path = _config_path(name, argv)
-    if isinstance(error, SyntaxError):
-        return (f"--{name}: {path} does not parse: {error.msg} (line "
-                f"{error.lineno})")
-    if isinstance(error, AttributeError) and "get_config" in str(error):
-        return (f"--{name}: {path} has no get_config() function; a config "
-                "file defines get_config() returning an "
-                "ml_collections.ConfigDict")
-    if "Unexpected None value" in str(error):
-        return (f"--{name}: get_config() of {path} returned None; it must "
-                "return an ml_collections.ConfigDict")
-    if isinstance(error, OSError):
-        lines = [line for line in str(error).splitlines() if line.strip()]
-        return f"--{name}: {lines[-1].strip()}"
-    return (f"--{name}: {path} failed to load: {type(error).__name__}: "
-            f"{error}")
-
-
-def _override_error(error, argv, config_names, reference):
-    """A `--config.key=value` that does not parse, named with its field
-    and the type the field takes."""
-    text = str(error)
-    overrides = [arg.partition("=") for arg in argv
-                 if any(arg.startswith(f"--{name}.") for name in config_names)]
-    # The flag absl names, else the one whose value the message quotes.
-    found = ([o for o in overrides if f"flag {o[0]}=" in text]
-             or [o for o in overrides if o[2] and o[2] in text])
-    if not found:
-        return f"flags: {text}"
-    key, _, value = max(found, key=lambda o: len(o[2]))
-    text = text.split(f"flag {key}={value}: ", 1)[-1]
-    accepted = ""
-    if reference is not None:
-        field = reference()
-        try:
-            for part in key.split(".")[1:]:
-                field = field[part]
-            kinds = {bool: "True or False", int: "an integer",
-                     float: "a number", tuple: "a tuple such as (1,2)",
-                     str: "a string"}
-            accepted = ("; the field takes "
-                        + kinds.get(type(field), type(field).__name__))
-        except (KeyError, TypeError):
-            pass
-    return f"{key}={value}: {text}{accepted}"
 
 
 def check_fields(config, reference, name="config"):
@@ -326,6 +343,12 @@ def make_flags_parser(*config_holders, reference=None):
 
     def parse_flags(argv):
         first = names[0] if names else "flags"
+        for holder in config_holders:
+            problem = config_error(holder.name, argv, None,
+                                   reference if holder.name == first
+                                   else None)
+            if problem:
+                fail(problem)
         try:
             rest = flags.FLAGS(argv)
         except SystemExit:  # --help: the config's fields close its text.
@@ -333,36 +356,10 @@ def make_flags_parser(*config_holders, reference=None):
                 print("\n" + config_fields_help(
                     reference(), first, getattr(reference, "path", None)))
             raise
-        except flags.IllegalFlagValueError as error:
-            if "Unexpected None value" in str(error):
-                fail(_load_error(first, error, argv))
-            fail(_override_error(error, argv, names, reference))
-        except flags.Error as error:
+        except Exception as error:  # noqa: BLE001 -- one line, no trace.
+            # The configs were checked above: what remains is absl's own
+            # (an unknown flag, a flag's value).
             fail(f"flags: {error}")
-        except (AttributeError, KeyError) as error:
-            if "get_config" in str(error):
-                fail(_load_error(first, error, argv))
-            if "NoneType" in str(error):  # Overrides met get_config()=None.
-                fail(_load_error(first, flags.IllegalFlagValueError(
-                    "Unexpected None value"), argv))
-            fail(unknown_override(first, argv, None, reference)
-                 or f"--{first}: no such field: {error}")
-        except (TypeError, ValueError) as error:
-            fail(_override_error(error, argv, names, reference))
-        except Exception as error:  # noqa: BLE001 -- the file's own error.
-            # A config file that does not load, met by a --config.x
-            # override: missing, not Python, raising in get_config().
-            fail(_load_error(first, error, argv))
-        for holder in config_holders:
-            try:
-                # A file that failed to load is reported on first use.
-                value = holder.value
-                if value is None:
-                    raise flags.IllegalFlagValueError(
-                        "Unexpected None value")
-                value.to_dict()
-            except Exception as error:  # noqa: BLE001 -- as above.
-                fail(_load_error(holder.name, error, argv))
         if reference is not None and config_holders:
             try:
                 check_fields(config_holders[0].value, reference(), first)

@@ -28,10 +28,10 @@ TINY = ["--config.num_epochs=1", "--config.model.depth=8",
 # (id, pipeline, flags, the one error line it must print). "{tmp}" is the
 # test's temporary directory; the workdir is {tmp}/run unless a flag says.
 # These run the real entry point in a subprocess: flag parsing, config
-# loading, one field check, a lock held by another process.
+# loading, one field check, a lock held by another process. (Every kind of
+# config file or override error is in validation_test.py, in this process:
+# `_cli.config_error`; here one of each reaches the entry point.)
 CLI_CASES = [
-    ("unknown_config_key", "train", ["--config.model.no_such_field=1"],
-     "error: --config.model.no_such_field: no such field"),
     ("config_key_typo", "train", ["--config.model.residul=False"],
      "error: --config.model.residul: no such field (did you mean "
      "`residual`?)"),
@@ -45,12 +45,8 @@ CLI_CASES = [
     ("cooling_config_key_typo", "cooling", ["--config.cooling.factr=2"],
      "error: --config.cooling.factr: no such field (did you mean "
      "`factor`?)"),
-    ("config_file_missing", "train", ["--config=configs/nope.py"],
-     "error: --config: [Errno 2] No such file or directory: "
-     "'configs/nope.py'"),
     ("wrong_type", "train", ["--config.batch_size=abc"],
-     "error: --config.batch_size=abc: invalid literal for int() with base "
-     "10: 'abc'; the field takes an integer"),
+     "error: `batch_size` must be an integer. Received: batch_size='abc'"),
     ("unknown_strategy", "train", ["--config.strategy=gpus"],
      "error: `strategy` must be one of 'auto', 'cpu', 'one_device', "
      "'mirrored', 'multi_worker', 'tpu'. Received: strategy='gpus'"),
@@ -58,8 +54,6 @@ CLI_CASES = [
      "error: `workdir` is in use by another run (pid "),
     ("unexpected_argument", "train", ["extra"],
      "error: unexpected arguments: extra"),
-    ("tune_unknown_key", "tune", ["--config.tune.nope=1"],
-     "error: --config.tune.nope: no such field"),
     ("tune_unknown_mode", "tune", ["--config.tune.mode=random"],
      "error: `tune.mode` must be one of 'grid', 'bayesian', 'hyperband', "
      "'transfer'. Received: tune.mode='random'"),
@@ -74,19 +68,9 @@ CLI_CASES = [
      "(0.001, 0.002, 0.004). Received: tune.eta0_values=('(0.001,nan)',)"),
     ("config_file_raises", "train", ["--config={tmp}/raises.py"],
      "error: --config: {tmp}/raises.py failed to load: RuntimeError: boom"),
-    ("config_file_does_not_parse", "train", ["--config={tmp}/syntax.py"],
-     "error: --config: {tmp}/syntax.py does not parse: invalid syntax "
-     "(line 1)"),
-    ("config_file_returns_none", "train", ["--config={tmp}/none.py"],
-     "error: --config: get_config() of {tmp}/none.py returned None; it "
-     "must return an ml_collections.ConfigDict"),
     ("config_file_lacks_a_field", "train", ["--config={tmp}/lacks.py"],
-     "error: --config.model: no such field in {tmp}/lacks.py (the "
+     "error: --config.num_epochs: no such field in {tmp}/lacks.py (the "
      "pipeline's default config has it: start from that file)"),
-    ("config_file_without_get_config", "train", ["--config={tmp}/noget.py"],
-     "error: --config: {tmp}/noget.py has no get_config() function; a "
-     "config file defines get_config() returning an "
-     "ml_collections.ConfigDict"),
     ("train_config_given_to_tune", "tune",
      ["--config=configs/digits_resnet.py"],
      "error: --config: the config lacks the field 'tune.batch_sizes'"),
@@ -142,7 +126,7 @@ FIELD_CASES = [
      "least one other of ('decay', 'grow', 'hybrid', 'grow_root'), each "
      "once. Received: cooling.schedules=('grow', 'hybrid')"),
     ("cooling_two_seeds", "cooling", {"cooling.seeds": (0, 1)}, None,
-     "error: `cooling.seeds` must hold at least 3 distinct seeds (the "
+     "error: `cooling.seeds` must hold at least 3 distinct values (the "
      "intervals are over seeds). Received: cooling.seeds=(0, 1)"),
     ("batch_size_zero", "train", {"batch_size": 0}, None,
      "error: `batch_size` must be an integer >= 1. Received: batch_size=0"),
@@ -345,11 +329,8 @@ FIELD_CASES = [
 
 CONFIG_FILES = {
     "raises.py": "def get_config():\n    raise RuntimeError('boom')\n",
-    "syntax.py": "def get_config(:\n",
-    "none.py": "def get_config():\n    return None\n",
     "lacks.py": ("import ml_collections\n\n\ndef get_config():\n"
                  "    return ml_collections.ConfigDict({'batch_size': 8})\n"),
-    "noget.py": "X = 1\n",
 }
 # A 1x1 PNG.
 PNG = bytes.fromhex(

@@ -125,30 +125,91 @@ def test_flatten_gives_json_values_in_order():
 
 # --- The command line: overrides checked by name, --help lists fields. ----
 
-@pytest.mark.parametrize("arg, message", [
-    ("--config.model.residul=False",
+# (flags after the program name, the one line `config_error` gives, or None).
+# "{tmp}" is the test's temporary directory, which holds CONFIG_FILES.
+OVERRIDE_CASES = [
+    (["--config.model.residul=False"],
      "--config.model.residul: no such field (did you mean `residual`?)"),
-    ("--config.model.no_such_field=1",
+    (["--config.model.no_such_field=1"],
      "--config.model.no_such_field: no such field"),
-    ("--config.nope.depth=1", "--config.nope: no such field"),
-    ("--config.model.depth=8", None),
-])
-def test_unknown_override_is_named_before_it_is_applied(arg, message):
-    line = _cli.unknown_override("config", ["prog", arg],
-                                 "configs/digits_resnet.py")
-    assert line == message
+    (["--config.nope.depth=1"], "--config.nope: no such field"),
+    (["--noconfig.model.residul"],
+     "--config.model.residul: no such field (did you mean `residual`?)"),
+    (["--config.batch_size=abc"],
+     "`batch_size` must be an integer. Received: batch_size='abc'"),
+    (["--config.batch_size", "abc"],
+     "`batch_size` must be an integer. Received: batch_size='abc'"),
+    (["--config.optimizer.eta0=fast"],
+     "`optimizer.eta0` must be a number. Received: optimizer.eta0='fast'"),
+    (["--config.model.residual=maybe"],
+     "`model.residual` must be True or False. Received: "
+     "model.residual='maybe'"),
+    (["--config.optimizer.boundaries_epochs=(1,"],
+     "`optimizer.boundaries_epochs` must be a tuple such as (1, 2). "
+     "Received: optimizer.boundaries_epochs='(1,'"),
+    (["--config=configs/nope.py"],
+     "--config: cannot read configs/nope.py: No such file or directory"),
+    (["--config={tmp}/raises.py"],
+     "--config: {tmp}/raises.py failed to load: RuntimeError: boom"),
+    (["--config={tmp}/syntax.py"],
+     "--config: {tmp}/syntax.py does not parse: invalid syntax (line 1)"),
+    (["--config={tmp}/none.py"],
+     "--config: get_config() of {tmp}/none.py returned None; it must "
+     "return an ml_collections.ConfigDict"),
+    (["--config={tmp}/noget.py"],
+     "--config: {tmp}/noget.py has no get_config() function; a config file "
+     "defines get_config() returning an ml_collections.ConfigDict"),
+    (["--config={tmp}/lacks.py", "--config.model.depth=8"],
+     "--config.model: no such field in {tmp}/lacks.py (the pipeline's "
+     "default config has it: start from that file)"),
+    (["--config.model.depth=8", "--config.model.residual=False",
+      "--noconfig.model.residual", "--config.optimizer.eta0=1e-3",
+      "--config.optimizer.boundaries_epochs=(1,2.5)"], None),
+]
+CONFIG_FILES = {
+    "raises.py": "def get_config():\n    raise RuntimeError('boom')\n",
+    "syntax.py": "def get_config(:\n",
+    "none.py": "def get_config():\n    return None\n",
+    "lacks.py": ("import ml_collections\n\n\ndef get_config():\n"
+                 "    return ml_collections.ConfigDict({'batch_size': 8})\n"),
+    "noget.py": "X = 1\n",
+}
 
 
-def test_an_override_the_file_lacks_but_the_default_has(tmp_path):
-    path = tmp_path / "lacks.py"
-    path.write_text("import ml_collections\n\n\ndef get_config():\n"
-                    "    return ml_collections.ConfigDict({'batch_size': 8})\n")
-    line = _cli.unknown_override(
-        "config", ["prog", f"--config={path}", "--config.model.depth=8"],
-        "configs/digits_resnet.py",
+@pytest.mark.parametrize("args, message", OVERRIDE_CASES,
+                         ids=[" ".join(case[0])[:60] for case in
+                              OVERRIDE_CASES])
+def test_config_error_checks_the_file_and_overrides_in_one_pass(
+        tmp_path, args, message):
+    for name, text in CONFIG_FILES.items():
+        (tmp_path / name).write_text(text)
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    line = _cli.config_error(
+        "config", ["prog", *args], "configs/digits_resnet.py",
         _cli.default_config("configs/digits_resnet.py"))
-    assert line == (f"--config.model: no such field in {path} (the "
-                    "pipeline's default config has it: start from that file)")
+    assert line == (message and message.replace("{tmp}", str(tmp_path)))
+
+
+def test_every_value_config_error_accepts_ml_collections_applies(
+        monkeypatch):
+    """The parsers are ml_collections' own: what passes the check is what
+    `DEFINE_config_file` sets (it reads the overrides from `sys.argv`)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    values = flags.FlagValues()
+    argv = ["prog", "--config=configs/digits_resnet.py",
+            "--config.model.depth=8", "--config.optimizer.eta0=1e-3",
+            "--config.optimizer.boundaries_epochs=(1,2.5)",
+            "--noconfig.model.residual"]
+    assert _cli.config_error("config", argv, None) is None
+    monkeypatch.setattr("sys.argv", argv)
+    holder = config_flags.DEFINE_config_file("config", flag_values=values)
+    values(argv)
+    config = holder.value
+    assert (config.model.depth, config.optimizer.eta0,
+            config.optimizer.boundaries_epochs, config.model.residual) == (
+        8, 1e-3, (1, 2.5), False)
 
 
 @pytest.mark.parametrize("path", [

@@ -105,6 +105,21 @@ def finite_numbers(name, value, what="a tuple of finite numbers"):
     return tuple(float(v) for v in value)
 
 
+def distinct(name, values, minimum=1,
+             why="fewer cannot answer the study's question"):
+    """Raises unless the tuple `values` repeats no value and holds at least
+    `minimum` (`why` says why fewer will not do)."""
+    shown = f"{name}={tuple(values)!r}"
+    if not len(values):
+        raise ValueError(f"`{name}` must not be empty. Received: {shown}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"`{name}` must not repeat a value. Received: "
+                         f"{shown}")
+    if len(values) < minimum:
+        raise ValueError(f"`{name}` must hold at least {minimum} distinct "
+                         f"values ({why}). Received: {shown}")
+
+
 def tuple_or_value(value):
     """`value` as a tuple if it is a list or tuple (as a config shows it),
     else `value`."""

@@ -47,6 +47,16 @@ CONFIG_NAMES = {"global_batch_size": "batch_size",
 MAX_SEED = 2**32 - 1
 
 
+def check_seeds(name, seeds, minimum=1,
+                why="fewer cannot answer the study's question"):
+    """Raises `ValueError` unless the config field `name` holds at least
+    `minimum` distinct seeds, each one numpy and TensorFlow accept (the one
+    rule for a study's seeds: tune, cooling)."""
+    for seed in seeds:
+        _validation.integer_in(name, seed, 0, MAX_SEED)
+    _validation.distinct(name, tuple(seeds), minimum, why)
+
+
 def check_config(config):
     """Raises `ValueError` naming the first bad field of a training config.
 

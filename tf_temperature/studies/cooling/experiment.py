@@ -72,14 +72,8 @@ def check_config(config):
             "`cooling.factor` must be an integer >= 2, and a square with "
             "the 'hybrid' or 'grow_root' schedule (they use its root). "
             f"Received: cooling.factor={cooling.factor!r}")
-    seeds = tuple(cooling.seeds)
-    if len(set(seeds)) < MIN_SEEDS or len(set(seeds)) != len(seeds):
-        raise ValueError(
-            f"`cooling.seeds` must hold at least {MIN_SEEDS} distinct "
-            f"seeds (the intervals are over seeds). Received: "
-            f"cooling.seeds={seeds!r}")
-    for seed in seeds:
-        _validation.integer_in("cooling.seeds", seed, 0, experiment.MAX_SEED)
+    experiment.check_seeds("cooling.seeds", cooling.seeds, MIN_SEEDS,
+                           "the intervals are over seeds")
     if not len(config.optimizer.boundaries_epochs):
         raise ValueError(
             "`optimizer.boundaries_epochs` must name the epochs where the "

@@ -55,17 +55,6 @@ def eta0_grid(tune):
         tune.eta0_min, tune.eta0_max, int(tune.eta0_points)))
 
 
-def _distinct(name, values, minimum):
-    shown = f"{name}={tuple(values)!r}"
-    if len(set(values)) != len(values):
-        raise ValueError(f"`{name}` must not repeat a value. Received: "
-                         f"{shown}")
-    if len(values) < minimum:
-        raise ValueError(
-            f"`{name}` must hold at least {minimum} distinct values (fewer "
-            f"cannot answer the study's question). Received: {shown}")
-
-
 def _sequence(name, value, example):
     if isinstance(value, (str, bytes)) or not isinstance(value,
                                                         (tuple, list)):
@@ -105,7 +94,8 @@ def check_tune_config(config):
                          "tune.batch_sizes=()")
     for batch in tune.batch_sizes:
         _validation.positive_integer("tune.batch_sizes", batch)
-    _distinct("tune.batch_sizes", tuple(tune.batch_sizes), MIN_BATCH_SIZES)
+    _validation.distinct("tune.batch_sizes", tuple(tune.batch_sizes),
+                         MIN_BATCH_SIZES)
     if not len(tune.eta0_values):
         _validation.positive_number("tune.eta0_min", tune.eta0_min)
         _validation.positive_number("tune.eta0_max", tune.eta0_max)
@@ -123,13 +113,8 @@ def check_tune_config(config):
     for eta0 in grid:
         _validation.positive_number("tune.eta0_values", eta0)
     if len(tune.eta0_values):
-        _distinct("tune.eta0_values", grid, MIN_ETA0_VALUES)
-    if not len(tune.seeds):
-        raise ValueError("`tune.seeds` must not be empty. Received: "
-                         "tune.seeds=()")
-    for seed in tune.seeds:
-        _validation.integer_in("tune.seeds", seed, 0, experiment.MAX_SEED)
-    _distinct("tune.seeds", tuple(tune.seeds), 1)
+        _validation.distinct("tune.eta0_values", grid, MIN_ETA0_VALUES)
+    experiment.check_seeds("tune.seeds", tune.seeds)
     _validation.positive_integer("tune.epochs", tune.epochs)
     _validation.non_negative_number("tune.fine_span_octaves",
                                     tune.fine_span_octaves)
