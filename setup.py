@@ -56,7 +56,7 @@ setuptools.setup(
         "scipy>=1.11",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.5"],
         # The Keras library part (layers, schedules, sampling, ...) also
         # runs on JAX; training and studies stay TensorFlow.
         "jax": ["jax[cpu]>=0.4.30"],

@@ -95,12 +95,11 @@ CONFIG_CASES = [
                  "`batch_size`?)",
                  id="unknown_key"),
     pytest.param(["--config=configs/missing.py"],
-                 "error: --config: [Errno 2] No such file or directory: "
-                 "'configs/missing.py'", id="no_file"),
+                 "error: --config: cannot read configs/missing.py: No such "
+                 "file or directory", id="no_file"),
     pytest.param(["--config.batch_size=abc"],
-                 "error: --config.batch_size=abc: invalid literal for int() "
-                 "with base 10: 'abc'; the field takes an integer",
-                 id="bad_type"),
+                 "error: `batch_size` must be an integer. Received: "
+                 "batch_size='abc'", id="bad_type"),
     pytest.param(["stray"], "error: unexpected arguments: stray",
                  id="stray_argument"),
 ])

@@ -155,6 +155,15 @@ def test_bad_input(function, kwargs, message):
         function(LOGITS[None], **kwargs)
 
 
+def test_numpy_scalars_are_numbers():
+    # np.float32 is not a Python float; a top_p or top_k read from an
+    # array filters as the Python number does.
+    expected = filter_logits(LOGITS[None], 0.7, top_k=3, top_p=0.9)
+    found = filter_logits(LOGITS[None], np.float32(0.7), top_k=np.int64(3),
+                          top_p=np.float32(0.9))
+    np.testing.assert_array_equal(np.asarray(found), np.asarray(expected))
+
+
 # --- filter_logits against Hugging Face's warpers --------------------------
 
 

@@ -38,11 +38,8 @@ _REMOVED = float(_finfo("float32").min)
 
 
 def _check_top_p(top_p):
-    valid = (
-        isinstance(top_p, (int, float))
-        and not isinstance(top_p, bool)
-        and 0.0 < top_p <= 1.0
-    )
+    # Any real number, NumPy's float32 included (not a float subclass).
+    valid = _validation.is_finite_number(top_p) and 0.0 < top_p <= 1.0
     if not valid:
         raise ValueError(
             f"`top_p` must be a number in (0, 1]. Received: top_p={top_p!r}"
