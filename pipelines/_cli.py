@@ -179,22 +179,37 @@ def load_config_file(name, path):
 
 
 class ConfigFileError(ValueError):
-    """A config file, or an override of one of its fields, that cannot be
-    used; its text is the one line to print."""
+    """A config file that cannot be used; its text is the one line to
+    print."""
+
+
+def _flags_of(argv):
+    """`(flag, value or None, next argument or None)` for each flag of
+    `argv` (the program name and what follows `--` left out), with one or
+    two dashes as absl takes them: `--a.b=1` gives `("a.b", "1", ...)`."""
+    found = []
+    args = argv[1:]
+    if "--" in args:
+        args = args[:args.index("--")]
+    for index, arg in enumerate(args):
+        if not arg.startswith("-") or arg in ("-", "--"):
+            continue
+        flag, equals, value = arg.lstrip("-").partition("=")
+        following = args[index + 1] if index + 1 < len(args) else None
+        found.append((flag, value if equals else None, following))
+    return found
 
 
 def _overrides(name, argv):
-    """`(field, value or None)` for each `--name.FIELD=VALUE`,
-    `--name.FIELD VALUE` and `--[no]name.FIELD` of `argv`, in order."""
+    """`(field, value or None, next argument or None, negated)` for each
+    `--name.FIELD=VALUE`, `--name.FIELD [VALUE]` and `--noname.FIELD` of
+    `argv`, in order (whether a bare one takes the next argument depends on
+    the field's type: a bool does not)."""
     found = []
-    for index, arg in enumerate(argv):
-        for prefix in (f"--{name}.", f"--no{name}."):
-            if arg.startswith(prefix):
-                key, equals, value = arg[len(prefix):].partition("=")
-                if not equals and prefix == f"--{name}." and index + 1 < len(
-                        argv) and not argv[index + 1].startswith("-"):
-                    value, equals = argv[index + 1], "="
-                found.append((key, value if equals else None))
+    for flag, value, following in _flags_of(argv):
+        for prefix, negated in ((f"{name}.", False), (f"no{name}.", True)):
+            if flag.startswith(prefix):
+                found.append((flag[len(prefix):], value, following, negated))
     return found
 
 
@@ -218,7 +233,7 @@ def config_error(name, argv, default_path, reference=None):
         config = load_config_file(name, path)
     except ConfigFileError as error:
         return str(error)
-    for key, value in _overrides(name, argv):
+    for key, value, following, negated in _overrides(name, argv):
         parts = key.split(".")
         section = config
         for index, part in enumerate(parts):
@@ -236,8 +251,12 @@ def config_error(name, argv, default_path, reference=None):
             return (f"{shown}: no such field"
                     + (f" (did you mean `{close[0]}`?)" if close else ""))
         kind = section.get_type(parts[-1])
-        if value is None or kind not in _PARSERS:
-            continue  # A bool's --[no]name.FIELD; a string takes any text.
+        if value is None and not negated and kind is not bool:
+            value = following  # `--name.FIELD VALUE`.
+        if value is None or negated or kind not in _PARSERS:
+            # A bool's `--[no]name.FIELD`, which absl checks; a string
+            # takes any text; other types are ml_collections' to parse.
+            continue
         parser, takes = _PARSERS[kind]
         try:
             parser.parse(value)
@@ -277,10 +296,12 @@ def define_config_file(name, default, help_string):
 
 
 def _config_path(name, argv, default=None):
-    """The config file named on the command line (or the default)."""
-    for arg in argv:
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
+    """The config file named on the command line (or the default): the
+    last `--name=FILE` or `--name FILE`, as absl reads it."""
+    named = [value if value is not None else following
+             for flag, value, following in _flags_of(argv) if flag == name]
+    if named and named[-1] is not None:
+        return named[-1]
     if default is not None:
         return default
     return flags.FLAGS[name].default_as_str.strip("'\"") or "(default)"
@@ -360,6 +381,11 @@ def make_flags_parser(*config_holders, reference=None):
             # The configs were checked above: what remains is absl's own
             # (an unknown flag, a flag's value).
             fail(f"flags: {error}")
+        for holder in config_holders:
+            try:  # Checked above; a file that changed since is one line.
+                holder.value.to_dict()
+            except Exception as error:  # noqa: BLE001 -- never a trace.
+                fail(f"--{holder.name}: {error}")
         if reference is not None and config_holders:
             try:
                 check_fields(config_holders[0].value, reference(), first)

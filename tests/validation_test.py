@@ -162,6 +162,20 @@ OVERRIDE_CASES = [
     (["--config={tmp}/lacks.py", "--config.model.depth=8"],
      "--config.model: no such field in {tmp}/lacks.py (the pipeline's "
      "default config has it: start from that file)"),
+    # The forms absl reads: `--config FILE`, one dash, the last file wins,
+    # a bare bool takes no value, nothing after `--` is a flag.
+    (["--config", "configs/nope.py"],
+     "--config: cannot read configs/nope.py: No such file or directory"),
+    (["--config", "{tmp}/lacks.py", "--config.model.depth=8"],
+     "--config.model: no such field in {tmp}/lacks.py (the pipeline's "
+     "default config has it: start from that file)"),
+    (["-config.model.residul=False"],
+     "--config.model.residul: no such field (did you mean `residual`?)"),
+    (["--config={tmp}/raises.py", "--config=configs/digits_resnet.py",
+      "--config.model.depth=8"], None),
+    (["--config.model.residual", "maybe"], None),
+    (["--config.optimizer.eta0", "-1"], None),
+    (["--", "--config.batch_size=abc"], None),
     (["--config.model.depth=8", "--config.model.residual=False",
       "--noconfig.model.residual", "--config.optimizer.eta0=1e-3",
       "--config.optimizer.boundaries_epochs=(1,2.5)"], None),
