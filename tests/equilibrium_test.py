@@ -89,6 +89,66 @@ def test_collapse_interval_widens_for_misfit():
     assert fit["loo_low"] < fit["loo_high"]
 
 
+def lstsq_chi2(levels, errors, log_rate, log_scale):
+    """The collapse's chi^2 as first written: one np.linalg.lstsq per
+    exponent (the reference for the batched fits)."""
+    weights = 1.0 / np.maximum(errors, 1e-12)
+    out = []
+    for exponent in plateaus.EXPONENTS:
+        u = log_rate - exponent * log_scale
+        design = np.stack([np.ones_like(u), u, u * u], axis=1)
+        coef, *_ = np.linalg.lstsq(design * weights[:, None],
+                                   levels * weights, rcond=None)
+        out.append(np.sum(((design @ coef - levels) * weights) ** 2))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_batched_collapse_fits_equal_one_lstsq_per_fit(linear):
+    # 9 runs x 6 seeds; with `linear`, eta grows as B (eta / B takes one
+    # value): at exponent 1 every run has the same rate, a design of rank
+    # 1, which lstsq fits by its SVD cut, and so must the batch (at the
+    # other exponents the rate is affine in log B, so all fit alike).
+    rng = np.random.default_rng(7)
+    batches = rng.choice([8.0, 16.0, 32.0, 64.0], 9)
+    etas = 0.01 * batches if linear else rng.uniform(0.01, 0.5, 9)
+    log_rate, log_scale = np.log(etas), np.log(batches)
+    levels = rng.uniform(0.2, 1.0, (5, 9))
+    errors = rng.uniform(0.001, 0.05, (5, 9))
+    batched = plateaus._chi2(levels, errors, log_rate, log_scale,
+                             plateaus.EXPONENTS)
+    for replicate in range(5):
+        reference = lstsq_chi2(levels[replicate], errors[replicate],
+                               log_rate, log_scale)
+        np.testing.assert_allclose(batched[replicate], reference,
+                                   rtol=1e-9, atol=1e-9)
+        if not linear:  # Else every exponent fits alike: a tie.
+            assert np.argmin(batched[replicate]) == np.argmin(reference)
+    if linear:
+        return
+    # The bootstrap's replicates: each one's best exponent, as the loop of
+    # lstsq fits picked it, so the interval is the same number.
+    seed_levels = rng.uniform(0.2, 1.0, (9, 6))
+    fit = plateaus.collapse_exponent(seed_levels, log_rate, log_scale,
+                                     samples=40, seed=3)
+    draw = np.random.default_rng(3)
+    boot = []
+    for _ in range(40):
+        levels = seed_levels[:, draw.integers(0, 6, 6)]
+        boot.append(plateaus.EXPONENTS[np.argmin(lstsq_chi2(
+            levels.mean(axis=1), levels.std(axis=1, ddof=1) / math.sqrt(6),
+            log_rate, log_scale))])
+    half = (fit["seed_high"] - fit["seed_low"]) / 2
+    assert half == pytest.approx(
+        stats_t(5) * float(np.std(boot, ddof=1)), rel=1e-12)
+
+
+def stats_t(dof):
+    from scipy import stats
+
+    return stats.t.ppf(0.975, dof)
+
+
 @pytest.mark.parametrize("label_noise", [0.0, 0.2])
 def test_thermometer_measures_the_expected_loss_over_redraws(label_noise):
     # One copy, m = 0.5: after two steps the measured loss is, at the
