@@ -11,7 +11,7 @@ workdir says so and prints what it found. The work is in
 
 from absl import app, flags
 
-from pipelines import _cli, _startup
+from pipelines import _cli, _config, _startup
 from tf_temperature.studies.cooling import experiment as cooling
 
 _CONFIG = _cli.define_config_file(
@@ -41,4 +41,4 @@ def main(argv):
 
 if __name__ == "__main__":
     app.run(main, flags_parser=_cli.make_flags_parser(
-        _CONFIG, reference=_cli.default_config("configs/cooling_digits.py")))
+        _CONFIG, reference=_config.default_config("configs/cooling_digits.py")))

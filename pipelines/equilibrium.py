@@ -14,7 +14,7 @@ import time
 
 from absl import app, flags
 
-from pipelines import _cli, _startup
+from pipelines import _cli, _config, _startup
 from tf_temperature.studies.equilibrium import (
     experiment as equilibrium,
 )
@@ -52,4 +52,4 @@ def main(argv):
 if __name__ == "__main__":
     app.run(main, flags_parser=_cli.make_flags_parser(
         _CONFIG,
-        reference=_cli.default_config("configs/equilibrium_digits.py")))
+        reference=_config.default_config("configs/equilibrium_digits.py")))

@@ -10,7 +10,7 @@ This file is kept short on purpose: the work is in
 from absl import app
 
 from examples import quickstart
-from pipelines import _cli
+from pipelines import _cli, _config
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/quickstart.py", "Configuration file."
@@ -36,4 +36,4 @@ def main(argv):
 
 if __name__ == "__main__":
     app.run(main, flags_parser=_cli.make_flags_parser(
-        _CONFIG, reference=_cli.default_config("configs/quickstart.py")))
+        _CONFIG, reference=_config.default_config("configs/quickstart.py")))

@@ -9,7 +9,7 @@ kept short on purpose: the work is in `tf_temperature.training.trainer`.
 
 from absl import app, flags
 
-from pipelines import _cli, _startup
+from pipelines import _cli, _config, _startup
 from tf_temperature.training import trainer
 
 _CONFIG = _cli.define_config_file(
@@ -37,4 +37,4 @@ def main(argv):
 
 if __name__ == "__main__":
     app.run(main, flags_parser=_cli.make_flags_parser(
-        _CONFIG, reference=_cli.default_config("configs/digits_resnet.py")))
+        _CONFIG, reference=_config.default_config("configs/digits_resnet.py")))

@@ -9,7 +9,7 @@ purpose: the work is in `tf_temperature.studies.eta0.tuning`.
 
 from absl import app, flags
 
-from pipelines import _cli, _startup
+from pipelines import _cli, _config, _startup
 from tf_temperature.studies.eta0 import tuning
 
 _CONFIG = _cli.define_config_file(
@@ -32,4 +32,4 @@ def main(argv):
 
 if __name__ == "__main__":
     app.run(main, flags_parser=_cli.make_flags_parser(
-        _CONFIG, reference=_cli.default_config("configs/tune_digits.py")))
+        _CONFIG, reference=_config.default_config("configs/tune_digits.py")))

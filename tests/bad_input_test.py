@@ -30,7 +30,7 @@ TINY = ["--config.num_epochs=1", "--config.model.depth=8",
 # These run the real entry point in a subprocess: flag parsing, config
 # loading, one field check, a lock held by another process. (Every kind of
 # config file or override error is in validation_test.py, in this process:
-# `_cli.config_error`; here one of each reaches the entry point.)
+# `_config.config_error`; here one of each reaches the entry point.)
 CLI_CASES = [
     ("config_key_typo", "train", ["--config.model.residul=False"],
      "error: --config.model.residul: no such field (did you mean "
@@ -446,7 +446,7 @@ def test_field_bad_input(tmp_path, capsys, pipeline, changes, run_dir,
 
 def test_a_config_lacking_fields_is_named_against_the_default():
     from configs import digits_resnet
-    from pipelines import _cli
+    from pipelines import _config
 
     config = digits_resnet.get_config()
     with config.unlocked():
@@ -455,8 +455,9 @@ def test_a_config_lacking_fields_is_named_against_the_default():
     with pytest.raises(ValueError, match=r"^--config: the config lacks the "
                        r"field 'calibrate' \(and 1 more\); this pipeline "
                        r"needs every field of its default config file"):
-        _cli.check_fields(config, digits_resnet.get_config())
-    _cli.check_fields(digits_resnet.get_config(), digits_resnet.get_config())
+        _config.check_fields(config, digits_resnet.get_config())
+    _config.check_fields(digits_resnet.get_config(),
+                         digits_resnet.get_config())
 
 
 def quickstart_config_check(changes):

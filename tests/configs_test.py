@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import override, tiny_config
 
-from pipelines import _cli
+from pipelines import _config
 from tf_temperature.studies.eta0 import plan, tasks
 from tf_temperature.training import experiment, trainer
 
@@ -36,7 +36,7 @@ def test_config_docstring_gives_the_command(name):
     if pipeline != "quickstart":
         # Every field the pipeline's default config has (the CLI checks).
         reference = "tune_digits" if pipeline == "tune" else "digits_resnet"
-        _cli.check_fields(config, importlib.import_module(
+        _config.check_fields(config, importlib.import_module(
             f"configs.{reference}").get_config())
     if pipeline == "tune":
         plan.check_tune_config(config)

@@ -1,6 +1,8 @@
 """One validation pass per config, one comparison of a stored config, and
 a `--help` that lists the config's fields: fast, in this process."""
 
+import pathlib
+
 import pytest
 from conftest import override
 
@@ -10,7 +12,7 @@ from configs import (
     equilibrium_digits,
     tune_digits,
 )
-from pipelines import _cli
+from pipelines import _config
 from tf_temperature.runtime import rerun
 from tf_temperature.training import experiment
 
@@ -198,9 +200,9 @@ def test_config_error_checks_the_file_and_overrides_in_one_pass(
     for name, text in CONFIG_FILES.items():
         (tmp_path / name).write_text(text)
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
-    line = _cli.config_error(
+    line = _config.config_error(
         "config", ["prog", *args], "configs/digits_resnet.py",
-        _cli.default_config("configs/digits_resnet.py"))
+        _config.default_config("configs/digits_resnet.py"))
     assert line == (message and message.replace("{tmp}", str(tmp_path)))
 
 
@@ -216,7 +218,7 @@ def test_every_value_config_error_accepts_ml_collections_applies(
             "--config.model.depth=8", "--config.optimizer.eta0=1e-3",
             "--config.optimizer.boundaries_epochs=(1,2.5)",
             "--noconfig.model.residual"]
-    assert _cli.config_error("config", argv, None) is None
+    assert _config.config_error("config", argv, None) is None
     monkeypatch.setattr("sys.argv", argv)
     holder = config_flags.DEFINE_config_file("config", flag_values=values)
     values(argv)
@@ -230,8 +232,8 @@ def test_every_value_config_error_accepts_ml_collections_applies(
     "configs/digits_resnet.py", "configs/tune_digits.py",
     "configs/cooling_digits.py", "configs/equilibrium_digits.py"])
 def test_help_lists_every_field_with_its_default(path):
-    load = _cli.default_config(path)
-    text = _cli.config_fields_help(load(), "config", load.path)
+    load = _config.default_config(path)
+    text = _config.config_fields_help(load(), "config", load.path)
     lines = text.splitlines()
     assert path in lines[0]
     fields = rerun.flatten(load())
@@ -251,7 +253,7 @@ def test_train_help_ends_with_the_config_fields():
 
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.train", "--help"],
-        cwd=_cli.os.path.dirname(_cli.os.path.dirname(_cli.__file__)),
+        cwd=pathlib.Path(_config.__file__).resolve().parents[1],
         capture_output=True, text=True, timeout=300)
     assert "  --config.model.depth (int, default 20)" in result.stdout
     assert result.stdout.rstrip().endswith("(str, default '')")
