@@ -4,7 +4,10 @@ and the run's end the documented way (exit codes, `run_job`).
 A config file and its `--config.FIELD=VALUE` overrides are checked before
 `ml_collections` applies them (`pipelines/_config.py`); each problem is one
 line on stderr and exit code 2 (`fail`). `--help` ends with the default
-config's fields and their defaults, generated from that file.
+config's fields and their defaults, generated from that file. None of this
+imports TensorFlow or `tf_temperature`: the flags parser loads them once
+the flags passed (`_startup.load_tensorflow`), so that `--help` and a bad
+flag answer at once.
 """
 
 import errno
@@ -15,29 +18,21 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from pipelines import _config
-from tf_temperature.runtime import signals
+from pipelines import _config, _startup
 
 USAGE_ERROR = 2
 # A run stopped by a NaN or infinite loss ("too hot").
 DIVERGED = 3
-# After SIGTERM or SIGINT: a checkpoint was saved at a step boundary (or
-# none was due); rerun the same command to resume (sysexits.h's
-# EX_TEMPFAIL, "try again later").
-PREEMPTED = signals.STOPPED
 # The environment failed the run (a full disk): fix it and rerun.
 ENVIRONMENT = 1
 
 
-# Run as `python -m pipelines.X` (not imported by a test): until the job
-# starts SIGTERM and SIGINT end the process with one line, not a traceback
-# (`pipelines/__init__.py` set that up before TensorFlow loaded; this covers
-# a pipeline run through `runpy`); `run_job` takes over once the job starts.
-# The library itself never installs a handler (`runtime.signals`).
+# Run as `python -m pipelines.X` (not imported by a test): once the flags
+# passed, SIGTERM and SIGINT end the process with one line, not a traceback
+# (`_startup.load_tensorflow`), until the job starts; `run_job` takes over
+# then. The library itself never installs a handler (`runtime.signals`).
 AS_PIPELINE = getattr(getattr(sys.modules.get("__main__"), "__spec__", None),
                       "name", "").startswith("pipelines.")
-if AS_PIPELINE:
-    signals.install(signals.stopped_early)
 
 
 def fail(message):
@@ -75,11 +70,13 @@ def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
     `input_errors` (bad input, found before anything is written; a workdir
     in use; no readable checkpoint) become one `error:` line and exit code
     2; a diverged run one `error:` line and 3; SIGTERM or SIGINT one
-    `stopped:` line and 75 (a checkpoint was saved: rerun to resume); a
+    `stopped:` line and `signals.STOPPED`, 75 (a checkpoint was saved at a
+    step boundary, or none was due: rerun the same command to resume); a
     full disk one `error:` line naming `workdir` and its free space, and 1;
     `failures` (a search with trials missing) one `error:` line and 1; an
     access refused (permissions, a read-only mount) one `error:` line and 1.
     """
+    from tf_temperature.runtime import signals
     from tf_temperature.training import trainer
 
     if AS_PIPELINE:
@@ -101,7 +98,7 @@ def run_job(job, input_errors=(ValueError,), workdir=None, failures=()):
         sys.exit(ENVIRONMENT)
     except (trainer.Preempted, signals.Stopped, KeyboardInterrupt) as stop:
         print(f"stopped: {stop or 'SIGINT'}", file=sys.stderr)
-        sys.exit(PREEMPTED)
+        sys.exit(signals.STOPPED)
     except Exception as error:
         path = getattr(error, "filename", None) or workdir or "."
         if _not_writable(error):
@@ -201,6 +198,8 @@ def make_flags_parser(*config_holders, reference=None):
                 fail(f"{error} ({_config.config_path(first, argv)})")
         if len(rest) > 1:
             fail(f"unexpected arguments: {' '.join(rest[1:])}")
+        # The flags passed: now TensorFlow (seconds) and the handlers.
+        _startup.load_tensorflow(entry_point=AS_PIPELINE)
         return rest
 
     return parse_flags

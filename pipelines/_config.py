@@ -174,13 +174,30 @@ def config_path(name, argv, default=None):
     return flags.FLAGS[name].default_as_str.strip("'\"") or "(default)"
 
 
+def fields(config):
+    """The dotted names of `config`'s fields (a `ConfigDict`), in its
+    order: `["seed", ..., "model.depth", ...]`. The same names as
+    `tf_temperature.runtime.rerun.flatten` gives (tested), found without
+    importing TensorFlow, which a command loads only once its flags
+    passed."""
+    names = []
+
+    def walk(section, prefix):
+        for key, value in section.items():
+            if isinstance(value, config_dict.ConfigDict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                names.append(f"{prefix}{key}")
+
+    walk(config, "")
+    return names
+
+
 def check_fields(config, reference, name="config"):
     """Raises `ValueError` naming the first field of `reference` (the
     pipeline's default config) that `config` lacks."""
-    from tf_temperature.runtime import rerun
-
-    have = rerun.flatten(config)
-    missing = [key for key in rerun.flatten(reference) if key not in have]
+    have = set(fields(config))
+    missing = [key for key in fields(reference) if key not in have]
     if missing:
         raise ValueError(
             f"--{name}: the config lacks the field {missing[0]!r}"
@@ -193,13 +210,11 @@ def config_fields_help(config, name="config", path=None):
     """The section of `--help` that lists `config`'s fields (the
     pipeline's default config, from the file `path`): generated from it,
     one line per field, ``--config.model.depth (int, default 20)``."""
-    from tf_temperature.runtime import rerun
-
     lines = [f"--{name}=FILE: the config file"
              + (f" (default: {path})" if path else "")
              + f"; its fields, each set with --{name}.FIELD=VALUE "
              "(defaults: the default file's):"]
-    for key in rerun.flatten(config):
+    for key in fields(config):
         *path, field = key.split(".")
         section = config
         for part in path:

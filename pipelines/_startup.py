@@ -1,24 +1,35 @@
-"""Start-up: TensorFlow imported without its loading banner, output
-line-buffered, absl's INFO lines off, SIGTERM and SIGINT handed to
-`tf_temperature.runtime.signals` (which holds every handler and the exit
-code 75).
+"""Start-up: flags parsed before TensorFlow loads, TensorFlow imported
+without its loading banner, output line-buffered, absl's INFO lines off,
+SIGTERM and SIGINT handed to `tf_temperature.runtime.signals` (which holds
+every handler and the exit code 75).
+
+A pipeline starts in two steps, so that `--help`, a bad flag and a config
+error answer in a fraction of a second rather than after TensorFlow's
+seconds of loading:
+
+* `begin_entry_point` (from `pipelines/__init__.py`, before the pipeline's
+  module runs): stdout line by line, absl's INFO lines off, SIGTERM and
+  SIGINT held (blocked). Nothing here imports TensorFlow or this package:
+  the flags and the config file are parsed and checked with absl and
+  ml_collections alone (`pipelines/_cli.py`, `pipelines/_config.py`).
+* `load_tensorflow` (from the flags parser, once the flags passed):
+  TensorFlow imported quietly, its Python warnings printed once, and, in a
+  pipeline's process, `signals.stopped_early` installed; then the signals
+  are let through. A signal that came meanwhile is handled then (one
+  `stopped:` line, exit 75) rather than as a traceback or a silent kill;
+  a process that ends before (`--help`, a refused flag) drops it.
+
+A tool (`tools/*.py`) does both at once (`start_entry_point`).
 
 TensorFlow's shared libraries print a few lines while they load, before
 their logging is set up, so `TF_CPP_MIN_LOG_LEVEL` cannot reach them
-("All log messages before absl::InitializeLog() is called are written to
-STDERR", oneDNN's note, "Could not find cuda drivers", and "failed call to
-cuInit" when the devices are first listed). The entry points import
-TensorFlow through `import_tensorflow`, which holds back exactly those
-lines (matched below) and passes everything else on.
-`TF_CPP_MIN_LOG_LEVEL` defaults to 1 (TensorFlow's INFO lines off, its
-warnings and errors kept); `TF_TEMPERATURE_STARTUP_LOGS=1` shows the banner
-again.
-
-The handlers live in a module of the package, and importing the package
-imports TensorFlow (seconds): SIGTERM and SIGINT are held (blocked) while
-TensorFlow and the package load, and a signal that came meanwhile is
-handled once `signals.stopped_early` is in place (one `stopped:` line,
-exit 75) rather than as a traceback or a silent kill.
+("All log messages before absl::InitializeLog() is called", oneDNN's
+note, "Could not find cuda drivers", and "failed call to cuInit" when the
+devices are first listed). The entry points import TensorFlow through
+`import_tensorflow`, which holds back exactly those lines (matched below)
+and passes everything else on. `TF_CPP_MIN_LOG_LEVEL` defaults to 1
+(TensorFlow's INFO lines off, its warnings and errors kept);
+`TF_TEMPERATURE_STARTUP_LOGS=1` shows the banner again.
 """
 
 import contextlib
@@ -112,20 +123,47 @@ def tensorflow_logs_once():
         logger.propagate = False
 
 
-def start_entry_point():
-    """What a command (a pipeline, a tool) does first: stdout line by line
-    (progress shows at once when piped to a file or `tee`), absl's INFO
-    lines off (`quiet_info_logs`), TensorFlow imported quietly and its
-    Python warnings printed once (`tensorflow_logs_once`), and SIGINT and
-    SIGTERM ending the process with one line until the job takes over
-    (`signals.stopped_early`; held until then). Calling it again is
-    harmless."""
+# The signal mask before `begin_entry_point` held SIGINT and SIGTERM (None:
+# not held).
+_held = None
+
+
+def begin_entry_point():
+    """What a command does first, before its flags are parsed: stdout line
+    by line (progress shows at once when piped to a file or `tee`), absl's
+    INFO lines off (`quiet_info_logs`), and SIGINT and SIGTERM held until
+    `load_tensorflow`. Imports neither TensorFlow nor this package."""
+    global _held
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     quiet_info_logs()
+    if _held is None and hasattr(signal, "pthread_sigmask"):
+        _held = signal.pthread_sigmask(signal.SIG_BLOCK,
+                                       {signal.SIGINT, signal.SIGTERM})
+
+
+def load_tensorflow(entry_point=True):
+    """TensorFlow imported quietly (`import_tensorflow`) with its Python
+    warnings printed once (`tensorflow_logs_once`); with `entry_point`,
+    SIGINT and SIGTERM then end the process with one line until the job
+    takes over (`signals.stopped_early`). Lets through the signals that
+    `begin_entry_point` held. Calling it again is harmless."""
+    global _held
     with _signals_held():
         import_tensorflow()
         tensorflow_logs_once()
-        from tf_temperature.runtime import signals
+        if entry_point:
+            from tf_temperature.runtime import signals
 
-        signals.install(signals.stopped_early)
+            signals.install(signals.stopped_early)
+    if _held is not None:
+        previous, _held = _held, None
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def start_entry_point():
+    """`begin_entry_point` and `load_tensorflow` at once: what a tool does
+    first (it has no config to check before TensorFlow loads)."""
+    begin_entry_point()
+    load_tensorflow()

@@ -12,7 +12,6 @@ workdir says so and prints what it found. The work is in
 from absl import app, flags
 
 from pipelines import _cli, _config, _startup
-from tf_temperature.studies.cooling import experiment as cooling
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/cooling_digits.py", "Configuration file."
@@ -23,6 +22,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory.")
 def _job(workdir):
     """The experiment and its closing lines: a signal while they print is
     a stop like any other (one `stopped:` line, exit 75; `_cli.run_job`)."""
+    # Here, not at the top: TensorFlow loads once the flags passed.
+    from tf_temperature.studies.cooling import experiment as cooling
+
     earlier = cooling.is_finished(workdir)
     _, report = cooling.run_experiment(_CONFIG.value, workdir, print)
     for line in cooling.summary_lines(report):

@@ -15,12 +15,6 @@ import time
 from absl import app, flags
 
 from pipelines import _cli, _config, _startup
-from tf_temperature.studies.equilibrium import (
-    experiment as equilibrium,
-)
-from tf_temperature.studies.equilibrium import (
-    report as equilibrium_report,
-)
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/equilibrium_digits.py", "Configuration file."
@@ -31,6 +25,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory.")
 def _job(workdir):
     """The experiment and its closing lines: a signal while they print is
     a stop like any other (one `stopped:` line, exit 75; `_cli.run_job`)."""
+    # Here, not at the top: TensorFlow loads once the flags passed.
+    from tf_temperature.studies.equilibrium import (
+        experiment as equilibrium,
+    )
+    from tf_temperature.studies.equilibrium import (
+        report as equilibrium_report,
+    )
+
     started = time.perf_counter()
     earlier = equilibrium.is_finished(workdir)
     table, fits = equilibrium.run_experiment(_CONFIG.value, workdir, print)

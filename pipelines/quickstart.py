@@ -9,7 +9,6 @@ This file is kept short on purpose: the work is in
 
 from absl import app
 
-from examples import quickstart
 from pipelines import _cli, _config
 
 _CONFIG = _cli.define_config_file(
@@ -18,7 +17,9 @@ _CONFIG = _cli.define_config_file(
 
 
 def main(argv):
-    del argv  # Checked by the flags parser.
+    del argv  # Checked by the flags parser, which loaded TensorFlow after.
+    from examples import quickstart
+
     config = _CONFIG.value
     try:
         quickstart.check_config(config)

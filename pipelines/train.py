@@ -10,7 +10,6 @@ kept short on purpose: the work is in `tf_temperature.training.trainer`.
 from absl import app, flags
 
 from pipelines import _cli, _config, _startup
-from tf_temperature.training import trainer
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/digits_resnet.py", "Configuration file."
@@ -23,7 +22,9 @@ _RESTART = flags.DEFINE_bool(
 
 
 def main(argv):
-    del argv  # Checked by the flags parser.
+    del argv  # Checked by the flags parser, which loaded TensorFlow after.
+    from tf_temperature.training import trainer
+
     _startup.quiet_info_logs()
     # Bad input is found here, before anything is written.
     workdir = _WORKDIR.value or ""

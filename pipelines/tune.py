@@ -10,7 +10,6 @@ purpose: the work is in `tf_temperature.studies.eta0.tuning`.
 from absl import app, flags
 
 from pipelines import _cli, _config, _startup
-from tf_temperature.studies.eta0 import tuning
 
 _CONFIG = _cli.define_config_file(
     "config", "configs/tune_digits.py", "Configuration file."
@@ -19,7 +18,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Study directory.")
 
 
 def main(argv):
-    del argv  # Checked by the flags parser.
+    del argv  # Checked by the flags parser, which loaded TensorFlow after.
+    from tf_temperature.studies.eta0 import tuning
+
     _startup.quiet_info_logs()
     # Bad input is found here, before anything is written.
     workdir = _WORKDIR.value or ""

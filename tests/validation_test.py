@@ -16,6 +16,8 @@ from pipelines import _config
 from tf_temperature.runtime import rerun
 from tf_temperature.training import experiment
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
 # (changes to configs/digits_resnet.py, the message `check_config` raises):
 # each names the config's field, never a builder's argument.
 CONFIG_CASES = [
@@ -123,6 +125,15 @@ def test_flatten_gives_json_values_in_order():
     flat = rerun.flatten(digits_resnet.get_config())
     assert flat["optimizer.boundaries_epochs"] == [15.0, 23.0]
     assert flat == rerun.flatten(digits_resnet.get_config().to_dict())
+
+
+@pytest.mark.parametrize("path", sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("[!_]*.py")))
+def test_the_command_lines_field_names_are_the_flatteners(path):
+    # `_config.fields` (no TensorFlow: the flags are parsed before it
+    # loads) must list what `rerun.flatten` compares, in the same order.
+    config = _config.default_config(path)()
+    assert _config.fields(config) == list(rerun.flatten(config))
 
 
 # --- The command line: overrides checked by name, --help lists fields. ----
@@ -253,7 +264,7 @@ def test_train_help_ends_with_the_config_fields():
 
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.train", "--help"],
-        cwd=pathlib.Path(_config.__file__).resolve().parents[1],
+        cwd=ROOT,
         capture_output=True, text=True, timeout=300)
     assert "  --config.model.depth (int, default 20)" in result.stdout
     assert result.stdout.rstrip().endswith("(str, default '')")

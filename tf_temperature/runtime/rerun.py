@@ -27,8 +27,8 @@ def flatten(config):
     """`{dotted field: value}` of a config (a `ConfigDict`, or a dict as a
     run's `config.json` holds it), in the config's order, each value as
     JSON gives it back (tuples are lists): the one flattener by which a
-    stored config is compared with the current one (`changed_fields`),
-    and a config's fields are listed (`pipelines._cli`)."""
+    stored config is compared with the current one (`changed_fields`).
+    `pipelines._config.fields` lists the same names without TensorFlow."""
     if hasattr(config, "to_dict"):
         config = config.to_dict()
     flat = {}
