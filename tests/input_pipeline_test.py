@@ -53,6 +53,47 @@ def test_epochs_are_deterministic_and_differ():
     assert not np.array_equal(first[0][1], other[0][1])
 
 
+@pytest.mark.parametrize("global_seed", [None, 0, 5])
+def test_a_tensor_seeded_shuffle_is_datasets_shuffle(global_seed):
+    # `_shuffled` takes the epoch's seed as a tensor (inside `flat_map`);
+    # it must give `Dataset.shuffle`'s order for that seed, whatever the
+    # global seed (0 is the one `shuffle` itself cannot take as a tensor).
+    if global_seed is not None:
+        tf.random.set_seed(global_seed)
+    data = tf.data.Dataset.range(60).map(lambda x: (x, x * 2))
+    seeds = [0, 1_009 * 3 + 1, 2**31 - 1, 2**33 + 4]
+    expected = [list(data.shuffle(25, seed=seed,
+                                  reshuffle_each_iteration=False)
+                     .map(lambda x, y: x).as_numpy_iterator())
+                for seed in seeds]
+    graph_seed = tf.compat.v1.random.get_seed(1)[0]
+    found = tf.data.Dataset.from_tensor_slices(
+        tf.constant(seeds, tf.int64)).flat_map(
+        lambda seed: input_pipeline._shuffled(data, 25, seed, graph_seed))
+    assert list(found.map(lambda x, y: x).as_numpy_iterator()) == [
+        x for order in expected for x in order]
+    assert expected[0] != expected[1]  # The seed matters.
+    tf.random.set_seed(None)
+
+
+def test_a_dataset_of_several_epochs_is_the_epochs_one_after_another():
+    # The trainer's one dataset per phase: the batches of each epoch's own
+    # dataset, from the first epoch's `skip_steps` on, augmentation and
+    # label noise included.
+    pipeline = make(tiny_config(**{"dataset.augment": "cifar",
+                                   "dataset.label_noise": 0.2}), batch=128)
+    each = [*batches(pipeline.train_dataset(single_context(), 2,
+                                            skip_steps=4)),
+            *batches(pipeline.train_dataset(single_context(), 3)),
+            *batches(pipeline.train_dataset(single_context(), 4))]
+    spanning = batches(pipeline.train_dataset(single_context(), 2,
+                                              skip_steps=4, epochs=3))
+    assert len(spanning) == 3 * pipeline.steps_per_epoch - 4 == len(each)
+    for a, b in zip(each, spanning, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
 def test_skip_resumes_at_the_same_batch():
     pipeline = make(tiny_config(**{"dataset.augment": "cifar"}))
     full = batches(pipeline.train_dataset(single_context(), epoch=2))

@@ -309,6 +309,16 @@ def test_hot_loop_traces_once_per_phase_and_calls_python_once_per_host_call(
         return counting
 
     monkeypatch.setattr(trainer.loops, "make_loop", counting_make_loop)
+    made_data = {"train": 0, "eval": 0}
+    pipeline = trainer.input_pipeline.InputPipeline
+    for split in made_data:
+        build = getattr(pipeline, f"distributed_{split}")
+
+        def counting_build(self, *args, split=split, build=build, **kw):
+            made_data[split] += 1
+            return build(self, *args, **kw)
+
+        monkeypatch.setattr(pipeline, f"distributed_{split}", counting_build)
     run = trainer.prepare(tiny_config(num_epochs=2, steps_per_loop=11,
                                       **{"optimizer.batch_growth": growth}),
                           str(tmp_path))
@@ -317,3 +327,6 @@ def test_hot_loop_traces_once_per_phase_and_calls_python_once_per_host_call(
     assert [loop.experimental_get_tracing_count() for loop in made] == [
         1] * len(made)
     assert run.eval_loop.experimental_get_tracing_count() == 1
+    # The data too: one training dataset per phase, one evaluation
+    # dataset per run, not one per epoch.
+    assert made_data == {"train": len(made), "eval": 1}

@@ -11,6 +11,14 @@ sees exactly the batches it would have seen. Evaluation pads the last batch
 with zero-weight examples, so that every example is counted once. The
 sources are in `sources`. One replica on a CPU reads its dataset directly
 (`_distribute`).
+
+A dataset can span several epochs (`train_dataset(..., epochs=k)`): the
+trainer builds one per batch phase, and one repeated evaluation dataset
+per run, so that its functions are traced and its iterators made once,
+not once per epoch (on the digits that building was half of an epoch's
+CPU time). The epoch is then a tensor inside `flat_map`, and the shuffle
+gets its seeds as tensors (`_shuffled`): the batches are the very ones
+the per-epoch datasets give (tested).
 """
 
 import copy
@@ -55,17 +63,52 @@ def label_noise_entropy(fraction, num_classes):
 
 
 def _stall_from(dataset, first_index):
-    """`dataset`, held back for ever from element `first_index` on."""
-    def wait(index):
-        if int(index) >= first_index:
+    """`dataset`, held back for ever from element `first_index` (a
+    tensor) on."""
+    def wait(index, first):
+        if int(index) >= int(first):
             faults.stall()
         return index
 
     def hold(index, example):
-        index = tf.ensure_shape(tf.py_function(wait, [index], tf.int64), [])
+        index = tf.ensure_shape(
+            tf.py_function(wait, [index, first_index], tf.int64), [])
         return index, example
 
     return dataset.map(hold)
+
+
+# The largest seed TensorFlow keeps (`random_seed.get_seed` takes seeds
+# modulo it).
+_MAXINT32 = 2**31 - 1
+
+
+def _shuffled(dataset, buffer_size, seed, graph_seed):
+    """`dataset.shuffle(buffer_size, seed, reshuffle_each_iteration=False)`
+    with `seed` a tensor (the epoch's, inside `flat_map`).
+
+    `Dataset.shuffle` derives its two seeds from the global seed and `seed`
+    with Python comparisons, which a tensor `seed` cannot take when the
+    global seed is 0 (`keras.utils.set_random_seed(0)`). The first,
+    `graph_seed`, is `tf.compat.v1.random.get_seed`'s, read when the
+    dataset is built; the second is derived here as TensorFlow derives it,
+    and both go to the op `shuffle` makes, so the order is the one
+    `shuffle` gives for that seed (tested against it).
+    """
+    seed = tf.cast(seed, tf.int64) % _MAXINT32
+    first = tf.constant(graph_seed, tf.int64)
+    # (0, 0) means "nondeterministic" to the kernel: TensorFlow moves it.
+    second = tf.where(tf.equal(first, 0) & tf.equal(seed, 0),
+                      tf.constant(_MAXINT32, tf.int64), seed)
+    specs = tf.nest.flatten(dataset.element_spec)
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(dataset),
+        buffer_size=tf.constant(buffer_size, tf.int64), seed=first,
+        seed2=second, seed_generator=tf.raw_ops.DummySeedGenerator(),
+        output_types=[spec.dtype for spec in specs],
+        output_shapes=[spec.shape for spec in specs],
+        reshuffle_each_iteration=False)
+    return tf.data.experimental.from_variant(variant, dataset.element_spec)
 
 
 class NoDataError(ValueError):
@@ -193,21 +236,50 @@ class InputPipeline:
     def _epoch_seed(self, epoch, pipeline_id):
         return self.seed * 1_000_003 + epoch * 1_009 + pipeline_id
 
-    def train_dataset(self, context, epoch, skip_steps=0, first_step=None):
-        """The training batches of one epoch for one input pipeline.
+    def train_dataset(self, context, epoch, skip_steps=0, first_step=None,
+                      epochs=1):
+        """The training batches of `epochs` epochs for one input pipeline.
 
         Args:
             context: a `tf.distribute.InputContext`.
-            epoch: the epoch (seeds the shuffle and the augmentation).
-            skip_steps: batches of this epoch already trained (resume).
-            first_step: the optimizer step of the epoch's first batch
+            epoch: the first epoch (each epoch seeds its shuffle and
+                augmentation).
+            skip_steps: batches of the first epoch already trained (resume).
+            first_step: the optimizer step of the first epoch's first batch
                 (default `epoch * steps_per_epoch`; a batch growth starts
                 later epochs elsewhere).
+            epochs: how many epochs, from `epoch` on (the trainer's: every
+                epoch of a batch phase).
 
         Returns:
-            A dataset of `steps_per_epoch - skip_steps` batches of
-            `(images, labels)` of the per-replica batch size.
+            A dataset of `epochs * steps_per_epoch - skip_steps` batches of
+            `(images, labels)` of the per-replica batch size, epoch after
+            epoch.
         """
+        if first_step is None:
+            first_step = epoch * self.steps_per_epoch
+        # The shuffle's first seed, from the global seed as a shuffle built
+        # now would read it (`_shuffled`).
+        graph_seed = tf.compat.v1.random.get_seed(1)[0]
+
+        def one_epoch(index):
+            skip = tf.where(tf.equal(index, epoch),
+                            tf.constant(skip_steps, tf.int64),
+                            tf.constant(0, tf.int64))
+            return self._epoch_batches(
+                context, index, skip,
+                first_step + (index - epoch) * self.steps_per_epoch,
+                graph_seed)
+
+        dataset = tf.data.Dataset.range(epoch, epoch + epochs).flat_map(
+            one_epoch)
+        return dataset.prefetch(tf.data.AUTOTUNE).with_options(
+            _options(self.deterministic))
+
+    def _epoch_batches(self, context, epoch, skip_steps, first_step,
+                       graph_seed):
+        """One epoch's batches (`epoch`, `skip_steps`, `first_step`:
+        int64 tensors), unprefetched: `train_dataset`'s part."""
         batch = context.get_per_replica_batch_size(self.global_batch_size)
         # One step takes a per-replica batch for each replica this input
         # pipeline feeds (all of them under MirroredStrategy).
@@ -219,9 +291,8 @@ class InputPipeline:
                                     context.input_pipeline_id)
         epoch_seed = self._epoch_seed(epoch, context.input_pipeline_id)
         buffer = int(self.config.shuffle_buffer) or self.source.num_train
-        dataset = dataset.shuffle(min(buffer, self.source.num_train),
-                                  seed=epoch_seed,
-                                  reshuffle_each_iteration=False)
+        dataset = _shuffled(dataset, min(buffer, self.source.num_train),
+                            epoch_seed, graph_seed)
         # An epoch is counted in steps, not passes. Enough passes for the
         # epoch and one spare, not for ever: when no file decodes,
         # `ignore_errors` below would skip them for ever (a hang); instead
@@ -233,8 +304,6 @@ class InputPipeline:
         dataset = dataset.skip(skip_steps * replicas * batch)
         stall = faults.input_stall_step()
         if stall is not None:  # A test of stopping while input waits.
-            if first_step is None:
-                first_step = epoch * self.steps_per_epoch
             dataset = _stall_from(dataset, (stall - first_step)
                                   * replicas * batch)
 
@@ -242,22 +311,20 @@ class InputPipeline:
 
         def preprocess(index, example):
             image, label = example
-            seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
+            seed = tf.stack([epoch_seed, index])
             if noise:
                 label = noisy_label(
                     label, noise, self.source.num_classes,
                     tf.random.experimental.stateless_fold_in(seed, 1))
             return self.preprocess_train(image, seed), label
 
-        dataset = dataset.map(preprocess,
-                              num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=self.deterministic)
         if self.source.encoded and not self.config.strict:
             # A file damaged past its header: skip it rather than crash.
             dataset = dataset.ignore_errors(log_warning=True)
         dataset = dataset.batch(batch, drop_remainder=True)
-        dataset = dataset.take((self.steps_per_epoch - skip_steps) * replicas)
-        return dataset.prefetch(tf.data.AUTOTUNE).with_options(
-            _options(self.deterministic))
+        return dataset.take((self.steps_per_epoch - skip_steps) * replicas)
 
     def eval_dataset(self, context):
         """All evaluation examples once, for one input pipeline.
@@ -292,14 +359,19 @@ class InputPipeline:
             _options(self.deterministic))
 
     def distributed_train(self, strategy, epoch, skip_steps=0,
-                          first_step=None):
+                          first_step=None, epochs=1):
         """`train_dataset` for every input pipeline of `strategy`."""
         return _distribute(strategy, lambda context: self.train_dataset(
-            context, epoch, skip_steps, first_step))
+            context, epoch, skip_steps, first_step, epochs))
 
-    def distributed_eval(self, strategy):
-        """`eval_dataset` for every input pipeline of `strategy`."""
-        return _distribute(strategy, self.eval_dataset)
+    def distributed_eval(self, strategy, repeat=False):
+        """`eval_dataset` for every input pipeline of `strategy`; with
+        `repeat`, pass after pass (each of `eval_steps` steps: one iterator
+        serves every evaluation of a run)."""
+        if not repeat:
+            return _distribute(strategy, self.eval_dataset)
+        return _distribute(strategy,
+                           lambda context: self.eval_dataset(context).repeat())
 
 
 def _distribute(strategy, dataset_fn):

@@ -150,9 +150,10 @@ class Trainer:
                            for name in self.sum_names}
         # The phases of the batch (one without optimizer.batch_growth); the
         # loop and input pipeline are rebuilt once per phase (a new batch is
-        # a new loss average and new input shapes), never per step.
+        # a new loss average and new input shapes), never per step, and the
+        # training batches come from one iterator per phase (`batches_at`).
         self.batches = parts.scaling.schedule.batches
-        self._phase = self._stream = None
+        self._phase = self._stream = self._eval_batches = None
         self.eval_loop = loops.make_loop(
             parts.strategy, loops.make_eval_step(parts.model, top5),
             loops.METRIC_SUMS)
@@ -179,11 +180,46 @@ class Trainer:
         """The compiled training loop of the current step's phase."""
         return self.phase(self.batches.locate(self.step)[0])[1]
 
-    def train_iterator(self, epoch, skip=0):
-        """The distributed training batches of `epoch` from step `skip`."""
-        return iter(self.phase(epoch)[2].distributed_train(
-            self.parts.strategy, epoch, skip,
-            first_step=self.batches.start_step(epoch)))
+    def batches_at(self, step):
+        """The training iterator whose next batch is optimizer step `step`.
+
+        One iterator serves a whole batch phase: it is made when the phase
+        starts, or when a run resumes at `step` (its dataset skips the
+        batches already trained), and kept while the steps follow on
+        (`advance`). Building the datasets and iterators once per epoch
+        was half of an epoch's CPU time on the digits.
+        """
+        stream = self._stream
+        if stream is None or stream[1] != step or step >= stream[2]:
+            self._stream = None
+            epoch, skip = self.batches.locate(step)
+            phase, _, data = self.phase(epoch)
+            later = [p.start_epoch for p in self.batches.phases
+                     if p.start_epoch > epoch]
+            # The last phase runs to `num_epochs` (the benchmark may train
+            # past it: a new iterator then).
+            end = later[0] if later else max(self.config.num_epochs,
+                                             epoch + 1)
+            first = self.batches.start_step(epoch)
+            iterator = iter(data.distributed_train(
+                self.parts.strategy, epoch, skip, first_step=first,
+                epochs=end - epoch))
+            stream = self._stream = [
+                iterator, step, first + (end - epoch) * phase.steps_per_epoch]
+        return stream[0]
+
+    def advance(self, steps):
+        """Notes that `steps` batches of `batches_at`'s iterator were
+        trained."""
+        self._stream[1] += steps
+
+    def eval_batches(self):
+        """The evaluation iterator: one pass of `eval_steps` steps per
+        evaluation, made once per run (`distributed_eval(repeat=True)`)."""
+        if self._eval_batches is None:
+            self._eval_batches = iter(self.parts.data.distributed_eval(
+                self.parts.strategy, repeat=True))
+        return self._eval_batches
 
     @property
     def step(self):
@@ -195,17 +231,15 @@ class Trainer:
         nothing (the benchmark's entry); returns the summed step sums."""
         totals = dict.fromkeys(self.sum_names, 0.0)
         while num_steps > 0:
-            if self._stream is None or not self._stream[1]:
-                epoch, skip = self.batches.locate(self.step)
-                phase = self.phase(epoch)[0]
-                self._stream = [self.train_iterator(epoch, skip),
-                                phase.steps_per_epoch - skip]
+            step = self.step
+            epoch, skip = self.batches.locate(step)
+            phase, train_loop, _ = self.phase(epoch)
             chunk = min(self.config.steps_per_loop, num_steps,
-                        self._stream[1])
-            found = self._phase[1](self._stream[0], tf.constant(chunk))
+                        phase.steps_per_epoch - skip)
+            found = train_loop(self.batches_at(step), tf.constant(chunk))
+            self.advance(chunk)
             for name, value in found.items():
                 totals[name] += float(value)
-            self._stream[1] -= chunk
             num_steps -= chunk
         return totals
 
@@ -311,17 +345,17 @@ class _Epochs:
         if step == end:
             self.images_per_sec = None  # Trained before the stop.
             return totals
-        iterator = t.train_iterator(epoch, skip)
         began = time.perf_counter()
         while step < end:
             chunk = min(config.steps_per_loop, end - step)
             if every:
                 chunk = min(chunk, every - step % every)
             try:
-                found = train_loop(iterator, tf.constant(chunk))
+                found = train_loop(t.batches_at(step), tf.constant(chunk))
             except tf.errors.OutOfRangeError:
                 raise input_pipeline.NoDataError(
                     t.parts.source, "training", epoch + 1) from None
+            t.advance(chunk)
             for name, value in found.items():
                 totals[name] += float(value)
                 t.epoch_sums[name].assign(totals[name])
@@ -343,9 +377,8 @@ class _Epochs:
     def _end_epoch(self, epoch, totals):
         t = self.t
         step = t.step
-        eval_totals = t.eval_loop(
-            iter(t.parts.data.distributed_eval(t.parts.strategy)),
-            tf.constant(t.parts.data.eval_steps))
+        eval_totals = t.eval_loop(t.eval_batches(),
+                                  tf.constant(t.parts.data.eval_steps))
         self.stop.poll()  # A signal during evaluation: we stop soon.
         if not float(eval_totals["count"]):
             raise input_pipeline.NoDataError(t.parts.source, "evaluation",
