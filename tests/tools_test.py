@@ -109,6 +109,30 @@ def test_benchmark_input_suite_runs_from_one_command(tmp_path):
 
 
 @pytest.mark.slow
+def test_benchmark_startup_suite_times_the_commands_against_tensorflow(
+        tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    result = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--suites=startup",
+         "--repeats=1", f"--output_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "benchmark.csv").set_index("variant")
+    seconds = rows["process_seconds"]
+    assert list(seconds.index) == [
+        "pipelines.train --help", "pipelines.train, a config error",
+        "pipelines.train, a bad flag", "import tensorflow (for scale)"]
+    # Each command answers before TensorFlow would have loaded.
+    assert (seconds.iloc[:3] < seconds.iloc[3]).all(), seconds
+    assert "| startup | pipelines.train --help |" in (
+        tmp_path / "benchmark.md").read_text()
+
+
+@pytest.mark.slow
 def test_benchmark_study_suite_times_the_engine_against_the_trainer(
         tmp_path):
     # Reduced: 2 seeds, 1 epoch. The rows exist and are positive; the

@@ -33,6 +33,10 @@ Suites (`--suites`, comma-separated):
   CNN at B = 64; and milliseconds per step of 10 copies of a 7-conv CNN as
   the engine convolves them, as 10 `Conv2D` stacks side by side and as one
   `Conv2D(groups=10)`.
+* `startup`: how long a command takes to answer `--help`, a config error
+  and a bad flag (each a fresh `python -m pipelines.train` process, which
+  parses its flags before TensorFlow loads), against `python -c "import
+  tensorflow"` alone; alternated, median over the repeats.
 * `accelerator`: ResNet-50, synthetic ImageNet data, mixed_bfloat16, XLA,
   B = 256 per GPU; images/sec and model FLOP utilization (4.1 GMAC forward
   per image, x3 for training, 2 FLOP per MAC). Skips without a GPU.
@@ -72,8 +76,8 @@ sys.path.insert(0, ROOT)
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Where the CSV and the "
                               "Markdown table go; none: printed only.")
 _SUITES = flags.DEFINE_list("suites", ["trainer", "knobs", "input", "memory",
-                                       "study"],
-                            "trainer, knobs, input, memory, study, "
+                                       "study", "startup"],
+                            "trainer, knobs, input, memory, study, startup, "
                             "accelerator.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per variant.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps per ResNet-20 repeat.")
@@ -223,6 +227,30 @@ def run_child(mode, arguments):
     raise ValueError(f"unknown child mode {mode!r}")
 
 
+# The start-up suite's commands (after `python`), each a fresh process.
+STARTUP_COMMANDS = {
+    "pipelines.train --help": ["-m", "pipelines.train", "--help"],
+    "pipelines.train, a config error": [
+        "-m", "pipelines.train", "--config.batch_size=abc"],
+    "pipelines.train, a bad flag": ["-m", "pipelines.train", "--nosuch=1"],
+    "import tensorflow (for scale)": ["-c", "import tensorflow"],
+}
+
+
+def suite_startup(repeats):
+    times = {name: [] for name in STARTUP_COMMANDS}
+    for _ in range(repeats):
+        for name, command in STARTUP_COMMANDS.items():
+            started = time.perf_counter()
+            subprocess.run([sys.executable, *command], cwd=ROOT,
+                           capture_output=True, check=False)
+            times[name].append(time.perf_counter() - started)
+    return [{"suite": "startup", "variant": name,
+             "process_seconds": statistics.median(values),
+             "min": min(values), "max": max(values), "repeats": repeats}
+            for name, values in times.items()]
+
+
 def suite_study(repeats):
     del repeats  # One pass: the trainer runs take most of the suite.
     return study_suite(_STUDY_SEEDS.value, _STUDY_EPOCHS.value)
@@ -321,7 +349,8 @@ def main(argv):
             print(f"error: `--{flag.name}` must be an integer >= 1. "
                   f"Received: {flag.value}", file=sys.stderr)
             return 2
-    known = {"trainer", "knobs", "input", "memory", "study", "accelerator"}
+    known = {"trainer", "knobs", "input", "memory", "study", "startup",
+             "accelerator"}
     unknown = set(_SUITES.value) - known
     if unknown:
         print(f"error: `--suites` must be among {', '.join(sorted(known))}."
@@ -342,7 +371,7 @@ def main(argv):
     # weigh the suites for the time left, which then follows this
     # machine's pace.
     typical = {"trainer": 80, "knobs": 70, "input": 30, "memory": 66,
-               "study": 178, "accelerator": 120}
+               "study": 178, "startup": 25, "accelerator": 120}
     costs = [typical[suite] for suite in suites]
     print(f"benchmark: {len(suites)} suite(s) {', '.join(suites)}, "
           f"{_REPEATS.value} repeat(s); about "
@@ -362,6 +391,8 @@ def main(argv):
             rows += suite_memory()
         elif suite == "study":
             rows += suite_study(_REPEATS.value)
+        elif suite == "startup":
+            rows += suite_startup(_REPEATS.value)
         else:
             result = child("accelerator", {})
             print(json.dumps(result, indent=1))

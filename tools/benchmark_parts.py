@@ -206,6 +206,11 @@ def markdown(rows):
                           f"{r['seconds_per_seed_trial']:.3f} s per seed "
                           f"and trial, {r['speedup']:.1f}x the first"])
             continue
+        if "process_seconds" in r:
+            table.append([r["suite"], r["variant"],
+                          f"{r['process_seconds']:.2f} s", f"{r['min']:.2f}",
+                          f"{r['max']:.2f}", "whole process"])
+            continue
         if value is None and "ratio" in r:
             table.append([r["suite"], r["variant"], f"ratio {r['ratio']:.3f}",
                           f"{r['min']:.3f}", f"{r['max']:.3f}",
