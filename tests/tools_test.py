@@ -18,6 +18,33 @@ def load_tool(name):
     return module
 
 
+def test_alternate_reports_each_sides_cores_busy_and_cpu_per_step():
+    import time
+
+    parts = load_tool("benchmark_parts")
+
+    class Spin:  # One core, ~2 ms of CPU per step.
+        def measure(self, steps):
+            end = time.process_time() + 0.002 * steps
+            while time.process_time() < end:
+                pass
+            return 1.0
+
+    class Sleep:  # No CPU at all.
+        def measure(self, steps):
+            time.sleep(0.002 * steps)
+            return 1.0
+
+    usage = {}
+    results = parts.alternate({"spin": Spin(), "sleep": Sleep()}, 20, 2,
+                              usage)
+    assert results == {"spin": [1.0, 1.0], "sleep": [1.0, 1.0]}
+    for busy, cpu_ms in usage["spin"]:
+        assert 0.5 < busy <= 1.05 and 1.9 < cpu_ms < 3.0
+    for busy, cpu_ms in usage["sleep"]:
+        assert busy < 0.3 and cpu_ms < 0.5
+
+
 def test_plot_schedule_draws_overlapping_temperatures(tmp_path):
     tool = load_tool("plot_schedule")
     kwargs = dict(eta0=1e-3, epochs=10, warmup_epochs=2,

@@ -13,7 +13,9 @@ Suites (`--suites`, comma-separated):
   `keras.Model.fit` with a softmax head and `keras.optimizers.SGD`,
   alternated A B A B in this process after a warm-up; then ResNet-50 at
   224x224 with a small batch and few steps. Images/sec of each, the ratio,
-  its spread over the repeats.
+  its spread over the repeats, and each side's cores busy and CPU time per
+  image (TensorFlow sometimes runs a repeat of either side on about one of
+  2 cores at the same CPU per image: the median over repeats discounts it).
 * `knobs`: the default digits run (ResNet-20, width 8, B = 64, 8x8) with
   steps per host call 1, 10, 100, XLA off/on, float32 / mixed_bfloat16;
   threading in fresh processes (TensorFlow fixes its thread pools at start).
@@ -111,12 +113,17 @@ def suite_trainer(repeats):
             "trainer": TrainerLoop(config),
             "keras_fit": KerasFit(config, jit_compile=False),
         }
-        results = alternate(contenders, steps, repeats)
+        usage = {}
+        results = alternate(contenders, steps, repeats, usage)
         ratios = [a / b for a, b in zip(results["trainer"],
                                         results["keras_fit"], strict=True)]
         for name, values in results.items():
+            busy, cpu_ms = zip(*usage[name], strict=True)
             rows.append(row("trainer", f"{model} B={batch} {name}", values,
-                            model=model, batch=batch))
+                            model=model, batch=batch,
+                            cores_busy=statistics.median(busy),
+                            cpu_ms_per_image=statistics.median(cpu_ms)
+                            / batch))
         rows.append({"suite": "trainer", "variant": f"{model} ratio",
                      "ratio": statistics.median(ratios),
                      "min": min(ratios), "max": max(ratios),

@@ -97,14 +97,27 @@ class KerasFit:
         return steps * self.batch / (time.perf_counter() - start)
 
 
-def alternate(contenders, steps, repeats):
-    """Warm-up, then A B A B ...: {name: [images/sec per repeat]}."""
+def alternate(contenders, steps, repeats, usage=None):
+    """Warm-up, then A B A B ...: {name: [images/sec per repeat]}.
+
+    With a dict `usage`, also `usage[name]`: `(cores busy, CPU-ms per
+    batch)` per repeat, from the process's CPU time over the wall time.
+    On 2 cores TensorFlow now and then runs a whole repeat of either side
+    on about one core at the same CPU per image (a dip, not a slower
+    side), which the cores-busy column shows.
+    """
     for bench in contenders.values():
         bench.measure(min(steps, 2))  # Traces and warms the caches.
     results = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, bench in contenders.items():
+            wall, cpu = time.perf_counter(), time.process_time()
             results[name].append(bench.measure(steps))
+            wall, cpu = (time.perf_counter() - wall,
+                         time.process_time() - cpu)
+            if usage is not None:
+                usage.setdefault(name, []).append(
+                    (cpu / wall, 1000 * cpu / steps))
     return results
 
 
@@ -225,6 +238,9 @@ def markdown(rows):
             other.append(f"{r['per_core']:.1f} images/sec per core")
         if "traces" in r:
             other.append(f"{r['traces']} trace(s)")
+        if "cores_busy" in r:
+            other.append(f"{r['cores_busy']:.2f} cores busy, "
+                         f"{r['cpu_ms_per_image']:.2f} CPU-ms per image")
         table.append([r["suite"], r["variant"], f"{value:,.1f}",
                       f"{r['min']:,.1f}", f"{r['max']:,.1f}",
                       "; ".join(other)])
