@@ -58,8 +58,17 @@ def test_a_tensor_seeded_shuffle_is_datasets_shuffle(global_seed):
     # `_shuffled` takes the epoch's seed as a tensor (inside `flat_map`);
     # it must give `Dataset.shuffle`'s order for that seed, whatever the
     # global seed (0 is the one `shuffle` itself cannot take as a tensor).
-    if global_seed is not None:
-        tf.random.set_seed(global_seed)
+    from tensorflow.python.eager import context
+
+    saved = context.global_seed()  # Other tests' runs rely on one.
+    tf.random.set_seed(global_seed)
+    try:
+        check_tensor_seeded_shuffle()
+    finally:
+        tf.random.set_seed(saved)
+
+
+def check_tensor_seeded_shuffle():
     data = tf.data.Dataset.range(60).map(lambda x: (x, x * 2))
     seeds = [0, 1_009 * 3 + 1, 2**31 - 1, 2**33 + 4]
     expected = [list(data.shuffle(25, seed=seed,
@@ -73,7 +82,6 @@ def test_a_tensor_seeded_shuffle_is_datasets_shuffle(global_seed):
     assert list(found.map(lambda x, y: x).as_numpy_iterator()) == [
         x for order in expected for x in order]
     assert expected[0] != expected[1]  # The seed matters.
-    tf.random.set_seed(None)
 
 
 def test_a_dataset_of_several_epochs_is_the_epochs_one_after_another():

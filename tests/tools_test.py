@@ -45,6 +45,27 @@ def test_alternate_reports_each_sides_cores_busy_and_cpu_per_step():
         assert busy < 0.3 and cpu_ms < 0.5
 
 
+def test_forward_macs_match_the_published_resnet_counts():
+    # The FLOP limit's numerator: ResNet-50 at 224x224 is 4.09 GMAC
+    # (torchvision's count, He et al. 2016's "3.8 x 10^9 FLOPs" without
+    # the stem and the head's), CIFAR ResNet-20 at 32x32 40.6 MMAC.
+    import keras
+
+    import tf_temperature as tt
+
+    parts = load_tool("benchmark_parts")
+    assert parts.forward_macs(tt.models.imagenet_resnet(50)) == (
+        pytest.approx(4.09e9, rel=0.01))
+    assert parts.forward_macs(tt.models.cifar_resnet(20)) == (
+        pytest.approx(40.6e6, rel=0.01))
+    keras.backend.clear_session()
+
+
+def test_matmul_peak_is_a_positive_rate():
+    parts = load_tool("benchmark_parts")
+    assert 1e8 < parts.matmul_peak(size=256, chain=2, repeats=2) < 1e14
+
+
 def test_plot_schedule_draws_overlapping_temperatures(tmp_path):
     tool = load_tool("plot_schedule")
     kwargs = dict(eta0=1e-3, epochs=10, warmup_epochs=2,

@@ -13,7 +13,9 @@ Suites (`--suites`, comma-separated):
   `keras.Model.fit` with a softmax head and `keras.optimizers.SGD`,
   alternated A B A B in this process after a warm-up; then ResNet-50 at
   224x224 with a small batch and few steps. Images/sec of each, the ratio,
-  its spread over the repeats, and each side's cores busy and CPU time per
+  its spread over the repeats, each side's training FLOP/s against this
+  machine's measured float32 peak (a chain of 2048x2048 matrix products:
+  the FLOP limit), and each side's cores busy and CPU time per
   image (TensorFlow sometimes runs a repeat of either side on about one of
   2 cores at the same CPU per image: the median over repeats discounts it).
 * `knobs`: the default digits run (ResNet-20, width 8, B = 64, 8x8) with
@@ -64,9 +66,11 @@ from benchmark_parts import (
     accelerator,
     alternate,
     base_config,
+    forward_macs,
     knob_config,
     make_jpeg_folder,
     markdown,
+    matmul_peak,
     row,
     study_suite,
     time_dataset,
@@ -100,7 +104,11 @@ _MODE = flags.DEFINE_string("child", "", "Internal: run one measurement in "
                             "this process and print JSON.")
 
 def suite_trainer(repeats):
-    rows = []
+    # The FLOP limit: this machine's peak on large matrix products, against
+    # which each side's training FLOP/s (6 x the forward MACs per image).
+    peak = matmul_peak()
+    rows = [{"suite": "trainer", "variant": "peak float32 matmul "
+             "(2048x2048, all threads)", "peak_gflops": peak / 1e9}]
     for model, batch, size, steps in (
             ("digits resnet20 width 8", 64, 8, 100),
             ("resnet20", 128, 32, _STEPS.value),
@@ -113,6 +121,7 @@ def suite_trainer(repeats):
             "trainer": TrainerLoop(config),
             "keras_fit": KerasFit(config, jit_compile=False),
         }
+        flop = 6 * forward_macs(contenders["trainer"].trainer.parts.model)
         usage = {}
         results = alternate(contenders, steps, repeats, usage)
         ratios = [a / b for a, b in zip(results["trainer"],
@@ -123,7 +132,10 @@ def suite_trainer(repeats):
                             model=model, batch=batch,
                             cores_busy=statistics.median(busy),
                             cpu_ms_per_image=statistics.median(cpu_ms)
-                            / batch))
+                            / batch,
+                            gflops=statistics.median(values) * flop / 1e9,
+                            of_peak=statistics.median(values) * flop
+                            / peak))
         rows.append({"suite": "trainer", "variant": f"{model} ratio",
                      "ratio": statistics.median(ratios),
                      "min": min(ratios), "max": max(ratios),

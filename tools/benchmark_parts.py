@@ -121,6 +121,52 @@ def alternate(contenders, steps, repeats, usage=None):
     return results
 
 
+def forward_macs(model):
+    """Multiply-accumulates of one example's forward pass through `model`'s
+    `Conv2D` and `Dense` layers (nested models included); batch norm,
+    additions and activations, a few percent more, are left out. Training
+    costs about 3 forward passes (the backward pass two), 2 FLOP per MAC:
+    `6 * forward_macs(model)` FLOP per image."""
+    import math
+
+    import keras
+
+    total = 0
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Conv2D):
+            height, width = layer.output.shape[1:3]
+            total += height * width * math.prod(layer.kernel.shape)
+        elif isinstance(layer, keras.layers.Dense):
+            positions = math.prod(layer.output.shape[1:-1])
+            total += positions * math.prod(layer.kernel.shape)
+    return total
+
+
+def matmul_peak(size=2048, chain=10, repeats=5):
+    """This machine's float32 FLOP/s on large matrix products (TensorFlow,
+    all its threads): a chain of `chain` products of `size` x `size`
+    matrices in one compiled function, median over `repeats` after a
+    warm-up. The limit a training step's FLOP are measured against."""
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size), seed=0)
+    b = tf.random.normal((size, size), seed=1) / size ** 0.5
+
+    @tf.function
+    def products(c):
+        for _ in range(chain):
+            c = tf.matmul(c, b)  # b / sqrt(size) keeps the scale.
+        return tf.reduce_sum(c)
+
+    float(products(a))
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        float(products(a))
+        rates.append(2 * size ** 3 * chain / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
 def row(suite, variant, values, **extra):
     return {"suite": suite, "variant": variant,
             "images_per_sec": statistics.median(values),
@@ -229,6 +275,10 @@ def markdown(rows):
                           f"{r['min']:.3f}", f"{r['max']:.3f}",
                           "trainer / keras fit"])
             continue
+        if "peak_gflops" in r:
+            table.append([r["suite"], r["variant"], "", "", "",
+                          f"{r['peak_gflops']:.1f} GFLOP/s (the limit)"])
+            continue
         if value is None:
             table.append([r["suite"], r["variant"], "", "", "",
                           f"peak RSS {r['peak_mb']:.0f} MB"])
@@ -238,6 +288,9 @@ def markdown(rows):
             other.append(f"{r['per_core']:.1f} images/sec per core")
         if "traces" in r:
             other.append(f"{r['traces']} trace(s)")
+        if "gflops" in r:
+            other.append(f"{r['gflops']:.1f} GFLOP/s, "
+                         f"{r['of_peak']:.0%} of the measured peak")
         if "cores_busy" in r:
             other.append(f"{r['cores_busy']:.2f} cores busy, "
                          f"{r['cpu_ms_per_image']:.2f} CPU-ms per image")

@@ -186,8 +186,8 @@ class Trainer:
         One iterator serves a whole batch phase: it is made when the phase
         starts, or when a run resumes at `step` (its dataset skips the
         batches already trained), and kept while the steps follow on
-        (`advance`). Building the datasets and iterators once per epoch
-        was half of an epoch's CPU time on the digits.
+        (`advance`): nothing is traced or built per epoch
+        (docs/PERFORMANCE.md, section 8).
         """
         stream = self._stream
         if stream is None or stream[1] != step or step >= stream[2]:
