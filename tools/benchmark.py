@@ -131,6 +131,8 @@ def suite_trainer(repeats):
             rows.append(row("trainer", f"{model} B={batch} {name}", values,
                             model=model, batch=batch,
                             cores_busy=statistics.median(busy),
+                            cores_busy_min=min(busy),
+                            cores_busy_max=max(busy),
                             cpu_ms_per_image=statistics.median(cpu_ms)
                             / batch,
                             gflops=statistics.median(values) * flop / 1e9,

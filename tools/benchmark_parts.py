@@ -292,7 +292,9 @@ def markdown(rows):
             other.append(f"{r['gflops']:.1f} GFLOP/s, "
                          f"{r['of_peak']:.0%} of the measured peak")
         if "cores_busy" in r:
-            other.append(f"{r['cores_busy']:.2f} cores busy, "
+            other.append(f"{r['cores_busy']:.2f} cores busy "
+                         f"({r['cores_busy_min']:.2f}-"
+                         f"{r['cores_busy_max']:.2f}), "
                          f"{r['cpu_ms_per_image']:.2f} CPU-ms per image")
         table.append([r["suite"], r["variant"], f"{value:,.1f}",
                       f"{r['min']:,.1f}", f"{r['max']:,.1f}",
