@@ -115,7 +115,10 @@ def tensorflow_logs_once():
     (added at import when the root logger has none) and, once
     `absl.app.run` puts absl's handler on the root logger, through that one
     too: every warning twice. It keeps its own only (its level still
-    follows `--verbosity`, through the root logger)."""
+    follows `--verbosity`, through the root logger). A pipeline loads
+    TensorFlow after absl's handler is in place, so TensorFlow adds none
+    and its warnings print once, in absl's format; then this does
+    nothing."""
     import logging
 
     logger = logging.getLogger("tensorflow")

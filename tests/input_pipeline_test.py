@@ -254,6 +254,25 @@ def test_folder_corrupt_images_are_skipped_and_counted(tmp_path, caplog):
     assert len(batches(pipeline.train_dataset(single_context(), 0))) == 6
 
 
+def test_an_epoch_that_runs_short_ends_the_stream_there(tmp_path):
+    # 30 of 42 training files pass the listing's check but do not decode:
+    # the epoch's two bounded passes hold 24 images, 6 batches of the 10
+    # due. A dataset of several epochs must stop there with an error (the
+    # trainer's `NoDataError` for that epoch), not go on into the next
+    # epoch's batches.
+    write_folder(tmp_path)
+    for index in range(30):
+        (tmp_path / "dog" / f"bad{index}.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    config = folder_config(tmp_path, **{"dataset.eval_dir": str(tmp_path)})
+    pipeline = make(config, batch=4)
+    assert pipeline.steps_per_epoch == 10
+    got = 0
+    with pytest.raises(tf.errors.FailedPreconditionError):
+        for _ in pipeline.train_dataset(single_context(), 0, epochs=3):
+            got += 1
+    assert got == 6
+
+
 def test_folder_strict_mode_names_the_bad_file(tmp_path):
     write_folder(tmp_path)
     (tmp_path / "dog" / "junk.png").write_bytes(b"not an image at all")

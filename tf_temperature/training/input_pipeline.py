@@ -324,7 +324,14 @@ class InputPipeline:
             # A file damaged past its header: skip it rather than crash.
             dataset = dataset.ignore_errors(log_warning=True)
         dataset = dataset.batch(batch, drop_remainder=True)
-        return dataset.take((self.steps_per_epoch - skip_steps) * replicas)
+        count = (self.steps_per_epoch - skip_steps) * replicas
+        # An epoch that runs out (files that do not decode) must end the
+        # stream there, with an error, not lend the next epoch its
+        # batches: `flat_map` would go on to the next epoch, the steps
+        # would no longer match the epochs, and the trainer would say so
+        # too late (`NoDataError` names the epoch that ran out).
+        return dataset.take(count).apply(
+            tf.data.experimental.assert_cardinality(count))
 
     def eval_dataset(self, context):
         """All evaluation examples once, for one input pipeline.

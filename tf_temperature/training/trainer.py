@@ -213,6 +213,11 @@ class Trainer:
         trained."""
         self._stream[1] += steps
 
+    def forget_batches(self):
+        """Drops the training iterator (it failed): the next `batches_at`
+        makes a new one."""
+        self._stream = None
+
     def eval_batches(self):
         """The evaluation iterator: one pass of `eval_steps` steps per
         evaluation, made once per run (`distributed_eval(repeat=True)`)."""
@@ -352,7 +357,11 @@ class _Epochs:
                 chunk = min(chunk, every - step % every)
             try:
                 found = train_loop(t.batches_at(step), tf.constant(chunk))
-            except tf.errors.OutOfRangeError:
+            except (tf.errors.OutOfRangeError,
+                    tf.errors.FailedPreconditionError):
+                # The epoch's dataset ran out (`InputPipeline`'s count
+                # check: fewer batches than the epoch's steps).
+                t.forget_batches()
                 raise input_pipeline.NoDataError(
                     t.parts.source, "training", epoch + 1) from None
             t.advance(chunk)
