@@ -67,6 +67,10 @@ def get_config():
     config.tune.fine_span_octaves = 0.5
     config.tune.fine_step_octaves = 0.125
     config.tune.seeds = tuple(range(10))  # Another set: 10 to 19.
+    # Population runner: the copies trained in one call, whole trials of
+    # the seeds; 0 trains all of a B's eta0 values at once (a smaller
+    # number bounds the memory: BUILD_NOTES, sizing a population).
+    config.tune.population_copies = 0
     config.tune.epochs = 20  # Budget per trial, in epochs.
     # "eval_loss" or "eval_error", at the end of the budget.
     config.tune.objective = "eval_loss"

@@ -288,3 +288,29 @@ def test_the_trainer_and_the_engine_warm_up_alike(kind):
     if kind == "from_zero":  # eta (t + 1) / 40.
         assert trainer[0] == pytest.approx(0.5 / 40)
     assert trainer[45] == pytest.approx(0.5)
+
+
+def test_copies_of_several_rates_train_as_their_own_populations():
+    # A study trains a B's eta0 values as one population: copy t S + s is
+    # seed s at rate eta_t, and trains as the seed would alone at that
+    # rate (to float32 rounding: at a rate that is not a power of two its
+    # last bit can depend on its place in the population).
+    task = digits_task()
+    seeds, rates = (0, 5), (0.05, 0.2, 0.1 * 2**0.5)
+    together = population.Population(task, seeds * len(rates), epochs=2)
+    grouped = together.run(16, [r for r in rates for _ in seeds], 2)
+    alone = population.Population(task, seeds, epochs=2)
+    for t, rate in enumerate(rates):
+        one = alone.run(16, rate, 2)
+        for key in ("eval_loss", "train_loss", "peak_train_loss"):
+            np.testing.assert_allclose(grouped[key][2 * t:2 * t + 2],
+                                       one[key], rtol=2e-6, err_msg=key)
+    # The same population and rates: the same bits (a resumed study
+    # retrains a trial's whole chunk).
+    again = together.run(16, [r for r in rates for _ in seeds], 2)
+    np.testing.assert_array_equal(again["eval_loss"], grouped["eval_loss"])
+    # Rates and warmup are tensors: one trace for scalars and vectors.
+    assert together._loop.experimental_get_tracing_count() == 1
+    with pytest.raises(ValueError, match=r"`eta` must be a number or one "
+                       r"per copy \(6\)\. Received: eta=\[0\.1, 0\.2\]"):
+        together.run(16, [0.1, 0.2], 1)

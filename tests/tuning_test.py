@@ -177,6 +177,9 @@ def test_per_batch_oracles(tmp_path, mode):
          r"tune.fine_step_octaves=0.5"),
         ({"tune.fine_span_octaves": -1.0},
          r"`tune.fine_span_octaves` must be"),
+        ({"tune.population_copies": -10},
+         r"`tune.population_copies` must be an integer >= 0. Received: "
+         r"tune.population_copies=-10"),
     ],
 )
 def test_bad_input(tmp_path, changes, message):
@@ -308,7 +311,8 @@ def test_population_study_shows_progress_and_a_rerun_says_it_is_done(
         "study: grid search over 2 batch sizes B = 32, 64 and 3 eta0")
     assert ("then 5 eta0 0.125 octave apart around each B's best: 16 "
             "trials (B, eta0) x 10 seeds") in lines[0]
-    assert lines[1].startswith("estimated time: ")
+    # The time left comes from the trials run, not from extra ones.
+    assert not any(line.startswith("estimated time") for line in lines)
     progress = [line for line in lines if line.startswith("[")]
     assert [line.split()[0] for line in progress] == [
         f"[{k}/16]" for k in range(1, 17)]
@@ -332,6 +336,53 @@ def test_population_study_shows_progress_and_a_rerun_says_it_is_done(
     assert not any(line.startswith("[") for line in
                    again.stdout.splitlines())
     assert verdict["text"] in again.stdout
+
+
+def grouped_runner(**changes):
+    """The population runner of a small digits study: 2 B x 3 eta0 x 2
+    seeds, one epoch."""
+    from configs import tune_digits
+
+    return runners.PopulationRunner(override(tune_digits.get_config(), {
+        "tune.batch_sizes": (32, 64), "tune.epochs": 1, "tune.seeds": (0, 1),
+        **changes}))
+
+
+GROUPED = [(b, e) for b in (32, 64) for e in (0.002, 0.004 * 2**0.5, 0.008)]
+
+
+def test_a_batch_sizes_trials_train_as_one_population_and_resume_exactly():
+    def values(rows):
+        return [row["value"] for row in rows]
+
+    together = grouped_runner()
+    together.expect(GROUPED, 1)
+    found = {trial: together.run(None, *trial, 1) for trial in GROUPED}
+    shares = {trial: together.last_seconds for trial in GROUPED}
+    # One call per B: every eta0 and seed a copy of one population.
+    assert set(together._populations) == {3}
+    assert together._populations[3]._loop.experimental_get_tracing_count() \
+        == 1
+    assert min(shares.values()) > 0
+    # Each trial as its own call: the same values to float32 rounding.
+    alone = grouped_runner()
+    for trial in GROUPED:
+        np.testing.assert_allclose(values(alone.run(None, *trial, 1)),
+                                   values(found[trial]), rtol=2e-6)
+    assert set(alone._populations) == {1}
+    # A resumed search asks only for the trials not done: they train in
+    # their planned chunk, bit for bit as in the uninterrupted run.
+    resumed = grouped_runner()
+    resumed.expect(GROUPED, 1)
+    for trial in GROUPED[4:]:
+        assert resumed.run(None, *trial, 1) == found[trial]
+    # tune.population_copies bounds a call: 2 trials of 2 seeds, then 1.
+    bounded = grouped_runner(**{"tune.population_copies": 5})
+    bounded.expect(GROUPED, 1)
+    for trial in GROUPED:
+        np.testing.assert_allclose(values(bounded.run(None, *trial, 1)),
+                                   values(found[trial]), rtol=2e-6)
+    assert set(bounded._populations) == {2, 1}
 
 
 @pytest.mark.slow  # a whole study

@@ -58,10 +58,11 @@ RERUN_FREE = {
     "equilibrium": _CARRIED_OUT,
     # A learning-rate search (`plan.json`): fields of the report alone (its
     # mode, its bootstrap, its target), of how trials run (threads, the
-    # TPU), and the equilibrium section, which it does not read.
+    # TPU, the copies per call), and the equilibrium section, which it
+    # does not read.
     "tune": ("tune.mode", "tune.bootstrap_samples", "tune.target_loss",
-             "quiet", "intra_op_threads", "inter_op_threads", "tpu",
-             "equilibrium."),
+             "tune.population_copies", "quiet", "intra_op_threads",
+             "inter_op_threads", "tpu", "equilibrium."),
 }
 # `changed_fields`' value of a field one side lacks.
 ABSENT = "(absent)"

@@ -140,9 +140,14 @@ class Copies:
 class Population:
     """The copies of `seeds` of a task, and the one loop that trains them.
 
+    A seed may appear more than once: its copies start from the same
+    weights and see the same batches, so they differ only by their rates
+    (a study trains several eta0 of one B as one population this way:
+    `eta` per copy in `run`).
+
     Args:
         task: a `tasks.DigitsTask` or `tasks.LinearRegressionTask`.
-        seeds: one copy per seed.
+        seeds: one copy per entry.
         epochs: the longest budget a trial will ask for.
         momentum: SGD momentum.
     """
@@ -152,10 +157,14 @@ class Population:
         self.epochs = int(epochs)
         (self.model, self._batch, self._loss,
          evaluate) = task.make(self.seeds, self.epochs)
-        starts = stack_starts(self.model, [task.initial_weights(seed)
-                                           for seed in self.seeds])
+        first = {seed: task.initial_weights(seed)
+                 for seed in dict.fromkeys(self.seeds)}
+        starts = stack_starts(self.model,
+                              [first[seed] for seed in self.seeds])
         self.copies = Copies(self.model, self._loss, momentum, starts)
         jit = is_convolutional(self.model)
+        # Called inside the loops: a trial's evaluation is part of its one
+        # call, not an eager pass after it.
         self._evaluate = tf.function(evaluate, jit_compile=jit)
         self._curve_loss = tf.function(lambda: evaluate(train=False),
                                        jit_compile=jit)
@@ -188,7 +197,7 @@ class Population:
             peak = tf.maximum(peak, tf.where(diverged, math.inf, losses))
             if tf.reduce_all(diverged):
                 break
-        return diverged, peak
+        return diverged, peak, self._evaluate()
 
     def _recorded(self, eta, batch_size, steps, warmup_steps, warmup,
                   reference_batch_size, eval_every):
@@ -216,7 +225,7 @@ class Population:
                 bigs = bigs.write(bigs.size(), big_sum / scale)
                 small_sum = big_sum = tf.zeros([copies], tf.float32)
         return (curve.stack(), smalls.stack(), bigs.stack(), diverged,
-                peak)
+                peak, self._evaluate())
 
     def _full_batch(self, eta, steps, x, y):
         for _ in tf.range(steps):
@@ -247,7 +256,8 @@ class Population:
 
     def run(self, batch_size, eta, epochs, warmup_steps=0, record=False,
             warmup="from_zero", reference_batch_size=256):
-        """Trains every copy from its start at rate `eta` and batch `B`.
+        """Trains every copy from its start at rate `eta` (a float, or one
+        per copy) and batch `B`.
 
         The first `warmup_steps` steps warm up as the training pipeline's
         schedule does for `warmup` (`rate`): the same config ramps the
@@ -277,10 +287,16 @@ class Population:
         if warmup not in schedules.WARMUPS:
             raise ValueError(f"`warmup` must be one of {schedules.WARMUPS}. "
                              f"Received: warmup={warmup!r}")
+        copies = len(self.seeds)
+        eta = np.asarray(eta, np.float64)
+        if eta.ndim > 1 or eta.size not in (1, copies):
+            raise ValueError(f"`eta` must be a number or one per copy "
+                             f"({copies}). Received: eta={eta.tolist()!r}")
         self.reset()
         steps = self.task.steps(batch_size, epochs)
-        # The warmup kind is a Python string: one trace per kind used.
-        arguments = (tf.constant(eta, tf.float32),
+        # The warmup kind is a Python string: one trace per kind used. The
+        # rate is always one per copy: one trace for scalars and vectors.
+        arguments = (tf.constant(np.broadcast_to(eta, (copies,)), tf.float32),
                      tf.constant(batch_size, tf.int32),
                      tf.constant(steps, tf.int32),
                      tf.constant(warmup_steps, tf.int32), warmup,
@@ -288,9 +304,8 @@ class Population:
         extra = {}
         if record:
             every = self.eval_every(batch_size)
-            curve, small, big, diverged, peak = self._recorder(
+            curve, small, big, diverged, peak, evaluated = self._recorder(
                 *arguments, tf.constant(every, tf.int32))
-            copies = len(self.seeds)
             extra = {"curve_steps": every * np.arange(1, len(curve) + 1),
                      "curve_eval_loss": curve.numpy().astype(
                          np.float64).reshape(-1, copies),
@@ -299,10 +314,10 @@ class Population:
                      "curve_big_sq": big.numpy().astype(
                          np.float64).reshape(-1, copies)}
         else:
-            diverged, peak = self._loop(*arguments)
+            diverged, peak, evaluated = self._loop(*arguments)
         diverged, peak = diverged.numpy(), peak.numpy().astype(np.float64)
         result = {key: value.numpy().astype(np.float64)
-                  for key, value in self._evaluate().items()}
+                  for key, value in evaluated.items()}
         diverged |= ~np.isfinite(result["eval_loss"])
         for key in ("eval_loss", "eval_error", "train_loss"):
             result[key] = np.where(diverged, np.nan, result[key])

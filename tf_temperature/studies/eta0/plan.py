@@ -35,9 +35,13 @@ OBJECTIVES = {"eval_loss": "final_eval_loss",
 # give intervals too coarse to read (Efron and Tibshirani 1993 use >= 1000
 # for percentile intervals).
 MIN_ETA0_VALUES, MIN_BATCH_SIZES, MIN_BOOTSTRAP_SAMPLES = 3, 2, 100
-# A recorded trial (the fine stage of the population runner: half-batch
-# passes, evaluations along the run) costs about this many plain ones,
-# measured at B = 8 to 256 on the digits study: 2.9-4.2. For the estimate.
+# For the time left, a trial costs its steps x (B + STEP_OVERHEAD): a
+# step costs about as much as this many more examples (the digits study,
+# each B's 19 trials x 10 seeds as one population: 6.1 s at B = 8, 2.1 s at
+# B = 256, 20 epochs). A recorded trial (the fine stage of the population
+# runner: half-batch passes, evaluations along the run) costs about
+# RECORDED_COST plain ones there: 2.1-2.8 from B = 256 to 8.
+STEP_OVERHEAD = 16
 RECORDED_COST = 3.0
 # plan.json's key for the second stage's grid (not a config field).
 FINE_KEY = "fine_eta0s"
@@ -128,6 +132,8 @@ def check_tune_config(config):
             "set tune.fine_span_octaves=0 for no second stage. Received: "
             f"tune.fine_step_octaves={tune.fine_step_octaves!r}")
     _validation.positive_integer("tune.max_trials", tune.max_trials)
+    _validation.non_negative_integer("tune.population_copies",
+                                     tune.population_copies)
     _validation.integer_in("tune.hyperband_factor", tune.hyperband_factor,
                            2, 100)
     _validation.integer_in("tune.bootstrap_samples", tune.bootstrap_samples,
@@ -205,16 +211,16 @@ def planned_settings(config):
             for e in grid for s in tune.seeds for n in budgets]
 
 
-def trial_costs(config, trials, runner, seconds=None):
+def trial_costs(config, trials, runner):
     """`(keys, costs)` of `planned_trials`: each trial's `(B, epochs,
-    stage)` and its cost for the progress lines, its seconds as timed
-    (`seconds(steps)`) or else its steps; a fine trial of a runner that
-    records its runs costs `RECORDED_COST` plain ones."""
+    stage)` and its cost for the progress lines, its steps x (B +
+    `STEP_OVERHEAD`); a fine trial of a runner that records its runs costs
+    `RECORDED_COST` plain ones."""
     first_fine = len(trials) - len(config.tune.batch_sizes) * fine_points(
         config.tune)
     keys = [(b, n, "fine" if i >= first_fine else "coarse")
             for i, (b, n) in enumerate(trials)]
-    costs = [(seconds(runner.steps(b, n)) if seconds else runner.steps(b, n))
+    costs = [runner.steps(b, n) * (b + STEP_OVERHEAD)
              * (RECORDED_COST if stage == "fine" and runner.records else 1.0)
              for b, n, stage in keys]
     return keys, costs

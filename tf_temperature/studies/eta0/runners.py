@@ -5,8 +5,11 @@ Both give, for one `(B, eta0, epochs)`, one dict per seed: `seed`,
 `value` (the objective, None or non-finite if it diverged),
 `final_train_loss`, `peak_train_loss`, `diverged` and `steps`.
 
-* `PopulationRunner`: the seeds as one population in one compiled graph,
-  traced once for the whole study (`population`, `tasks`).
+* `PopulationRunner`: the seeds as one population in one compiled graph
+  (`population`, `tasks`); the trials of one B that the search will ask
+  for (`expect`) train together, every eta0 and seed a copy with its own
+  rate: one call per B (or per chunk of `tune.population_copies`
+  copies).
 * `TrainerRunner`: one `trainer.train_and_evaluate` run per seed, each in
   its own workdir under the trial's, resumable from its checkpoints.
 """
@@ -45,7 +48,14 @@ class PopulationRunner:
             tf.config.experimental.enable_op_determinism()
         self.num_classes = getattr(self.task, "num_classes", 0)
         self.seeds = tuple(int(s) for s in self.tune.seeds)
-        self._population = None
+        # Copies per call: whole trials of the seeds, at least one.
+        copies = int(self.tune.population_copies)
+        self.group_size = (max(copies // len(self.seeds), 1) if copies
+                           else None)
+        self._populations = {}  # Trials per call -> its Population.
+        self._chunks = {}  # (B, eta0, epochs, record) -> its chunk's eta0s.
+        self._done = {}  # (B, eta0, epochs, record) -> (rows, seconds).
+        self.last_seconds = 0.0
 
     def steps(self, batch, epochs):
         """Steps of one seed at `B` for `epochs`."""
@@ -54,56 +64,85 @@ class PopulationRunner:
     # The fine stage's trials record each seed's run (`trajectory`).
     records = True
 
-    @property
-    def population(self):
-        """The study's `population.Population`, built on first use."""
-        if self._population is None:
-            self._population = population.Population(
-                self.task, self.seeds, self.tune.epochs,
+    def population(self, trials=1):
+        """The `population.Population` of `trials` trials' seeds (copy
+        `t S + s` is seed `s` of trial `t`), built on first use."""
+        if trials not in self._populations:
+            self._populations[trials] = population.Population(
+                self.task, self.seeds * trials, self.tune.epochs,
                 self.config.optimizer.momentum)
-        return self._population
+        return self._populations[trials]
+
+    def expect(self, trials, epochs, record=False):
+        """Says which trials the search will ask for, `(B, eta0)` pairs in
+        its order, so that each B's train together: its eta0 values in
+        chunks of at most `tune.population_copies` copies (all of them by
+        default), one copy per eta0 and seed, each at its own rate. The
+        first trial asked for trains its chunk; the others of the chunk
+        are then served from memory.
+
+        A copy's path does not depend on the other copies' weights or
+        rates (`population.Copies`), but at a rate that is not a power of
+        two its last bit can depend on its place in the population; the
+        chunks are fixed by the plan, whatever ran before, so that a
+        resumed search trains every trial bit for bit as an uninterrupted
+        one."""
+        planned = {}
+        for batch, eta0 in trials:
+            planned.setdefault(int(batch), []).append(float(eta0))
+        size = self.group_size or max(map(len, planned.values()), default=1)
+        for batch, eta0s in planned.items():
+            for start in range(0, len(eta0s), size):
+                chunk = tuple(eta0s[start:start + size])
+                for eta0 in chunk:
+                    self._chunks[(batch, eta0, int(epochs),
+                                  bool(record))] = chunk
 
     def run(self, directory, batch, eta0, epochs, record=False):
-        """Trains the seeds at `(B, eta0)`; `directory` is not used. With
-        `record`, each seed's dict has its `trajectory`: the evaluation
-        steps, `eval_loss` there and the mean squared gradient norms of
-        the halves (`small_sq`) and the whole batch (`big_sq`) since the
-        previous evaluation, rounded to 7 digits."""
+        """Trains the seeds at `(B, eta0)` (with the rest of its chunk,
+        `expect`); `directory` is not used. With `record`, each
+        seed's dict has its `trajectory`: the evaluation steps,
+        `eval_loss` there and the mean squared gradient norms of the
+        halves (`small_sq`) and the whole batch (`big_sq`) since the
+        previous evaluation, rounded to 7 digits. `last_seconds` is then
+        this trial's share of its chunk's time."""
         del directory
-        opt = self.config.optimizer
-        result = self.population.run(
-            batch, batch * eta0, epochs, opt.warmup_steps, record=record,
-            warmup=opt.warmup, reference_batch_size=opt.reference_batch_size)
-        blew_up = self.task.blew_up(result)
-        seeds = [{"seed": seed, "value": result[self.tune.objective][i],
-                  "final_train_loss": result["train_loss"][i],
-                  "peak_train_loss": result["peak_train_loss"][i],
-                  "diverged": bool(blew_up[i]), "steps": result["steps"]}
-                 for i, seed in enumerate(self.seeds)]
-        if record:
-            for i, seed in enumerate(seeds):
-                seed["trajectory"] = {"steps": [
-                    int(s) for s in result["curve_steps"]], **{
-                    key: [float(f"{v:.7g}") for v in
-                          result[f"curve_{key}"][:, i]]
-                    for key in ("eval_loss", "small_sq", "big_sq")}}
+        key = (int(batch), float(eta0), int(epochs), bool(record))
+        if key not in self._done:
+            self._train(key[0], self._chunks.get(key, (key[1],)), key[2],
+                        key[3])
+        seeds, self.last_seconds = self._done.pop(key)
         return seeds
 
-    def trial_seconds(self, batch_sizes, eta0, epochs):
-        """`f(steps)`: a trial's seconds, a line `c0 + c1 steps` through
-        two timed trials, at the smallest and the largest B (after a
-        first run traced the loop)."""
-        self.run(None, max(batch_sizes), eta0, 1)
-        points = []
-        for batch in (min(batch_sizes), max(batch_sizes)):
-            started = time.perf_counter()
-            steps = self.run(None, batch, eta0, epochs)[0]["steps"]
-            points.append((steps, time.perf_counter() - started))
-        (s0, t0), (s1, t1) = points
-        per_step = max((t0 - t1) / (s0 - s1), 0.0) if s0 != s1 else (
-            t0 / max(s0, 1))
-        fixed = max(t1 - per_step * s1, 0.0)
-        return lambda steps: fixed + per_step * steps
+    def _train(self, batch, eta0s, epochs, record):
+        """Trains the trials of `eta0s` at `B` as one population; keeps
+        each trial's rows and its share of the time."""
+        started = time.perf_counter()
+        opt = self.config.optimizer
+        pop = self.population(len(eta0s))
+        copies = len(self.seeds)
+        result = pop.run(
+            batch, [batch * e for e in eta0s for _ in self.seeds], epochs,
+            opt.warmup_steps, record=record, warmup=opt.warmup,
+            reference_batch_size=opt.reference_batch_size)
+        blew_up = self.task.blew_up(result)
+        share = (time.perf_counter() - started) / len(eta0s)
+        for t, eta0 in enumerate(eta0s):
+            seeds = []
+            for i, seed in enumerate(self.seeds):
+                c = t * copies + i
+                row = {"seed": seed, "value": result[self.tune.objective][c],
+                       "final_train_loss": result["train_loss"][c],
+                       "peak_train_loss": result["peak_train_loss"][c],
+                       "diverged": bool(blew_up[c]), "steps": result["steps"]}
+                if record:
+                    row["trajectory"] = {"steps": [
+                        int(s) for s in result["curve_steps"]], **{
+                        name: [float(f"{v:.7g}") for v in
+                               result[f"curve_{name}"][:, c]]
+                        for name in ("eval_loss", "small_sq", "big_sq")}}
+                seeds.append(row)
+            self._done[(batch, eta0, epochs, bool(record))] = (seeds, share)
 
     def report_hooks(self, mode, trajectories):
         """`scaling_report.write_report`'s `critical` and `cold` for this
@@ -130,8 +169,8 @@ class PopulationRunner:
         finite training set), else None."""
         if self.task.training_examples is None:
             return None
-        return controls.cold_end(self.population, trials, self.tune.epochs,
-                                 self.tune.objective)
+        return controls.cold_end(self.population(), trials,
+                                 self.tune.epochs, self.tune.objective)
 
     def known_answer(self, batch_sizes, grid):
         """`{B: closed-form best eta0}` where the task has one, else None."""
@@ -159,6 +198,7 @@ class TrainerRunner:
         plan.check_trials(self.setup, config, self.source)
         self.num_classes = self.source.num_classes
         self.seeds = tuple(int(s) for s in self.tune.seeds)
+        self.last_seconds = 0.0  # The last trial's time (`run`).
 
     def steps(self, batch, epochs):
         """Steps of one seed at `B` for `epochs` (whole batches)."""
@@ -171,7 +211,7 @@ class TrainerRunner:
         """Trains (or resumes) each seed in `directory/seed_S` (`record` is
         not used: the trainer's runs keep their own metrics)."""
         del record
-        rows = []
+        rows, started = [], time.perf_counter()
         for seed in self.seeds:
             config = plan.trial_config(self.config, batch, eta0, seed, epochs)
             run_dir = io.join(directory, f"seed_{seed}")
@@ -192,11 +232,12 @@ class TrainerRunner:
                 "peak_train_loss": math.nan,
                 "diverged": bool(summary["diverged"]),
                 "steps": self.steps(batch, epochs)})
+        self.last_seconds = time.perf_counter() - started
         return rows
 
-    def trial_seconds(self, batch_sizes, eta0, epochs):
-        """None: the estimate comes from the first trial."""
-        del batch_sizes, eta0, epochs
+    def expect(self, trials, epochs, record=False):
+        """Not used: each seed's run is its own."""
+        del trials, epochs, record
 
     def known_answer(self, batch_sizes, grid):
         """None: a training config has no closed form."""

@@ -121,10 +121,10 @@ class Search:
         epochs = int(values.get("tuner/epochs", self.tune.epochs))
         directory = io.join(self.workdir, "trials", project,
                             f"trial_{trial_id}")
-        started = time.perf_counter()
         seeds = self.runner.run(directory, batch, eta0, epochs,
                                 record=stage == "fine")
-        wall = round(time.perf_counter() - started, 3)
+        # The trial's share of its call (a B's trials train as one).
+        wall = round(self.runner.last_seconds, 3)
         record = records.write(directory, records.trial_record(
             f"{project}/{trial_id}", mode, batch, eta0, epochs, seeds, wall,
             self.worst, stage), seeds)
@@ -150,6 +150,12 @@ class Search:
         combinations = [{"batch_size": int(b), "eta0": float(e)}
                         for b in batch_sizes for e in per_batch[b]]
         self._planned += [{**c, "stage": stage} for c in combinations]
+        # Each B's trials train together; a parallel search's workers
+        # each take the oracle's next trial alone.
+        if not os.environ.get("KERASTUNER_ORACLE_IP"):
+            self.runner.expect([(c["batch_size"], c["eta0"])
+                                for c in combinations],
+                               self.tune.epochs, record=stage == "fine")
         every = sorted({float(e) for b in batch_sizes for e in per_batch[b]})
         oracle = driver.GridOracle(
             driver.objective(), driver.hyperparameters(batch_sizes, every),
@@ -218,17 +224,10 @@ class Search:
                              len(trials)))
         if done:
             self.print_fn(resume_line(self.workdir, done, len(trials)))
-        serves = os.environ.get("KERASTUNER_ORACLE_IP") and not _is_worker()
-        seconds = (self.runner.trial_seconds(self.batch_sizes, self.grid[0],
-                                             self.tune.epochs)
-                   if done < len(trials) and not serves else None)
-        keys, costs = plan.trial_costs(self.config, trials, self.runner,
-                                       seconds)
+        # The time left comes from the trials run so far (no extra ones).
+        keys, costs = plan.trial_costs(self.config, trials, self.runner)
         self._costs = dict(zip(keys, costs, strict=True))
         self.progress = progress.Progress(costs, done, self.print_fn)
-        if seconds:
-            self.print_fn("estimated time: " + progress.duration(
-                sum(costs[done:])) + " (from two timed trials)")
 
     def _run(self):
         if not _is_worker():
