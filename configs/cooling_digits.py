@@ -28,6 +28,10 @@ def get_config():
     """Returns the cooling experiment configuration."""
     config = tune_digits.get_config()
     del config["tune"]
+    # One op thread pool of each kind: its runs are small trainer runs,
+    # where TensorFlow's default pools oversubscribe 2 cores (BUILD_NOTES).
+    config.intra_op_threads = 1
+    config.inter_op_threads = 1
     config.batch_size = 16
     config.num_epochs = 30
     config.optimizer.eta0 = 0.02  # eta = 0.32 at B = 16.

@@ -11,11 +11,12 @@ the warmup, for 20 epochs of the same 1,024 training digits at every B
 median of the final loss on the other 773 digits. 6 batch sizes (8 to 256)
 x 19 eta0 (2^-11 to 2^-2, sqrt(2) apart: from clearly cold to blowing up)
 = 114 trials, then 9 eta0 2^(1/8) apart around each B's coarse optimum = 54
-more, whose runs are recorded for the critical batch size: 1 min 46 s on 2
-cores (AVX-512). Writes the report files (README lists them) and prints the
-table, the slope of log(best eta) against log(B) and the two ranges' slopes
-with their bootstrap intervals, the critical batch size and the cold-end
-control. README quotes the measured run.
+more, whose runs are recorded for the critical batch size; each B's trials
+train as one population: 50-54 s on 2 cores (AVX-512). Writes the report
+files (README lists them) and prints the table, the slope of log(best eta)
+against log(B) and the two ranges' slopes with their bootstrap intervals,
+the critical batch size and the cold-end control. README quotes the
+measured run.
 """
 
 import ml_collections
@@ -43,10 +44,11 @@ def get_config():
     config.optimizer.warmup_steps = 0
     # 773 evaluation digits, 1,024 training digits: every B below divides.
     config.dataset.validation_fraction = 0.43
-    # One op thread pool of each kind: 1.8 times faster than TensorFlow's
-    # default pools on 2 cores for these tiny ops (docs/PERFORMANCE.md).
-    config.intra_op_threads = 1
-    config.inter_op_threads = 1
+    # TensorFlow's default thread pools: with a B's 19 trials x 10 seeds in
+    # one population the ops are big enough to share (one pool of each kind
+    # was faster when each trial was its own call; docs/PERFORMANCE.md).
+    config.intra_op_threads = 0
+    config.inter_op_threads = 0
 
     config.tune = ml_collections.ConfigDict()
     # "grid", "bayesian" or "hyperband" (per batch size), or "transfer".

@@ -40,10 +40,12 @@ def test_alternate_reports_each_sides_cores_busy_and_cpu_per_step():
     results = parts.alternate({"spin": Spin(), "sleep": Sleep()}, 20, 2,
                               usage)
     assert results == {"spin": [1.0, 1.0], "sleep": [1.0, 1.0]}
+    # Busy is CPU over wall time: a loaded machine (other tests beside
+    # it) lowers the spinner's share of its core, never its CPU per step.
     for busy, cpu_ms in usage["spin"]:
-        assert 0.5 < busy <= 1.05 and 1.9 < cpu_ms < 3.0
+        assert 0.35 < busy <= 1.05 and 1.9 < cpu_ms < 3.0
     for busy, cpu_ms in usage["sleep"]:
-        assert busy < 0.3 and cpu_ms < 0.5
+        assert busy < 0.2 and cpu_ms < 0.5
 
 
 def test_forward_macs_match_the_published_resnet_counts():
@@ -208,6 +210,45 @@ def test_benchmark_study_suite_times_the_engine_against_the_trainer(
     assert len(steps) == 3 and steps.gt(0).all()
 
 
+def test_the_jax_study_trains_as_the_population_engine():
+    # tools/jax_study.py is the yard stick for the study's speed: the same
+    # work. From the engine's starts, data and orders, its copies end where
+    # the engine's do, and its recorded runs read the same curves and
+    # gradient norms (to float32 rounding; the op order differs).
+    pytest.importorskip("jax", reason="tools/jax_study.py needs JAX (the "
+                        "jax extra)")
+    from conftest import override
+
+    from configs import tune_digits
+    from tf_temperature.studies.eta0 import runners
+
+    jax_study = load_tool("jax_study")
+    runner = runners.PopulationRunner(override(tune_digits.get_config(), {
+        "tune.epochs": 2, "tune.seeds": (0, 3)}))
+    task = runner.task
+    first = tuple(np.stack(w) for w in zip(*[
+        task.initial_weights(seed) for seed in (0, 3)], strict=True))
+    train = jax_study.build(task.x_train, task.y_train, task.x_eval,
+                            task.y_eval, first, epochs=2, seeds=(0, 3))
+    eta0s = (2.0**-8, 2.0**-6)
+    for recorded in (False, True):
+        eta = [64 * e for e in eta0s for _ in (0, 3)]
+        found = train(64, eta, [0, 1, 0, 1], recorded)
+        runner.expect([(64, e) for e in eta0s], 2, recorded)
+        rows = [row for e in eta0s
+                for row in runner.run(None, 64, e, 2, recorded)]
+        np.testing.assert_allclose(found[0], [r["value"] for r in rows],
+                                   rtol=1e-4)
+        np.testing.assert_allclose(
+            found[2], [r["final_train_loss"] for r in rows], rtol=1e-4)
+        if recorded:
+            for i, key in enumerate(("eval_loss", "small_sq", "big_sq")):
+                np.testing.assert_allclose(
+                    found[4 + i], [r["trajectory"][key] for r in rows],
+                    rtol=1e-3, err_msg=key)
+    assert train.compile_seconds > 0
+
+
 def run_tool(name, *flags, cwd):
     import subprocess
     import sys
@@ -279,3 +320,19 @@ def test_coverage_tool_prints_the_table_and_writes_only_where_told(tmp_path):
     assert bad.stderr.strip().splitlines()[-1] == (
         "error: `--sets` must be an integer >= 1. Received: --sets=0")
     assert sorted(p.name for p in here.iterdir()) == ["out"]
+
+
+def test_study_flop_counts_training_evaluations_and_the_final_pass():
+    # The FLOP limit's numerator for `--suites=jax`: per copy (one row of
+    # trials.csv) 6 x MACs per training example, plus 2 x MACs per example
+    # evaluated (a fine copy 4 times per epoch, every copy once at the end).
+    import pandas as pd
+
+    parts = load_tool("benchmark_parts")
+    macs = 64 * 64 + 64 * 10
+    trials = pd.DataFrame({"steps": [2560, 80], "batch_size": [8, 256],
+                           "stage": ["coarse", "fine"]})
+    final = 2 * macs * (1024 + 773)
+    want = (6 * macs * 20480 + final) + (
+        6 * macs * 20480 + 2 * macs * 773 * 80 + final)
+    assert parts.study_flop(trials) == want

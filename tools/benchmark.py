@@ -41,6 +41,12 @@ Suites (`--suites`, comma-separated):
   and a bad flag (each a fresh `python -m pipelines.train` process, which
   parses its flags before TensorFlow loads), against `python -c "import
   tensorflow"` alone; alternated, median over the repeats.
+* `jax`: the default study (`python -m pipelines.tune`) against the same
+  work written in plain JAX (`tools/jax_study.py`), each a fresh process,
+  alternated: whole-process seconds, the seconds spent training (the
+  study's trials' own times; the JAX script's after its data are ready),
+  and the FLOP limit: the study's FLOP (`benchmark_parts.study_flop`) at
+  this machine's measured float32 peak.
 * `accelerator`: ResNet-50, synthetic ImageNet data, mixed_bfloat16, XLA,
   B = 256 per GPU; images/sec and model FLOP utilization (4.1 GMAC forward
   per image, x3 for training, 2 FLOP per MAC). Skips without a GPU.
@@ -72,6 +78,7 @@ from benchmark_parts import (
     markdown,
     matmul_peak,
     row,
+    study_flop,
     study_suite,
     time_dataset,
 )
@@ -84,7 +91,7 @@ _OUTPUT = flags.DEFINE_string("output_dir", None, "Where the CSV and the "
 _SUITES = flags.DEFINE_list("suites", ["trainer", "knobs", "input", "memory",
                                        "study", "startup"],
                             "trainer, knobs, input, memory, study, startup, "
-                            "accelerator.")
+                            "jax, accelerator.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per variant.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps per ResNet-20 repeat.")
 _R50_STEPS = flags.DEFINE_integer("r50_steps", 2, "Steps per ResNet-50 "
@@ -277,6 +284,44 @@ def suite_study(repeats):
     return study_suite(_STUDY_SEEDS.value, _STUDY_EPOCHS.value)
 
 
+def suite_jax(repeats):
+    import pandas as pd
+
+    peak = matmul_peak()
+    names = ("pipelines.tune (default study)", "tools/jax_study.py")
+    whole = {name: [] for name in names}
+    training = {name: [] for name in names}
+    flop = None
+    for _ in range(repeats):
+        scratch = tempfile.mkdtemp(prefix="bench_jax_")
+        for name, command in zip(names, (
+                ["-m", "pipelines.tune", f"--workdir={scratch}/study"],
+                ["tools/jax_study.py", f"--output={scratch}/jax.json"]),
+                strict=True):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, *command], cwd=ROOT,
+                           capture_output=True, check=True)
+            whole[name].append(time.perf_counter() - started)
+        trials = pd.read_csv(os.path.join(scratch, "study", "trials.csv"))
+        flop = study_flop(trials)
+        # A trial's wall_time is on each of its seeds' rows.
+        training[names[0]].append(trials.drop_duplicates(
+            ["mode", "trial"])["wall_time"].sum())
+        with open(os.path.join(scratch, "jax.json")) as file:
+            training[names[1]].append(json.load(file)["training_seconds"])
+    limit = flop / peak
+    return [{"suite": "jax", "variant": "peak float32 matmul (2048x2048, "
+             "all threads)", "peak_gflops": peak / 1e9}] + [
+            {"suite": "jax", "variant": name,
+             "process_seconds": statistics.median(whole[name]),
+             "min": min(whole[name]), "max": max(whole[name]),
+             "repeats": repeats,
+             "training_seconds": statistics.median(training[name]),
+             "flop": flop, "flop_limit_seconds": limit,
+             "above_limit": statistics.median(training[name]) / limit}
+            for name in names]
+
+
 def suite_memory():
     rows = []
     for model, batch, size, steps in (("resnet20", 128, 32, 5),
@@ -371,7 +416,7 @@ def main(argv):
                   f"Received: {flag.value}", file=sys.stderr)
             return 2
     known = {"trainer", "knobs", "input", "memory", "study", "startup",
-             "accelerator"}
+             "jax", "accelerator"}
     unknown = set(_SUITES.value) - known
     if unknown:
         print(f"error: `--suites` must be among {', '.join(sorted(known))}."
@@ -392,7 +437,7 @@ def main(argv):
     # weigh the suites for the time left, which then follows this
     # machine's pace.
     typical = {"trainer": 80, "knobs": 70, "input": 30, "memory": 66,
-               "study": 178, "startup": 25, "accelerator": 120}
+               "study": 178, "startup": 25, "jax": 400, "accelerator": 120}
     costs = [typical[suite] for suite in suites]
     print(f"benchmark: {len(suites)} suite(s) {', '.join(suites)}, "
           f"{_REPEATS.value} repeat(s); about "
@@ -414,6 +459,8 @@ def main(argv):
             rows += suite_study(_REPEATS.value)
         elif suite == "startup":
             rows += suite_startup(_REPEATS.value)
+        elif suite == "jax":
+            rows += suite_jax(_REPEATS.value)
         else:
             result = child("accelerator", {})
             print(json.dumps(result, indent=1))

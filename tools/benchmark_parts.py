@@ -265,6 +265,14 @@ def markdown(rows):
                           f"{r['seconds_per_seed_trial']:.3f} s per seed "
                           f"and trial, {r['speedup']:.1f}x the first"])
             continue
+        if "training_seconds" in r:
+            table.append([r["suite"], r["variant"],
+                          f"{r['process_seconds']:.1f} s", f"{r['min']:.1f}",
+                          f"{r['max']:.1f}",
+                          f"whole process; training {r['training_seconds']:.1f}"
+                          f" s, {r['above_limit']:.1f}x the FLOP limit "
+                          f"{r['flop_limit_seconds']:.1f} s"])
+            continue
         if "process_seconds" in r:
             table.append([r["suite"], r["variant"],
                           f"{r['process_seconds']:.2f} s", f"{r['min']:.2f}",
@@ -453,3 +461,24 @@ def study_suite(seeds, epochs):
         rows.append({"suite": "study", "variant": f"10 copies of a 7-conv "
                      f"CNN, B=32: {name}", "ms_per_step": ms})
     return rows
+
+
+# The digits perceptron of the default study: 64 -> 64 -> 10.
+STUDY_MACS = 64 * 64 + 64 * 10
+
+
+def study_flop(trials, train_examples=1024, eval_examples=773,
+               evals_per_epoch=4):
+    """FLOP of the default study's trials (`trials.csv`, one row per copy):
+    training 6 x MACs per example; a recorded (fine) copy also evaluates
+    `evals_per_epoch` times per epoch; every copy ends with one pass over
+    both splits (2 x MACs per example)."""
+    flop = 0.0
+    for row in trials.itertuples():
+        flop += 6 * STUDY_MACS * row.steps * row.batch_size
+        per_epoch = train_examples // row.batch_size
+        if row.stage == "fine":
+            evals = row.steps // max(1, per_epoch // evals_per_epoch)
+            flop += 2 * STUDY_MACS * eval_examples * evals
+        flop += 2 * STUDY_MACS * (train_examples + eval_examples)
+    return flop

@@ -23,10 +23,11 @@ It does the work of `python -m pipelines.tune` with the default config
   the whole batch's, the noise scale's inputs) and the evaluation loss 4
   times per epoch, as the study records them.
 
-Prints each B's best eta0 of both stages, the seconds spent training and the
-whole process's; `--output` also writes them as JSON. `python
-tools/benchmark.py --suites=jax` times this script against `pipelines.tune`
-as whole processes, alternated.
+Prints each B's best eta0 of both stages, the seconds spent training (XLA's
+compilations included, and counted apart) and the whole process's;
+`--output` also writes them as JSON. `python tools/benchmark.py
+--suites=jax` times this script against `pipelines.tune` as whole
+processes, alternated.
 """
 
 import argparse
@@ -77,20 +78,24 @@ def starts(seeds):
     return tuple(np.stack(p) for p in zip(*params, strict=True))
 
 
-def build(x_train, y_train, x_eval, y_eval):
-    """`train(B, eta [C], copies_seed [C], recorded)`: one jitted call per
-    B and stage over C copies."""
+def build(x_train, y_train, x_eval, y_eval, first=None, epochs=EPOCHS,
+          seeds=SEEDS):
+    """`train(B, eta [C], seed_index [C], recorded)`: one jitted call per
+    B and stage over C copies, copy `c` from seed `seeds[seed_index[c]]`'s
+    start (`first`, stacked `(w1, b1, w2, b2)`; default `starts`) and
+    data order."""
     import jax
     import jax.numpy as jnp
 
     n = len(y_train)
     orders = np.stack([np.concatenate([
         np.random.default_rng([seed, epoch]).permutation(n)
-        for epoch in range(EPOCHS)]) for seed in SEEDS])  # [S, E N]
+        for epoch in range(epochs)]) for seed in seeds])  # [S, E N]
     x_train, y_train = jnp.asarray(x_train), jnp.asarray(y_train)
     x_eval, y_eval = jnp.asarray(x_eval), jnp.asarray(y_eval)
     orders = jnp.asarray(orders, jnp.int32)
-    first = tuple(jnp.asarray(p) for p in starts(SEEDS))
+    first = tuple(jnp.asarray(p) for p in (
+        starts(seeds) if first is None else first))
 
     def loss(params, x, y):
         w1, b1, w2, b2 = params
@@ -113,7 +118,7 @@ def build(x_train, y_train, x_eval, y_eval):
     def one_copy(eta, seed, batch, recorded):
         params = tuple(p[seed] for p in first)
         order = orders[seed]
-        steps = EPOCHS * (n // batch)
+        steps = epochs * (n // batch)
 
         def step(carry, t):
             params, peak = carry
@@ -155,14 +160,20 @@ def build(x_train, y_train, x_eval, y_eval):
     compiled = {}
 
     def train(batch, eta, seed, recorded):
-        key = (batch, recorded)
+        """Each copy's `(eval_loss, eval_error, train_loss, peak, ...)`;
+        `train.compile_seconds` adds up XLA's compilations."""
+        eta, seed = (jnp.asarray(eta, jnp.float32),
+                     jnp.asarray(seed, jnp.int32))
+        key = (batch, recorded, len(eta))
         if key not in compiled:
+            started = time.perf_counter()
             compiled[key] = jax.jit(jax.vmap(
-                lambda e, s: one_copy(e, s, batch, recorded)))
-        out = compiled[key](jnp.asarray(eta, jnp.float32),
-                            jnp.asarray(seed, jnp.int32))
-        return [np.asarray(o) for o in out]
+                lambda e, s: one_copy(e, s, batch, recorded))).lower(
+                    eta, seed).compile()
+            train.compile_seconds += time.perf_counter() - started
+        return [np.asarray(o) for o in compiled[key](eta, seed)]
 
+    train.compile_seconds = 0.0
     return train
 
 
@@ -203,12 +214,14 @@ def main():
             stage = "fine_best" if recorded else "coarse_best"
             result[stage][batch] = best(eta0s, out[0], out[3])
     result["training_seconds"] = time.perf_counter() - trained
+    result["compile_seconds"] = train.compile_seconds
     result["whole_seconds"] = time.perf_counter() - STARTED
     for batch in BATCH_SIZES:
         print(f"B={batch:<4d} best eta0: coarse "
               f"{result['coarse_best'][batch]:.3g}, fine "
               f"{result['fine_best'][batch]:.3g}")
-    print(f"training {result['training_seconds']:.1f} s, whole process "
+    print(f"training {result['training_seconds']:.1f} s (compiling "
+          f"{result['compile_seconds']:.1f} s of it), whole process "
           f"{result['whole_seconds']:.1f} s (from the first import)")
     if args.output:
         with open(args.output, "w") as f:
