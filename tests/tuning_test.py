@@ -371,11 +371,16 @@ def test_a_batch_sizes_trials_train_as_one_population_and_resume_exactly():
                                    values(found[trial]), rtol=2e-6)
     assert set(alone._populations) == {1}
     # A resumed search asks only for the trials not done: they train in
-    # their planned chunk, bit for bit as in the uninterrupted run.
+    # their planned chunk, bit for bit as in the uninterrupted run, and
+    # share its time; the done ones are neither kept nor timed.
     resumed = grouped_runner()
-    resumed.expect(GROUPED, 1)
+    resumed.expect(GROUPED, 1, done=GROUPED[:4])
+    times = []
     for trial in GROUPED[4:]:
         assert resumed.run(None, *trial, 1) == found[trial]
+        times.append(resumed.last_seconds)
+    assert not resumed._done  # (64, 0.002), done before, was not kept.
+    assert times[0] == times[1] > 0  # Its chunk's time over the two.
     # tune.population_copies bounds a call: 2 trials of 2 seeds, then 1.
     bounded = grouped_runner(**{"tune.population_copies": 5})
     bounded.expect(GROUPED, 1)

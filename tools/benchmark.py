@@ -285,8 +285,15 @@ def suite_study(repeats):
 
 
 def suite_jax(repeats):
+    import importlib.util
+    import shutil
+
     import pandas as pd
 
+    if importlib.util.find_spec("jax") is None:
+        print("jax: skipped (tools/jax_study.py needs JAX: pip install -e "
+              "'.[jax]')")
+        return []
     peak = matmul_peak()
     names = ("pipelines.tune (default study)", "tools/jax_study.py")
     whole = {name: [] for name in names}
@@ -309,6 +316,7 @@ def suite_jax(repeats):
             ["mode", "trial"])["wall_time"].sum())
         with open(os.path.join(scratch, "jax.json")) as file:
             training[names[1]].append(json.load(file)["training_seconds"])
+        shutil.rmtree(scratch, ignore_errors=True)
     limit = flop / peak
     return [{"suite": "jax", "variant": "peak float32 matmul (2048x2048, "
              "all threads)", "peak_gflops": peak / 1e9}] + [

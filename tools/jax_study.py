@@ -16,16 +16,19 @@ It does the work of `python -m pipelines.tune` with the default config
 * the same data orders (seed `s`, epoch `e`: `default_rng([s, e])`) and
   budget (20 epochs at every B), plain SGD at `eta = B * eta0`;
 * the coarse stage: 19 eta0 from 2^-11 to 2^-2 x 10 seeds at each of the 6
-  B, every eta0 and seed one copy of a `vmap`, `lax.scan` over the steps,
-  one `jit` per B and stage;
+  B, one copy of a `vmap` per seed, one call per trial (`--vmap=seeds`,
+  the default and the faster here; `--vmap=trials`: every eta0 and seed of
+  a B in one call), `lax.scan` over the steps, one `jit` per B and stage;
 * the fine stage: 9 eta0 2^(1/8) apart around each B's coarse best seed
   median, each step as two half-batch gradients (their squared norms and
   the whole batch's, the noise scale's inputs) and the evaluation loss 4
   times per epoch, as the study records them.
 
-Prints each B's best eta0 of both stages, the seconds spent training (XLA's
-compilations included, and counted apart) and the whole process's;
-`--output` also writes them as JSON. `python tools/benchmark.py
+Not done here: the study's statistics (bootstrap, the smoothed optimum: the
+fine grid is centred on the raw argmin), its cold-end control and its
+files. Prints each B's best eta0 of both stages, the seconds spent
+training (XLA's compilations included, and counted apart) and the whole
+process's; `--output` also writes them as JSON. `python tools/benchmark.py
 --suites=jax` times this script against `pipelines.tune` as whole
 processes, alternated.
 """
@@ -146,6 +149,7 @@ def build(x_train, y_train, x_eval, y_eval, first=None, epochs=EPOCHS,
             (params, peak), _ = jax.lax.scan(step, carry, jnp.arange(steps))
             return (*evaluate(params), peak)
         every = max(1, (n // batch) // EVALS_PER_EPOCH)
+        assert steps % every == 0, "an evaluation interval per epoch part"
 
         def interval(carry, k):
             carry, (small, big) = jax.lax.scan(

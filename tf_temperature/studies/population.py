@@ -18,9 +18,10 @@ to float32 rounding for the perceptron, the plain CNN and the ResNet).
 The copies' models (copy-axis layers, the perceptron, the plain CNN and
 the ResNet as populations) are in `copy_models`.
 
-One loop is traced once for the whole study: `B`, `eta`, the number of
-steps and the warmup are tensors, and a trial re-initializes the weights
-and the optimizer state in place.
+A population's loop is traced once: `B`, `eta` (one per copy), the number
+of steps and the warmup are tensors, and a run re-initializes the weights
+and the optimizer state in place (a study builds one population per
+number of trials it trains together: the runners' `PopulationRunner`).
 
 The tasks (data, loss, evaluation) are in `tasks`.
 """

@@ -54,6 +54,7 @@ class PopulationRunner:
                            else None)
         self._populations = {}  # Trials per call -> its Population.
         self._chunks = {}  # (B, eta0, epochs, record) -> its chunk's eta0s.
+        self._finished = set()  # Keys an earlier run recorded.
         self._done = {}  # (B, eta0, epochs, record) -> (rows, seconds).
         self.last_seconds = 0.0
 
@@ -73,10 +74,10 @@ class PopulationRunner:
                 self.config.optimizer.momentum)
         return self._populations[trials]
 
-    def expect(self, trials, epochs, record=False):
-        """Says which trials the search will ask for, `(B, eta0)` pairs in
-        its order, so that each B's train together: its eta0 values in
-        chunks of at most `tune.population_copies` copies (all of them by
+    def expect(self, trials, epochs, record=False, done=()):
+        """Says which trials the search plans, `(B, eta0)` pairs in its
+        order, so that each B's train together: its eta0 values in chunks
+        of at most `tune.population_copies` copies (all of them by
         default), one copy per eta0 and seed, each at its own rate. The
         first trial asked for trains its chunk; the others of the chunk
         are then served from memory.
@@ -85,8 +86,12 @@ class PopulationRunner:
         rates (`population.Copies`), but at a rate that is not a power of
         two its last bit can depend on its place in the population; the
         chunks are fixed by the plan, whatever ran before, so that a
-        resumed search trains every trial bit for bit as an uninterrupted
-        one."""
+        resumed search (with the same `tune.population_copies` and
+        threads) trains every trial bit for bit as an uninterrupted one.
+        The trials of `done` (recorded by an earlier run) still train in
+        their chunks, but are neither kept nor timed."""
+        self._finished.update((int(b), float(e), int(epochs), bool(record))
+                              for b, e in done)
         planned = {}
         for batch, eta0 in trials:
             planned.setdefault(int(batch), []).append(float(eta0))
@@ -108,6 +113,7 @@ class PopulationRunner:
         this trial's share of its chunk's time."""
         del directory
         key = (int(batch), float(eta0), int(epochs), bool(record))
+        self._finished.discard(key)  # Asked again: run and keep it.
         if key not in self._done:
             self._train(key[0], self._chunks.get(key, (key[1],)), key[2],
                         key[3])
@@ -126,8 +132,12 @@ class PopulationRunner:
             opt.warmup_steps, record=record, warmup=opt.warmup,
             reference_batch_size=opt.reference_batch_size)
         blew_up = self.task.blew_up(result)
-        share = (time.perf_counter() - started) / len(eta0s)
-        for t, eta0 in enumerate(eta0s):
+        keys = [(batch, eta0, epochs, bool(record)) for eta0 in eta0s]
+        share = (time.perf_counter() - started) / max(
+            sum(key not in self._finished for key in keys), 1)
+        for t, key in enumerate(keys):
+            if key in self._finished:
+                continue
             seeds = []
             for i, seed in enumerate(self.seeds):
                 c = t * copies + i
@@ -142,7 +152,7 @@ class PopulationRunner:
                                result[f"curve_{name}"][:, c]]
                         for name in ("eval_loss", "small_sq", "big_sq")}}
                 seeds.append(row)
-            self._done[(batch, eta0, epochs, bool(record))] = (seeds, share)
+            self._done[key] = (seeds, share)
 
     def report_hooks(self, mode, trajectories):
         """`scaling_report.write_report`'s `critical` and `cold` for this
@@ -235,9 +245,9 @@ class TrainerRunner:
         self.last_seconds = time.perf_counter() - started
         return rows
 
-    def expect(self, trials, epochs, record=False):
+    def expect(self, trials, epochs, record=False, done=()):
         """Not used: each seed's run is its own."""
-        del trials, epochs, record
+        del trials, epochs, record, done
 
     def known_answer(self, batch_sizes, grid):
         """None: a training config has no closed form."""

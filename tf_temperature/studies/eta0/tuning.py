@@ -7,9 +7,11 @@ final validation loss or error, and every seed's value is recorded. Two
 runners (`tune.runner`):
 
 * `population`: the seeds train as one population of independent copies
-  in one compiled graph, traced once for the whole study
-  (`studies.population`; small BN-free models on one device: the default
-  digits study and the linear-regression known answer).
+  in one compiled graph, with the other trials of the same B (each eta0
+  and seed a copy; `runners.PopulationRunner.expect`), traced once per
+  population size (`studies.population`; small BN-free models on one
+  device: the default digits study and the linear-regression known
+  answer).
 * `trainer`: each seed is a run of the training pipeline's own `trainer`
   (any model, `tf.distribute` strategy or TPU, warmup and decay), resumable
   from its own checkpoints.
@@ -153,9 +155,13 @@ class Search:
         # Each B's trials train together; a parallel search's workers
         # each take the oracle's next trial alone.
         if not os.environ.get("KERASTUNER_ORACLE_IP"):
+            done = self.records()
+            done = done[(done["mode"] == mode) & (done["stage"] == stage)]
             self.runner.expect([(c["batch_size"], c["eta0"])
                                 for c in combinations],
-                               self.tune.epochs, record=stage == "fine")
+                               self.tune.epochs, record=stage == "fine",
+                               done=zip(done["batch_size"], done["eta0"],
+                                        strict=True))
         every = sorted({float(e) for b in batch_sizes for e in per_batch[b]})
         oracle = driver.GridOracle(
             driver.objective(), driver.hyperparameters(batch_sizes, every),
