@@ -429,7 +429,7 @@ def study_suite(seeds, epochs):
 
     # Images/s per copy at B = 64 against a lone Keras model's fit.
     batch = 64
-    engine = runner.population  # The population runner's, traced.
+    engine = runner.population()  # The population runner's, traced.
     engine.run(batch, batch * 2.0**-8, 1)
     values = []
     for _ in range(3):
