@@ -354,12 +354,14 @@ def test_second_run_is_refused_and_a_killed_runs_lock_is_not_stale(
 
 
 # 2b. A stop at an epoch boundary: the epoch's rows must not go missing.
+# A SIGKILL at `evaluating@44` is test 1's `during_evaluation` case.
 @pytest.mark.slow
-@pytest.mark.parametrize("signame", ["TERM", "KILL"])
-@pytest.mark.parametrize("point", [
-    "train_step@44",  # Epoch 2's last step (its host call ends there).
-    "epoch_trained@44",  # Between the last train step and the evaluation.
-    "evaluating@44",  # Right after the evaluation, nothing recorded yet.
+@pytest.mark.parametrize("point, signame", [
+    ("train_step@44", "TERM"),  # Epoch 2's last step (its call ends there).
+    ("train_step@44", "KILL"),
+    ("epoch_trained@44", "TERM"),  # Between the last step and evaluation.
+    ("epoch_trained@44", "KILL"),
+    ("evaluating@44", "TERM"),  # Right after evaluation, nothing recorded.
 ])
 def test_stop_at_an_epoch_boundary_loses_no_row(tmp_path, straight, point,
                                                 signame):

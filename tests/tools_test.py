@@ -336,3 +336,88 @@ def test_study_flop_counts_training_evaluations_and_the_final_pass():
     want = (6 * macs * 20480 + final) + (
         6 * macs * 20480 + 2 * macs * 773 * 80 + final)
     assert parts.study_flop(trials) == want
+
+
+def test_equilibrium_flop_counts_training_and_the_measurements():
+    # The FLOP limit's numerator for `--suites=equilibrium`, counted by
+    # hand for one run of 3 seeds at B = 16 on the 1,438 training digits
+    # (89 steps an epoch): SGD time 400 at eta 0.4 is 1,000 steps, 12
+    # epochs 1,068 (the longer); 6 x MACs per trained example, 2 x MACs
+    # per example of the 12 measurements over the whole training set.
+    from configs import equilibrium_digits
+
+    parts = load_tool("benchmark_parts")
+    config = equilibrium_digits.get_config()
+    eq = config.equilibrium
+    eq.etas, eq.batch_sizes, eq.momenta = (0.4,), (16,), (0.0,)
+    eq.eta, eq.seeds, eq.schedule_cuts = 0.4, 3, 0
+    macs = 64 * 128 + 128 * 128 + 128 * 10
+    want = 3 * (6 * macs * 16 * 1068 + 2 * macs * 1438 * 12)
+    assert parts.equilibrium_flop(config, 1438) == want
+    # With the schedule (eta 0.4 for 1,068 steps, then 0.2 for 2,000) the
+    # population of 2 runs x 3 seeds trains 3,068 steps, 35 whole epochs:
+    # 3,115 steps and 35 measurements for every copy.
+    eq.schedule_cuts = 1
+    assert parts.equilibrium_flop(config, 1438) == 6 * (
+        6 * macs * 16 * 3115 + 2 * macs * 1438 * 35)
+
+
+def test_benchmark_children_time_a_side_alone_and_the_equilibrium(
+        monkeypatch):
+    # The trainer suite's own-process side and the equilibrium suite's
+    # child, reduced: what each returns, in this process.
+    import tensorflow as tf
+
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))  # benchmark_parts.
+    bench = load_tool("benchmark")
+    alone = bench.run_child("trainer_side", {
+        "side": "trainer", "model": "resnet20", "batch": 4, "size": 8,
+        "steps": 2, "repeats": 2})
+    assert len(alone["values"]) == 2 and min(alone["values"]) > 0
+    assert all(busy > 0 and cpu_ms > 0 for busy, cpu_ms in alone["usage"])
+    found = bench.run_child("equilibrium", {
+        "equilibrium.etas": [0.4], "equilibrium.batch_sizes": [16],
+        "equilibrium.momenta": [0.0], "equilibrium.eta": 0.4,
+        "equilibrium.seeds": 2, "equilibrium.schedule_cuts": 0,
+        "equilibrium.sgd_time": 20.0, "equilibrium.min_epochs": 2})
+    macs = 64 * 128 + 128 * 128 + 128 * 10
+    # 2 epochs of 89 steps (longer than SGD time 20 at 0.4: 50 steps).
+    assert found["flop"] == 2 * (6 * macs * 16 * 178 + 2 * macs * 1438 * 2)
+    assert found["training_seconds"] > 0
+    tf.keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_thread_usage_prints_a_line_per_repeat_and_stops_its_spinners():
+    # Reduced: a tiny ResNet-20, 2 steps, 1 repeat of each side, with the
+    # busy loops beside it; each line's shares are well-formed, and no
+    # spinner outlives the tool.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "tools/thread_usage.py", "--batch=4", "--size=8",
+         "--steps=2", "--repeats=1", "--spinners"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pattern = re.compile(
+        r"^0 (trainer|fit) +\d+ img/s, ([0-9.]+) cores busy \| machine "
+        r"busy ([0-9.]+), idle ([0-9.]+), steal ([0-9.]+) \| on one CPU "
+        r"(\d+) of (\d+) samples \|(( \S+:[0-9.]+)*)$")
+    found = [pattern.match(line) for line in result.stdout.splitlines()]
+    assert [m.group(1) for m in found if m] == ["trainer", "fit"], (
+        result.stdout)
+    for match in found:
+        busy, machine_busy, idle, steal = map(float, match.group(2, 3, 4, 5))
+        assert 0 < busy < 8 and 0 <= idle < 8 and 0 <= steal < 8
+        assert machine_busy > 0
+        assert int(match.group(6)) <= int(match.group(7))
+    spinners = subprocess.run(["pgrep", "-f", "while True: pass"],
+                              capture_output=True, text=True)
+    assert not spinners.stdout.strip(), spinners.stdout
+    bad = subprocess.run(
+        [sys.executable, "tools/thread_usage.py", "--steps=0"], cwd=ROOT,
+        capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("error: `--steps` must be an integer >= 1."
+                                  " Received: 0")

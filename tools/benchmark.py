@@ -11,8 +11,9 @@ Suites (`--suites`, comma-separated):
   trainer's compiled loop (with
   `LinearScalingOptimizer` and its temperature logging, as every run) and by
   `keras.Model.fit` with a softmax head and `keras.optimizers.SGD`,
-  alternated A B A B in this process after a warm-up; then ResNet-50 at
-  224x224 with a small batch and few steps. Images/sec of each, the ratio,
+  alternated A B A B in this process after a warm-up, and then (the
+  ResNet-20) each side alone in a fresh process of its own; then ResNet-50
+  at 224x224 with a small batch and few steps. Images/sec of each, the ratio,
   its spread over the repeats, each side's training FLOP/s against this
   machine's measured float32 peak (a chain of 2048x2048 matrix products:
   the FLOP limit), and each side's cores busy and CPU time per
@@ -47,6 +48,11 @@ Suites (`--suites`, comma-separated):
   study's trials' own times; the JAX script's after its data are ready),
   and the FLOP limit: the study's FLOP (`benchmark_parts.study_flop`) at
   this machine's measured float32 peak.
+* `equilibrium`: the default equilibrium experiment
+  (`configs/equilibrium_digits.py`), each repeat a fresh process:
+  whole-process seconds, the seconds its populations train, and the FLOP
+  limit: its FLOP (`benchmark_parts.equilibrium_flop`) at this machine's
+  measured float32 peak.
 * `accelerator`: ResNet-50, synthetic ImageNet data, mixed_bfloat16, XLA,
   B = 256 per GPU; images/sec and model FLOP utilization (4.1 GMAC forward
   per image, x3 for training, 2 FLOP per MAC). Skips without a GPU.
@@ -72,6 +78,7 @@ from benchmark_parts import (
     accelerator,
     alternate,
     base_config,
+    equilibrium_flop,
     forward_macs,
     knob_config,
     make_jpeg_folder,
@@ -91,7 +98,7 @@ _OUTPUT = flags.DEFINE_string("output_dir", None, "Where the CSV and the "
 _SUITES = flags.DEFINE_list("suites", ["trainer", "knobs", "input", "memory",
                                        "study", "startup"],
                             "trainer, knobs, input, memory, study, startup, "
-                            "jax, accelerator.")
+                            "jax, equilibrium, accelerator.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per variant.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps per ResNet-20 repeat.")
 _R50_STEPS = flags.DEFINE_integer("r50_steps", 2, "Steps per ResNet-50 "
@@ -150,6 +157,23 @@ def suite_trainer(repeats):
                      "min": min(ratios), "max": max(ratios),
                      "repeats": len(ratios), "model": model,
                      "batch": batch})
+        if model == "resnet20":
+            # The same two sides, each alone in a fresh process (one after
+            # the other): whether sharing a process changes either's pace.
+            for name in contenders:
+                alone = child("trainer_side", {
+                    "side": name, "model": model, "batch": batch,
+                    "size": size, "steps": steps, "repeats": repeats})
+                busy, cpu_ms = zip(*alone["usage"], strict=True)
+                rows.append(row(
+                    "trainer", f"{model} B={batch} {name}, own process",
+                    alone["values"], model=model, batch=batch,
+                    cores_busy=statistics.median(busy),
+                    cores_busy_min=min(busy), cores_busy_max=max(busy),
+                    cpu_ms_per_image=statistics.median(cpu_ms) / batch,
+                    gflops=statistics.median(alone["values"]) * flop / 1e9,
+                    of_peak=statistics.median(alone["values"]) * flop
+                    / peak))
     return rows
 
 
@@ -250,6 +274,48 @@ def run_child(mode, arguments):
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return {"peak_mb": peak_kb / 1024,
                 "seconds": time.perf_counter() - start}
+    if mode == "trainer_side":
+        # One side of the trainer suite alone in this process.
+        config = base_config(arguments["model"], arguments["batch"],
+                             arguments["size"], arguments["steps"])
+        side = arguments["side"]
+        bench = (TrainerLoop(config) if side == "trainer"
+                 else KerasFit(config, jit_compile=False))
+        usage = {}
+        values = alternate({side: bench}, arguments["steps"],
+                           arguments["repeats"], usage)[side]
+        return {"values": values, "usage": usage[side]}
+    if mode == "equilibrium":
+        # The default experiment in this process, the populations' training
+        # (`Thermometer.run`) timed apart from the rest (set-up, the
+        # statistics, the figures).
+        import shutil
+
+        from configs import equilibrium_digits
+        from tf_temperature.studies.equilibrium import experiment, thermometer
+
+        config = equilibrium_digits.get_config()
+        # Fields to change (tests run a small experiment), JSON lists as
+        # the config's tuples.
+        config.update_from_flattened_dict({
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in arguments.items()})
+        spent, run = [], thermometer.Thermometer.run
+
+        def timed(self, *args, **kwargs):
+            started = time.perf_counter()
+            found = run(self, *args, **kwargs)
+            spent.append(time.perf_counter() - started)
+            return found
+
+        thermometer.Thermometer.run = timed
+        workdir = tempfile.mkdtemp(prefix="bench_equilibrium_")
+        experiment.run_experiment(config, workdir, print_fn=None)
+        shutil.rmtree(workdir, ignore_errors=True)
+        _, y = thermometer.digits(config.dataset.validation_fraction,
+                                  config.seed)
+        return {"training_seconds": sum(spent),
+                "flop": equilibrium_flop(config, len(y))}
     if mode == "accelerator":
         return accelerator()
     raise ValueError(f"unknown child mode {mode!r}")
@@ -263,6 +329,30 @@ STARTUP_COMMANDS = {
     "pipelines.train, a bad flag": ["-m", "pipelines.train", "--nosuch=1"],
     "import tensorflow (for scale)": ["-c", "import tensorflow"],
 }
+
+
+def suite_equilibrium(repeats):
+    # Each repeat a fresh process running the default experiment
+    # (`--child=equilibrium`, what `python -m pipelines.equilibrium` runs,
+    # without its printing): whole-process and training seconds against
+    # the FLOP limit.
+    peak = matmul_peak()
+    whole, training, flop = [], [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = child("equilibrium", {})
+        whole.append(time.perf_counter() - started)
+        training.append(result["training_seconds"])
+        flop = result["flop"]
+    limit = flop / peak
+    return [{"suite": "equilibrium", "variant": "peak float32 matmul "
+             "(2048x2048, all threads)", "peak_gflops": peak / 1e9},
+            {"suite": "equilibrium", "variant": "the default experiment",
+             "process_seconds": statistics.median(whole), "min": min(whole),
+             "max": max(whole), "repeats": repeats,
+             "training_seconds": statistics.median(training), "flop": flop,
+             "flop_limit_seconds": limit,
+             "above_limit": statistics.median(training) / limit}]
 
 
 def suite_startup(repeats):
@@ -424,7 +514,7 @@ def main(argv):
                   f"Received: {flag.value}", file=sys.stderr)
             return 2
     known = {"trainer", "knobs", "input", "memory", "study", "startup",
-             "jax", "accelerator"}
+             "jax", "equilibrium", "accelerator"}
     unknown = set(_SUITES.value) - known
     if unknown:
         print(f"error: `--suites` must be among {', '.join(sorted(known))}."
@@ -440,12 +530,14 @@ def main(argv):
 
     suites = _SUITES.value
     # Seconds per suite on 2 cores with AVX-512: `study` took 178 s and
-    # `memory` 66 s on an Intel Xeon (docs/PERFORMANCE.md), the others
-    # about 3 minutes together on an AMD EPYC (their split is rough). They
+    # `memory` 66 s on an Intel Xeon (docs/PERFORMANCE.md), `equilibrium`
+    # 155 s (3 repeats) on an AMD EPYC, the others about 3 minutes
+    # together on an AMD EPYC (their split is rough). They
     # weigh the suites for the time left, which then follows this
     # machine's pace.
     typical = {"trainer": 80, "knobs": 70, "input": 30, "memory": 66,
-               "study": 178, "startup": 25, "jax": 400, "accelerator": 120}
+               "study": 178, "startup": 25, "jax": 400, "equilibrium": 155,
+               "accelerator": 120}
     costs = [typical[suite] for suite in suites]
     print(f"benchmark: {len(suites)} suite(s) {', '.join(suites)}, "
           f"{_REPEATS.value} repeat(s); about "
@@ -469,6 +561,8 @@ def main(argv):
             rows += suite_startup(_REPEATS.value)
         elif suite == "jax":
             rows += suite_jax(_REPEATS.value)
+        elif suite == "equilibrium":
+            rows += suite_equilibrium(_REPEATS.value)
         else:
             result = child("accelerator", {})
             print(json.dumps(result, indent=1))

@@ -482,3 +482,22 @@ def study_flop(trials, train_examples=1024, eval_examples=773,
             flop += 2 * STUDY_MACS * eval_examples * evals
         flop += 2 * STUDY_MACS * (train_examples + eval_examples)
     return flop
+
+
+def equilibrium_flop(config, num_train):
+    """FLOP of the equilibrium experiment's populations
+    (`experiment.populations`): every copy trains 6 x the perceptron's MACs
+    per example, and once per epoch measures its expected loss over the
+    whole training set (2 x MACs per example; the label-redraw average
+    reuses those logits)."""
+    from tf_temperature.studies.equilibrium import experiment
+
+    widths = (64, *(config.model.width,) * config.model.depth, 10)
+    macs = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
+    flop = 0.0
+    for batch, (_, steps, copies) in experiment.populations(
+            config, num_train).items():
+        measurements = steps // (num_train // batch)
+        flop += copies * (6 * macs * batch * steps
+                          + 2 * macs * num_train * measurements)
+    return flop

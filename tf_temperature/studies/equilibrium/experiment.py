@@ -165,6 +165,20 @@ def _populations(runs):
             for b, group in sorted(groups.items())}
 
 
+def populations(config, num_train):
+    """`{B: (runs, steps, copies)}`: the populations `run_experiment`
+    trains, one per batch size, each for the steps its longest run needs
+    rounded up to whole epochs (a measurement ends every epoch), with
+    `copies` = runs x seeds."""
+    groups = {}
+    for batch, (group, steps) in _populations(plan(config,
+                                                   num_train)).items():
+        per_point = num_train // batch  # Measure once per epoch.
+        groups[batch] = (group, math.ceil(steps / per_point) * per_point,
+                         len(group) * config.equilibrium.seeds)
+    return groups
+
+
 def _measure(run, index, losses, small, big, steps_per_point, seeds, eq,
              floor):
     """The rows of `equilibrium.csv` for one run (its copies' columns)."""
@@ -283,12 +297,7 @@ def run_experiment(config, workdir, print_fn=print):
                 raise ValueError(
                     f"`{field}` must be at most the {len(y)} training "
                     f"examples. Received: {shown}")
-    runs = plan(config, len(y))
-    groups = {}
-    for batch, (group, steps) in _populations(runs).items():
-        per_point = len(y) // batch  # Measure once per epoch.
-        groups[batch] = (group, math.ceil(steps / per_point) * per_point,
-                         len(group) * eq.seeds)
+    groups = populations(config, len(y))
     with workdir_lib.RunLock(workdir):
         finished = _finished(config, workdir, say)
         if finished:
