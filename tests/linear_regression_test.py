@@ -133,3 +133,21 @@ def test_markdown_table_marks_unstable_and_off_law_rows():
     # Exact 0.2667 vs small-eta 0.16: the small-eta law is 40% low.
     assert "off by -40%" in lines[3]
     assert "diverged" in lines[4] and "unstable" in lines[4]
+
+
+def test_sample_batch_gives_each_copy_its_seeds_draws_whatever_the_others():
+    # A study's population repeats each seed once per eta0: every copy
+    # gets exactly what its seed draws alone (each seed is drawn once).
+    import tensorflow as tf
+
+    w_star = tf.constant([[1.0, -2.0, 0.5]] * 5)
+    step = tf.constant(7)
+    x, y = lr.sample_batch(w_star, 0.3, 4, [3, 5, 3, 7, 5],
+                                          step)
+    assert x.shape == (5, 4, 3) and y.shape == (5, 4)
+    for copy, seed in enumerate([3, 5, 3, 7, 5]):
+        alone_x, alone_y = lr.sample_batch(
+            w_star[:1], 0.3, 4, [seed], step)
+        np.testing.assert_array_equal(x[copy], alone_x[0])
+        np.testing.assert_array_equal(y[copy], alone_y[0])
+    assert not np.array_equal(x[0], x[1])  # Other seeds, other data.

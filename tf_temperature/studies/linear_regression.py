@@ -216,12 +216,18 @@ def sample_batch(w_star, noise_std, batch_size, seeds, step):
         noise = tf.random.stateless_normal(
             [copies, batch_size], seed=tf.stack([seeds, -1 - step]))
     else:
+        # Each distinct seed drawn once (a study's population repeats its
+        # seeds once per eta0), then handed to every copy that has it.
+        unique = list(dict.fromkeys(int(seed) for seed in seeds))
         x = tf.stack([tf.random.stateless_normal(
             [batch_size, dim], seed=tf.stack([seed, step]))
-            for seed in seeds])
+            for seed in unique])
         noise = tf.stack([tf.random.stateless_normal(
             [batch_size], seed=tf.stack([seed, -1 - step]))
-            for seed in seeds])
+            for seed in unique])
+        if len(unique) < len(seeds):
+            where = [unique.index(int(seed)) for seed in seeds]
+            x, noise = tf.gather(x, where), tf.gather(noise, where)
     w_star = tf.broadcast_to(w_star, [x.shape[0], dim])
     return x, tf.einsum("sbd,sd->sb", x, w_star) + noise_std * noise
 
