@@ -310,8 +310,11 @@ def run_child(mode, arguments):
 
         thermometer.Thermometer.run = timed
         workdir = tempfile.mkdtemp(prefix="bench_equilibrium_")
-        experiment.run_experiment(config, workdir, print_fn=None)
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            experiment.run_experiment(config, workdir, print_fn=None)
+        finally:
+            thermometer.Thermometer.run = run
+            shutil.rmtree(workdir, ignore_errors=True)
         _, y = thermometer.digits(config.dataset.validation_fraction,
                                   config.seed)
         return {"training_seconds": sum(spent),
@@ -530,12 +533,13 @@ def main(argv):
 
     suites = _SUITES.value
     # Seconds per suite on 2 cores with AVX-512: `study` took 178 s and
-    # `memory` 66 s on an Intel Xeon (docs/PERFORMANCE.md), `equilibrium`
-    # 155 s (3 repeats) on an AMD EPYC, the others about 3 minutes
+    # `memory` 66 s on an Intel Xeon (docs/PERFORMANCE.md), `trainer` 96 s
+    # and `equilibrium` 155 s (3 repeats) on an AMD EPYC, the others about
+    # 3 minutes
     # together on an AMD EPYC (their split is rough). They
     # weigh the suites for the time left, which then follows this
     # machine's pace.
-    typical = {"trainer": 80, "knobs": 70, "input": 30, "memory": 66,
+    typical = {"trainer": 100, "knobs": 70, "input": 30, "memory": 66,
                "study": 178, "startup": 25, "jax": 400, "equilibrium": 155,
                "accelerator": 120}
     costs = [typical[suite] for suite in suites]

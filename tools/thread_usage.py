@@ -7,7 +7,8 @@ Trains the trainer's compiled loop and Keras `fit` on the same model,
 alternated in this process after a warm-up (as `tools/benchmark.py
 --suites=trainer`), and prints one line per repeat: images/s, the cores the
 process kept busy (its CPU time over the wall time), the machine's busy,
-idle and steal shares from `/proc/stat` over the same wall time, and each
+idle and steal shares from `/proc/stat` over the same wall time (busy is
+user and system time; the spinners' niced time counts in neither), and each
 thread of the process that used more than 5% of a core (its name and
 share, from `/proc/self/task`); and in how many of the 50-ms samples
 taken meanwhile the threads that ran were all on one CPU (a scheduler
@@ -145,8 +146,15 @@ def main(argv):
              "fit": KerasFit(config, jit_compile=False)}
     for bench in sides.values():
         bench.measure(2)  # Traces and warms the caches.
+    # Each loop ends when this process does, however it ends (a kill
+    # skips the `finally` below): it spins while its parent is this
+    # process (named here: killed before the loop starts, it is already
+    # not), looking every million turns (a system call each turn would
+    # count as busy system time).
+    spin = (f"import os\nwhile os.getppid() == {os.getpid()}:\n"
+            "    for _ in range(1000000): pass")
     spinners = [subprocess.Popen(["nice", "-n", "19", sys.executable, "-c",
-                                  "while True: pass"])
+                                  spin])
                 for _ in range(2 if _SPINNERS.value else 0)]
     try:
         for index in range(_REPEATS.value):

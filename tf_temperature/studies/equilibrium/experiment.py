@@ -222,9 +222,10 @@ def _measure(run, index, losses, small, big, steps_per_point, seeds, eq,
 
 
 # The pace of a population, seconds per step and copy, measured on 2 AMD
-# EPYC cores with AVX-512 (the default experiment: 662,000 copy-steps, 78
-# copies at B = 16, 77 s): the header's estimate. AVX2 cores take 4-5x.
-SECONDS_PER_COPY_STEP = 1.15e-4
+# EPYC cores with AVX-512 (the default experiment: 661,824 copy-steps
+# trained in 44.4 s, `python tools/benchmark.py --suites=equilibrium`): the
+# header's estimate. AVX2 cores take 4-5x.
+SECONDS_PER_COPY_STEP = 6.7e-5
 # About this many progress lines per experiment: a population is cut into
 # pieces of whole epochs (`Thermometer.run(first=...)`), the bigger ones
 # into more.
