@@ -117,6 +117,19 @@ _STUDY_EPOCHS = flags.DEFINE_integer("study_epochs", 10, "Epochs per trial "
 _MODE = flags.DEFINE_string("child", "", "Internal: run one measurement in "
                             "this process and print JSON.")
 
+def side_row(shape, label, values, used):
+    """A trainer-suite side's row: images/s, cores busy, CPU per image and
+    FLOP/s; `shape` is `(model, batch, FLOP per image, peak FLOP/s)`."""
+    model, batch, flop, peak = shape
+    busy, cpu_ms = zip(*used, strict=True)
+    return row("trainer", f"{model} B={batch} {label}", values,
+               model=model, batch=batch, cores_busy=statistics.median(busy),
+               cores_busy_min=min(busy), cores_busy_max=max(busy),
+               cpu_ms_per_image=statistics.median(cpu_ms) / batch,
+               gflops=statistics.median(values) * flop / 1e9,
+               of_peak=statistics.median(values) * flop / peak)
+
+
 def suite_trainer(repeats):
     # The FLOP limit: this machine's peak on large matrix products, against
     # which each side's training FLOP/s (6 x the forward MACs per image).
@@ -140,18 +153,9 @@ def suite_trainer(repeats):
         results = alternate(contenders, steps, repeats, usage)
         ratios = [a / b for a, b in zip(results["trainer"],
                                         results["keras_fit"], strict=True)]
+        shape = (model, batch, flop, peak)
         for name, values in results.items():
-            busy, cpu_ms = zip(*usage[name], strict=True)
-            rows.append(row("trainer", f"{model} B={batch} {name}", values,
-                            model=model, batch=batch,
-                            cores_busy=statistics.median(busy),
-                            cores_busy_min=min(busy),
-                            cores_busy_max=max(busy),
-                            cpu_ms_per_image=statistics.median(cpu_ms)
-                            / batch,
-                            gflops=statistics.median(values) * flop / 1e9,
-                            of_peak=statistics.median(values) * flop
-                            / peak))
+            rows.append(side_row(shape, name, values, usage[name]))
         rows.append({"suite": "trainer", "variant": f"{model} ratio",
                      "ratio": statistics.median(ratios),
                      "min": min(ratios), "max": max(ratios),
@@ -164,16 +168,8 @@ def suite_trainer(repeats):
                 alone = child("trainer_side", {
                     "side": name, "model": model, "batch": batch,
                     "size": size, "steps": steps, "repeats": repeats})
-                busy, cpu_ms = zip(*alone["usage"], strict=True)
-                rows.append(row(
-                    "trainer", f"{model} B={batch} {name}, own process",
-                    alone["values"], model=model, batch=batch,
-                    cores_busy=statistics.median(busy),
-                    cores_busy_min=min(busy), cores_busy_max=max(busy),
-                    cpu_ms_per_image=statistics.median(cpu_ms) / batch,
-                    gflops=statistics.median(alone["values"]) * flop / 1e9,
-                    of_peak=statistics.median(alone["values"]) * flop
-                    / peak))
+                rows.append(side_row(shape, f"{name}, own process",
+                                     alone["values"], alone["usage"]))
     return rows
 
 
@@ -535,8 +531,7 @@ def main(argv):
     # Seconds per suite on 2 cores with AVX-512: `study` took 178 s and
     # `memory` 66 s on an Intel Xeon (docs/PERFORMANCE.md), `trainer` 96 s
     # and `equilibrium` 155 s (3 repeats) on an AMD EPYC, the others about
-    # 3 minutes
-    # together on an AMD EPYC (their split is rough). They
+    # 3 minutes together on an AMD EPYC (their split is rough). They
     # weigh the suites for the time left, which then follows this
     # machine's pace.
     typical = {"trainer": 100, "knobs": 70, "input": 30, "memory": 66,
