@@ -8,15 +8,17 @@ temperature eta / B falls by `cooling.factor` k at epochs 15 and 23):
 "hybrid" does half of each (B x sqrt(k), eta / sqrt(k)). A fourth,
 "grow_root" (B x sqrt(k) at fixed eta), cools less: the positive control.
 Each runs with `cooling.seeds`; the same seed gives the same start and the
-same first phase in all. The model is the study's BN-free perceptron (batch
-norm would make the loss depend on B through its statistics) on 1,024
-training digits, which every batch divides (no example is dropped, and
-the epochs hold the same examples at every B). The base rate is near the
-study's best eta0 at B = 16. A fifth of the training labels are redrawn at
-random each epoch (`dataset.label_noise`): the loss then has a floor that
-SGD equilibrates above, so the temperature shows in the curves (without
-it the perceptron memorizes the 1,024 digits within the first phase, and
-the later phases change nothing measurable).
+same first phase in all. The seeds train as the copies of one population
+(`cooling.runner`), to the numbers trainer runs give (float32 rounding). The
+model is the study's BN-free perceptron (batch norm would make the loss
+depend on B through its statistics) on 1,024 training digits, which every
+batch divides (no example is dropped, and the epochs hold the same examples
+at every B). The base rate is near the study's best eta0 at B = 16. A fifth
+of the training labels are redrawn at random each epoch
+(`dataset.label_noise`): the loss then has a floor that SGD equilibrates
+above, so the temperature shows in the curves (without it the perceptron
+memorizes the 1,024 digits within the first phase, and the later phases
+change nothing measurable).
 """
 
 import ml_collections
@@ -46,4 +48,9 @@ def get_config():
     # 2 where the others cool by 4, which the comparison must detect.
     config.cooling.schedules = ("decay", "grow", "hybrid", "grow_root")
     config.cooling.seeds = (0, 1, 2, 3, 4)
+    # "population": each schedule's seeds train as one population, fed
+    # and scheduled as the trainer would (the same curves to float32
+    # rounding, several times faster); "trainer": one trainer run each
+    # (any model: batch norm, weight decay, several replicas).
+    config.cooling.runner = "population"
     return config

@@ -2,7 +2,9 @@ r"""Decay eta, or grow B? Smith et al. 2018's experiment on the digits.
 
     python -m pipelines.cooling --workdir=runs/cooling
 
-Writes `runs/<schedule>_seed<seed>/` (one trainer workdir per run),
+Writes `runs/<schedule>_seed<seed>/` (a run's files, as the trainer writes
+them: trained as one population of the seeds, or with
+`--config.cooling.runner=trainer` one trainer run each),
 `curves.csv`, `cooling.json`, `cooling.png` and `config.json` in the
 workdir, and prints the comparison; a rerun resumes, or on a finished
 workdir says so and prints what it found. The work is in

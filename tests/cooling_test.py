@@ -182,3 +182,100 @@ def test_tiny_experiment_end_to_end_and_rerun(tmp_path):
     assert report_again == json.loads(json.dumps(report))
     assert not math.isnan(report["schedules"]["grow"]["train_loss"][
         "difference"])
+
+
+def _runs(path):
+    """Every run's metrics rows and summary under `path/runs`."""
+    frames, summaries = [], {}
+    for run in sorted((path / "runs").iterdir()):
+        name, seed = run.name.rsplit("_seed", 1)
+        frames.append(pd.read_csv(run / "metrics.csv").assign(
+            schedule=name, seed=int(seed)))
+        summaries[run.name] = json.loads((run / "summary.json").read_text())
+    return pd.concat(frames, ignore_index=True), summaries
+
+
+@pytest.mark.slow  # the experiment twice: trainer runs, then populations
+@pytest.mark.parametrize("changes", [
+    {},  # Plain SGD, the four schedules.
+    {"optimizer.momentum": 0.9, "cooling.schedules": ("decay", "hybrid")},
+    # Past 10 classes (the top-5 error), evaluation batches padded (100
+    # examples in batches of 16), epochs of 256 examples.
+    {"dataset.name": "synthetic", "dataset.num_classes": 20,
+     "dataset.num_train": 256, "dataset.num_eval": 100,
+     "cooling.schedules": ("decay", "grow")},
+], ids=["sgd", "momentum", "top5"])
+def test_populations_equal_the_trainer_runs(tmp_path, changes):
+    # Each seed's copy is fed, scheduled and started as its trainer run:
+    # the same rows to float32 rounding (the batched products may round
+    # the last bit apart), the same report to the printed digit.
+    from configs import cooling_digits
+
+    found = {}
+    for runner in ("trainer", "population"):
+        config = override(tiny(cooling_digits.get_config()),
+                          {**changes, "cooling.runner": runner})
+        _, report = cooling.run_experiment(config, str(tmp_path / runner),
+                                           None)
+        found[runner] = (*_runs(tmp_path / runner), report)
+    (trainer, trainer_summaries, trainer_report), (
+        ours, our_summaries, our_report) = found["trainer"], found[
+            "population"]
+    key = ["schedule", "seed", "epoch", "split"]
+    trainer, ours = (frame.sort_values(key).reset_index(drop=True)
+                     for frame in (trainer, ours))
+    exact = [*key, "step", "examples_seen", "batch_size", "learning_rate",
+             "temperature", "error", "top5_error"]
+    pd.testing.assert_frame_equal(ours[exact], trainer[exact])
+    np.testing.assert_allclose(ours["loss"], trainer["loss"], rtol=1e-5)
+    assert ours["top5_error"].notna().all() == (
+        changes.get("dataset.num_classes", 10) > 10)
+    # Not every row equal to the last bit: the check compares something.
+    assert len(ours) == 2 * 3 * 3 * len(trainer.schedule.unique())
+    for name, summary in our_summaries.items():
+        theirs = trainer_summaries[name]
+        assert summary["runner"] == "population"
+        for field in ("diverged", "step", "epochs", "batch_sizes",
+                      "final_eval_error", "best_eval_epoch"):
+            assert summary[field] == theirs[field], (name, field)
+        assert summary["final_train_loss"] == pytest.approx(
+            theirs["final_train_loss"], rel=1e-5)
+    assert cooling.summary_lines(our_report) == cooling.summary_lines(
+        trainer_report)
+
+
+@pytest.mark.slow  # a tiny experiment, then a rerun of one schedule
+def test_population_rerun_trains_only_the_schedules_not_finished(tmp_path):
+    from configs import cooling_digits
+
+    config = override(tiny(cooling_digits.get_config()),
+                      {"cooling.schedules": ("decay", "grow", "hybrid")})
+    curves, report = cooling.run_experiment(config, str(tmp_path), None)
+    kept = {run.name: (run / "metrics.csv").read_bytes()
+            for run in (tmp_path / "runs").iterdir()}
+    # Stopped before the report, with grow's seed 1 never written: grow
+    # trains again (its three seeds), decay and hybrid are read.
+    for name in ("config.json", "cooling.json", "curves.csv"):
+        (tmp_path / name).unlink()
+    for name in ("metrics.csv", "summary.json", "config.json"):
+        (tmp_path / "runs" / "grow_seed1" / name).unlink()
+    trained = []
+    real = cooling.copies.CoolingCopies.__init__
+
+    def noting(self, setup, runs):
+        trained.append(list(runs))
+        real(self, setup, runs)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(cooling.copies.CoolingCopies,
+                                    "__init__", noting):
+        again_curves, again = cooling.run_experiment(config, str(tmp_path),
+                                                     None)
+    assert trained == [["grow"]]
+    assert again == report
+    for run in (tmp_path / "runs").iterdir():
+        if not run.name.startswith("grow"):
+            assert (run / "metrics.csv").read_bytes() == kept[run.name]
+    pd.testing.assert_frame_equal(again_curves.drop(columns="wall_time"),
+                                  curves.drop(columns="wall_time"))

@@ -91,6 +91,7 @@ def no_training(monkeypatch):
         raise AssertionError("trained")
 
     monkeypatch.setattr(trainer, "train_and_evaluate", refuse)
+    monkeypatch.setattr(cooling.copies.CoolingCopies, "train", refuse)
     monkeypatch.setattr(thermometer.Thermometer, "run", refuse)
 
 
@@ -251,7 +252,7 @@ def ram(name):
 def test_cooling_and_equilibrium_on_ram(cooled, equilibrated, tmp_path):
     # The cooling runs are copied (training on ram:// is the trainer's
     # test): the report is made from them there (each run found complete
-    # from its checkpoint), then found complete itself.
+    # from its files), then found complete itself.
     _, curves, report = cooled
     path = ram("state/cooling")
     for local in sorted(pathlib.Path(cooled[0], "runs").rglob("*")):

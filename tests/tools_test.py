@@ -429,3 +429,23 @@ def test_thread_usage_prints_a_line_per_repeat_and_stops_its_spinners():
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("error: `--steps` must be an integer >= 1."
                                   " Received: 0")
+
+
+@pytest.mark.slow
+def test_benchmark_cooling_suite_alternates_the_two_runners(monkeypatch):
+    # Reduced to 3 epochs of 3 seeds: a row per runner, the trainer's
+    # speed-up 1 by definition, the populations faster.
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))  # benchmark_parts.
+    bench = load_tool("benchmark")
+    rows = bench.suite_cooling(1, [
+        "--config.num_epochs=3", "--config.optimizer.boundaries_epochs="
+        "(1.0,2.0)", "--config.cooling.seeds=(0,1,2)",
+        "--config.model.width=16"])
+    found = {row["variant"]: row for row in rows}
+    assert list(found) == ["pipelines.cooling, cooling.runner=population",
+                           "pipelines.cooling, cooling.runner=trainer"]
+    assert found["pipelines.cooling, cooling.runner=trainer"][
+        "speedup"] == 1.0
+    assert found["pipelines.cooling, cooling.runner=population"][
+        "speedup"] > 1.0
+    assert "x the slowest" in bench.markdown(rows)

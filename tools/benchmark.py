@@ -53,6 +53,11 @@ Suites (`--suites`, comma-separated):
   whole-process seconds, the seconds its populations train, and the FLOP
   limit: its FLOP (`benchmark_parts.equilibrium_flop`) at this machine's
   measured float32 peak.
+* `cooling`: the default cooling experiment (`configs/cooling_digits.py`)
+  with its two runners, `cooling.runner=population` and `=trainer`, each
+  a fresh `python -m pipelines.cooling` process on a new workdir,
+  alternated: whole-process seconds, and how many times faster the
+  populations are.
 * `accelerator`: ResNet-50, synthetic ImageNet data, mixed_bfloat16, XLA,
   B = 256 per GPU; images/sec and model FLOP utilization (4.1 GMAC forward
   per image, x3 for training, 2 FLOP per MAC). Skips without a GPU.
@@ -98,7 +103,7 @@ _OUTPUT = flags.DEFINE_string("output_dir", None, "Where the CSV and the "
 _SUITES = flags.DEFINE_list("suites", ["trainer", "knobs", "input", "memory",
                                        "study", "startup"],
                             "trainer, knobs, input, memory, study, startup, "
-                            "jax, equilibrium, accelerator.")
+                            "jax, equilibrium, cooling, accelerator.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per variant.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps per ResNet-20 repeat.")
 _R50_STEPS = flags.DEFINE_integer("r50_steps", 2, "Steps per ResNet-50 "
@@ -354,6 +359,33 @@ def suite_equilibrium(repeats):
              "above_limit": statistics.median(training) / limit}]
 
 
+def suite_cooling(repeats, flags_=()):
+    """The cooling experiment's runners alternated, each repeat a fresh
+    process per runner (`flags_`: more `--config.` flags, for a test)."""
+    import shutil
+
+    runners = ("population", "trainer")
+    whole = {runner: [] for runner in runners}
+    for _ in range(repeats):
+        for runner in runners:
+            scratch = tempfile.mkdtemp(prefix="bench_cooling_")
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "pipelines.cooling",
+                            f"--workdir={scratch}/run",
+                            f"--config.cooling.runner={runner}", *flags_],
+                           cwd=ROOT, capture_output=True, check=True)
+            whole[runner].append(time.perf_counter() - started)
+            shutil.rmtree(scratch, ignore_errors=True)
+    slow = statistics.median(whole["trainer"])
+    return [{"suite": "cooling",
+             "variant": f"pipelines.cooling, cooling.runner={runner}",
+             "process_seconds": statistics.median(whole[runner]),
+             "min": min(whole[runner]), "max": max(whole[runner]),
+             "repeats": repeats,
+             "speedup": slow / statistics.median(whole[runner])}
+            for runner in runners]
+
+
 def suite_startup(repeats):
     times = {name: [] for name in STARTUP_COMMANDS}
     for _ in range(repeats):
@@ -513,7 +545,7 @@ def main(argv):
                   f"Received: {flag.value}", file=sys.stderr)
             return 2
     known = {"trainer", "knobs", "input", "memory", "study", "startup",
-             "jax", "equilibrium", "accelerator"}
+             "jax", "equilibrium", "cooling", "accelerator"}
     unknown = set(_SUITES.value) - known
     if unknown:
         print(f"error: `--suites` must be among {', '.join(sorted(known))}."
@@ -530,13 +562,14 @@ def main(argv):
     suites = _SUITES.value
     # Seconds per suite on 2 cores with AVX-512: `study` took 178 s and
     # `memory` 66 s on an Intel Xeon (docs/PERFORMANCE.md), `trainer` 96 s
-    # and `equilibrium` 155 s (3 repeats) on an AMD EPYC, the others about
+    # and `equilibrium` 155 s (3 repeats) on an AMD EPYC, `cooling` about
+    # 11 + 61 s a repeat there, the others about
     # 3 minutes together on an AMD EPYC (their split is rough). They
     # weigh the suites for the time left, which then follows this
     # machine's pace.
     typical = {"trainer": 100, "knobs": 70, "input": 30, "memory": 66,
                "study": 178, "startup": 25, "jax": 400, "equilibrium": 155,
-               "accelerator": 120}
+               "cooling": 220, "accelerator": 120}
     costs = [typical[suite] for suite in suites]
     print(f"benchmark: {len(suites)} suite(s) {', '.join(suites)}, "
           f"{_REPEATS.value} repeat(s); about "
@@ -562,6 +595,8 @@ def main(argv):
             rows += suite_jax(_REPEATS.value)
         elif suite == "equilibrium":
             rows += suite_equilibrium(_REPEATS.value)
+        elif suite == "cooling":
+            rows += suite_cooling(_REPEATS.value)
         else:
             result = child("accelerator", {})
             print(json.dumps(result, indent=1))

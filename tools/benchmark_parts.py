@@ -276,7 +276,9 @@ def markdown(rows):
         if "process_seconds" in r:
             table.append([r["suite"], r["variant"],
                           f"{r['process_seconds']:.2f} s", f"{r['min']:.2f}",
-                          f"{r['max']:.2f}", "whole process"])
+                          f"{r['max']:.2f}", "whole process" + (
+                              f", {r['speedup']:.2f}x the slowest"
+                              if "speedup" in r else "")])
             continue
         if value is None and "ratio" in r:
             table.append([r["suite"], r["variant"], f"ratio {r['ratio']:.3f}",

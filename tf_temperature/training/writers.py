@@ -148,15 +148,19 @@ class MetricWriters:
             writer.flush()
 
 
-def epoch_row(parts, hook_list, epoch, step, split, totals, wall_time):
+def epoch_row(parts, hook_list, epoch, step, split, totals, wall_time,
+              rate=None):
     """One `metrics.csv` row from an epoch's summed `totals` (`parts`:
-    the run's `experiment.Parts`; hooks add their train columns)."""
+    the run's `experiment.Parts`; hooks add their train columns; `rate`:
+    the schedule's rate at the epoch's last step where the caller has it
+    tabulated, else computed here)."""
     count = max(float(totals["count"]), 1.0)
     schedule = parts.scaling.schedule
     # The epoch's own global batch (it grows with optimizer.batch_growth),
     # and the rate and temperature eta/B of its last step.
     batch = schedule.batches.batch_size_of_epoch(epoch - 1)
-    rate = float(schedule(max(step - 1, 0)))
+    if rate is None:
+        rate = float(schedule(max(step - 1, 0)))
     row = {
         "epoch": epoch, "step": step,
         "examples_seen": schedule.batches.examples_seen(step),

@@ -16,9 +16,13 @@ schedules cool by the factor `k = cooling.factor` at each of
   cool by `k`). The paired comparison must find it different, or a match
   of the others would mean nothing.
 
-Every schedule runs with every seed of `cooling.seeds` through the trainer
-(`training.trainer`, one resumable workdir per run under `runs/`). A seed
-gives the same initial weights and the same first phase in all three, so
+Every schedule runs with every seed of `cooling.seeds`, each run in its
+own directory under `runs/` with the files a trainer run writes: by
+default the seeds train as the copies of one population, fed, scheduled
+and started as their trainer runs, to the same numbers to float32
+rounding (`copies`); `cooling.runner = "trainer"` trains each through the
+trainer (`training.trainer`, resumable from its checkpoints, any model).
+A seed gives the same initial weights and the same first phase in all, so
 the comparison is paired: for each seed, the schedule's value minus the
 decay's, and over seeds a Student-t 95% interval of that difference, at
 the last epoch and at every epoch. The epochs before the first switch are
@@ -37,9 +41,10 @@ import pandas as pd
 from scipy import stats
 
 from tf_temperature import _validation
-from tf_temperature.runtime import io, progress, signals
+from tf_temperature.runtime import io, progress, rerun, signals
 from tf_temperature.runtime import workdir as workdir_lib
 from tf_temperature.studies import _tracing, experiment_state
+from tf_temperature.studies.cooling import copies
 from tf_temperature.training import experiment, trainer
 
 SCHEDULES = ("decay", "grow", "hybrid", "grow_root")
@@ -55,6 +60,7 @@ def check_config(config):
     """Raises `ValueError` naming the first bad field (nothing written)."""
     experiment.check_config(config)
     experiment.refuse_batch_growth(config, "the cooling experiment")
+    copies.check_config(config)
     cooling = config.cooling
     factor = _validation.positive_integer("cooling.factor", cooling.factor)
     names = tuple(cooling.schedules)
@@ -141,9 +147,12 @@ def _finished(config, workdir, say):
 def run_experiment(config, workdir, print_fn=print):
     """Trains every (schedule, seed) of `plan` and compares the schedules.
 
-    Writes in `workdir`: `runs/<schedule>_seed<seed>/` (trainer workdirs,
-    resumed on a rerun; one whose files are torn or garbage is named in a
-    warning and redone), `curves.csv` (every run's `metrics.csv` rows),
+    Writes in `workdir`: `runs/<schedule>_seed<seed>/` (each run's
+    `metrics.csv`, `summary.json` and `config.json`; a rerun keeps the
+    finished ones and trains the rest: trainer runs resume from their
+    checkpoints, a population trains the schedules not all written from
+    their start; one whose files are torn or garbage is named in a warning
+    and redone), `curves.csv` (every run's `metrics.csv` rows),
     `cooling.json` (`compare`'s report), `cooling.png` and, last,
     `config.json`. A rerun on a finished workdir says so and returns what
     it found, training nothing; another config is refused. The workdir is
@@ -183,10 +192,8 @@ def run_experiment(config, workdir, print_fn=print):
         meter = progress.Progress([steps[name] for name, _, _ in runs],
                                   print_fn=say)
         frames, failed = [], []
-        for name, seed, run in runs:
-            began = time.perf_counter()
-            summary, frame = _train_run(run, io.join(
-                workdir, "runs", f"{name}_seed{seed}"), setup, say)
+        for name, seed, summary, frame, took in _results(
+                config, runs, workdir, setup, say):
             if frame is None:
                 failed.append((name, seed))
                 text = f"{name} seed {seed}: DIVERGED (left out)"
@@ -195,7 +202,7 @@ def run_experiment(config, workdir, print_fn=print):
                 text = (f"{name} seed {seed}: {summary['step']} steps, "
                         f"train loss {summary['final_train_loss']:.4f}, "
                         f"eval error {summary['final_eval_error']:.4f}")
-            meter.step(steps[name], time.perf_counter() - began, text)
+            meter.step(steps[name], took, text)
         if not frames:
             raise trainer.DivergedError(
                 f"every run of the cooling experiment diverged (eta0="
@@ -213,6 +220,93 @@ def run_experiment(config, workdir, print_fn=print):
         # Last: it marks the experiment finished (`_finished`).
         io.write_json(io.join(workdir, "config.json"), config.to_dict())
     return curves, report
+
+
+def _run_dir(workdir, name, seed):
+    return io.join(workdir, "runs", f"{name}_seed{seed}")
+
+
+def _results(config, runs, workdir, setup, say):
+    """`(schedule, seed, summary, metrics rows, seconds)` of every run of
+    `runs`, in order, as each is trained or found (summary and rows None
+    where it diverged): one trainer run each (`cooling.runner =
+    "trainer"`), or every seed a copy of one population
+    (`copies.CoolingCopies`, the default), each schedule's runs found
+    finished in `workdir` kept."""
+    if config.cooling.runner == "trainer":
+        for name, seed, run in runs:
+            began = time.perf_counter()
+            summary, frame = _train_run(run, _run_dir(workdir, name, seed),
+                                        setup, say)
+            yield name, seed, summary, frame, time.perf_counter() - began
+        return
+    found = {(name, seed): _stored_copy(workdir, name, seed, run, say)
+             for name, seed, run in runs}
+    todo = [name for name in config.cooling.schedules
+            if any(found[name, seed] is None
+                   for seed in config.cooling.seeds)]
+    trained = _train_schedules(setup, runs, todo, workdir)
+    began = time.perf_counter()
+    for name in config.cooling.schedules:
+        if name in todo:
+            found.update(next(trained))
+        took = (time.perf_counter() - began) / len(config.cooling.seeds)
+        for seed in config.cooling.seeds:
+            yield (name, seed, *found[name, seed], took)
+        began = time.perf_counter()
+
+
+def _train_schedules(setup, runs, todo, workdir):
+    """Trains the runs of the schedules `todo` as one population
+    (`copies.CoolingCopies`) from their start, writing each run's
+    directory as the trainer would; yields `{(schedule, seed): (summary,
+    metrics rows or None if it diverged)}` as each schedule ends."""
+    if not todo:
+        return
+    mine = {name: [(seed, run) for n, seed, run in runs if n == name]
+            for name in todo}
+    for name, seed, _ in runs:
+        if name in mine:
+            experiment_state.redo(_run_dir(workdir, name, seed))
+    population = copies.CoolingCopies(setup, {
+        name: [run for _, run in pairs] for name, pairs in mine.items()})
+    for name, results in population.train():
+        done = {}
+        for index, ((seed, run), (rows, diverged)) in enumerate(zip(
+                mine[name], results, strict=True)):
+            summary = population.summary(name, index, rows, diverged)
+            run_dir = _run_dir(workdir, name, seed)
+            copies.write_run(run_dir, run, rows, summary)
+            done[name, seed] = (summary, None if diverged else io.read_csv(
+                io.join(run_dir, "metrics.csv")))
+        yield done
+
+
+def _stored_copy(workdir, name, seed, run, say):
+    """`(summary, metrics rows)` of a finished run of schedule `name` and
+    `seed` in `workdir` (rows None if it diverged), or None: none, or
+    damaged (named in a warning: the run is trained again, with its
+    schedule's population).
+
+    Raises:
+        workdir.WorkdirError: the run was made with another config.
+    """
+    run_dir = _run_dir(workdir, name, seed)
+    damage = experiment_state.run_damage(run_dir, run.num_epochs)
+    if damage:
+        say(f"cooling: warning: {damage[0]} {damage[1]}; that run is "
+            "redone from its start")
+        return None
+    path = io.join(run_dir, "summary.json")
+    if not io.exists(path):
+        return None
+    summary = io.read_json(path)
+    rerun.refuse_other_config(run_dir, run)
+    if summary.get("diverged"):
+        return summary, None
+    if summary.get("epochs") != run.num_epochs:
+        return None
+    return summary, io.read_csv(io.join(run_dir, "metrics.csv"))
 
 
 def _train_run(run, run_dir, setup, say):
