@@ -448,4 +448,4 @@ def test_benchmark_cooling_suite_alternates_the_two_runners(monkeypatch):
         "speedup"] == 1.0
     assert found["pipelines.cooling, cooling.runner=population"][
         "speedup"] > 1.0
-    assert "x the slowest" in bench.markdown(rows)
+    assert "x the slowest's speed" in bench.markdown(rows)
