@@ -31,6 +31,95 @@ def test_fit_steps_recovers_the_model():
     assert critical_batch.fit_steps(batches, 1000 / batches)[1] == math.inf
 
 
+def test_fit_steps_many_fits_each_row_as_lstsq_does():
+    # Each replicate's fit at once, against `np.linalg.lstsq` row by row
+    # on its finite entries; fewer than 3 finite entries: NaN.
+    batches = np.array([8.0, 16, 32, 64, 128, 256])
+    rng = np.random.default_rng(1)
+    steps = 50 * (1 + 40 / batches) * np.exp(rng.normal(0, 0.2, (40, 6)))
+    steps[3, 2] = math.inf  # A B whose median seed never got there.
+    steps[5, :4] = math.inf
+    steps[7] = 1000 / batches  # Perfect scaling: B_crit inf.
+    s_min, b_crit = critical_batch.fit_steps_many(batches, steps)
+    for row, (found_s, found_b) in enumerate(zip(s_min, b_crit,
+                                                 strict=True)):
+        ok = np.isfinite(steps[row])
+        if ok.sum() < 3:
+            assert math.isnan(found_s) and math.isnan(found_b)
+            continue
+        design = (np.stack([np.ones(ok.sum()), 1.0 / batches[ok]], axis=1)
+                  / steps[row][ok][:, None])
+        (want_s, scale), *_ = np.linalg.lstsq(design, np.ones(ok.sum()),
+                                              rcond=None)
+        assert found_s == pytest.approx(want_s, rel=1e-12)
+        if want_s <= 0:
+            assert found_b == math.inf
+        else:
+            assert found_b == pytest.approx(scale / want_s, rel=1e-12)
+    assert b_crit[7] == math.inf and np.isfinite(b_crit[:3]).all()
+
+
+def test_steps_to_target_takes_one_target_per_copy():
+    steps = np.array([10, 20, 30])
+    curves = np.array([[1.0, 0.5, 2.0], [0.25, 0.4, 2.0],
+                       [0.1, 0.1, np.nan]])
+    targets = np.array([0.5, 0.3, 0.5])
+    together = critical_batch.steps_to_target(steps, curves, targets)
+    alone = [critical_batch.steps_to_target(steps, curves[:, [i]], t)[0]
+             for i, t in enumerate(targets)]
+    assert together.tolist() == alone  # Bit for bit.
+    assert together[1] == pytest.approx(20 + 10 * math.log(0.4 / 0.3)
+                                        / math.log(0.4 / 0.1))
+
+
+def test_the_replicates_read_at_once_equal_one_at_a_time():
+    # `_read` takes the bootstrap's replicates together; each equals the
+    # same replicate read alone (the gathers and reshapes keep every
+    # replicate's eta0, target and seeds apart), to float rounding.
+    batches = [8, 16, 32, 64]
+    seeds = list(range(4))
+    rng = np.random.default_rng(2)
+    trajectories = {}
+    for b in batches:
+        steps = np.arange(1, 41)
+        for e in (0.01, 0.02, 0.04):
+            trajectories[(b, e)] = {s: {
+                "steps": steps.tolist(),
+                "eval_loss": (np.exp(-steps * e * b / 40 * rng.uniform(
+                    0.8, 1.2)) + 0.05).tolist(),
+                "small_sq": rng.uniform(1.5, 3.0, 40).tolist(),
+                "big_sq": rng.uniform(1.0, 1.5, 40).tolist()}
+                for s in seeds}
+    runs = {b: critical_batch._Runs(b, {e: t for (bb, e), t in
+                                         trajectories.items() if bb == b},
+                                    seeds) for b in batches}
+    picks = {b: rng.integers(0, 3, 6) for b in batches}
+    targets = rng.uniform(0.1, 0.4, 6)
+    columns = rng.integers(0, 4, (6, 4))
+    per_epoch = dict.fromkeys(batches, 8)
+    together = critical_batch._read(runs, picks, targets, columns,
+                                    per_epoch, 512)
+    for r in range(6):
+        alone = critical_batch._read(runs, {b: picks[b][r:r + 1]
+                                            for b in batches},
+                                     targets[r:r + 1], columns[r:r + 1],
+                                     per_epoch, 512)
+        np.testing.assert_allclose(together["medians"][r],
+                                   alone["medians"][0], rtol=1e-12)
+        for key in ("s_min", "b_crit"):
+            np.testing.assert_allclose(together[key][r], alone[key][0],
+                                       rtol=1e-12)
+        for b in batches:
+            np.testing.assert_array_equal(together["per_seed"][b][r],
+                                          alone["per_seed"][b][0])
+            for name, values in together["noise"][b].items():
+                np.testing.assert_allclose(values[r],
+                                           alone["noise"][b][name][0],
+                                           rtol=1e-12)
+    # Not a constant: the replicates differ.
+    assert len(set(together["b_crit"].round(6))) > 1
+
+
 def test_half_point():
     batches = np.array([8.0, 16, 32, 64])
     eta0s = np.array([0.02, 0.02, 0.01, 0.005])

@@ -24,6 +24,10 @@ def test_estimators_invert_the_expected_norms():
     assert found["grad_variance"] == pytest.approx(trace)
     assert found["noise_scale"] == pytest.approx(40.0)
     assert noise_scale.simple_noise_scale(-1.0, 5.0) == float("inf")
+    # Arrays (a bootstrap's replicates): the same rule per element.
+    assert noise_scale.simple_noise_scale(
+        np.array([2.0, -1.0, 0.0]), np.array([4.0, 5.0, 1.0])).tolist() == [
+            2.0, float("inf"), float("inf")]
     with pytest.raises(ValueError, match=r"Received: big_batch=8"):
         noise_scale.estimate(1.0, 1.0, 8, 8)
 

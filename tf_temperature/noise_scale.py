@@ -40,6 +40,7 @@ successive steps straddle an update, and their product carries a bias
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from tf_temperature import _validation
@@ -89,7 +90,12 @@ def estimate(small_norm_sq, big_norm_sq, small_batch, big_batch,
 
 
 def simple_noise_scale(grad_norm_sq, grad_variance):
-    """`B_simple = tr(Sigma) / |G|^2`; `inf` if `|G|^2 <= 0` (all noise)."""
+    """`B_simple = tr(Sigma) / |G|^2`; `inf` if `|G|^2 <= 0` (all noise).
+    NumPy arrays give one value per element (a bootstrap's replicates)."""
+    if isinstance(grad_norm_sq, np.ndarray):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(grad_norm_sq > 0, grad_variance / grad_norm_sq,
+                            math.inf)
     if not grad_norm_sq > 0:
         return math.inf
     return grad_variance / grad_norm_sq

@@ -55,7 +55,7 @@ def steps_to_target(steps, curves, target):
     Args:
         steps: `[n]` evaluation steps.
         curves: `[n, S]` losses there (NaN once diverged).
-        target: the loss to reach.
+        target: the loss to reach, or one per copy (`[S]`).
 
     Returns:
         `[S]` steps, interpolated linearly in log loss between the last
@@ -64,6 +64,9 @@ def steps_to_target(steps, curves, target):
     """
     steps = np.asarray(steps, float)
     curves = np.asarray(curves, float)
+    target = np.broadcast_to(np.asarray(target, float), curves.shape[1:])
+    # `math.log` of each distinct target: the same float as one at a time.
+    log_target = np.vectorize(math.log, otypes=[float])(target)
     with np.errstate(invalid="ignore"):
         hit = curves <= target
     first = np.argmax(hit, axis=0)
@@ -74,7 +77,7 @@ def steps_to_target(steps, curves, target):
     with np.errstate(divide="ignore", invalid="ignore"):
         high = np.log(curves[before, copies])
         low = np.log(np.maximum(curves[first, copies], 1e-30))
-        share = np.where(high > low, (high - math.log(target))
+        share = np.where(high > low, (high - log_target)
                          / (high - low), 1.0)
     interpolated = steps[before] + share * (steps[first] - steps[before])
     return np.where(inside, interpolated, found)
@@ -83,13 +86,37 @@ def steps_to_target(steps, curves, target):
 def fit_steps(batch_sizes, steps):
     """`(S_min, B_crit)` of `S(B) = S_min + S_min B_crit / B`, least squares
     in relative error (weights `1 / S`); linear in `(S_min, S_min B_crit)`.
-    `B_crit` is `inf` if the steps never stop halving (`S_min <= 0`)."""
-    b, s = np.asarray(batch_sizes, float), np.asarray(steps, float)
-    design = np.stack([np.ones_like(b), 1.0 / b], axis=1) / s[:, None]
-    (s_min, scale), *_ = np.linalg.lstsq(design, np.ones_like(s), rcond=None)
-    if s_min <= 0:
-        return float(s_min), math.inf
-    return float(s_min), float(scale / s_min)
+    `B_crit` is `inf` if the steps never stop halving (`S_min <= 0`);
+    entries that are not finite are left out, and fewer than 3 finite ones
+    give NaN (`fit_steps_many`)."""
+    s_min, b_crit = fit_steps_many(batch_sizes, np.asarray(
+        steps, float)[None, :])
+    return float(s_min[0]), float(b_crit[0])
+
+
+def fit_steps_many(batch_sizes, steps):
+    """`fit_steps` of each row of `steps` (`[R, len(batch_sizes)]`, one
+    replicate each) at once: `([R] S_min, [R] B_crit)`. A row's entries
+    that are not finite are left out of its fit; a row with fewer than 3
+    finite entries gets NaN for both."""
+    b = np.asarray(batch_sizes, float)
+    s = np.asarray(steps, float)
+    ok = np.isfinite(s)
+    safe = np.where(ok, s, 1.0)
+    # A left-out entry is a zero row of the weighted system: it adds
+    # nothing to the least squares.
+    design = np.stack([np.ones_like(safe), np.broadcast_to(1.0 / b,
+                                                           safe.shape)],
+                      axis=-1) / safe[..., None] * ok[..., None]
+    # The least-squares solution of each row's system, by the SVD (as
+    # `np.linalg.lstsq`): the pseudo-inverse times the weighted target.
+    solution = np.einsum("rij,rj->ri", np.linalg.pinv(design),
+                         ok.astype(float))
+    s_min, scale = solution[:, 0], solution[:, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b_crit = np.where(s_min > 0, scale / s_min, math.inf)
+    few = ok.sum(axis=1) < 3
+    return (np.where(few, math.nan, s_min), np.where(few, math.nan, b_crit))
 
 
 def half_point(batch_sizes, best_eta0s):
@@ -126,14 +153,21 @@ def window_masks(steps, every, per_epoch, crossing, half_width=None):
 
 def _pooled(small, big, mask, batch, examples):
     """`B_simple` of the intervals in `mask`, pooled over them (a ratio of
-    means: `noise_scale.pooled`'s rule), or NaN for an empty window."""
-    count = mask.sum()
-    if not count:
-        return math.nan
-    found = noise_scale.summarize(float(small[mask].sum() / count),
-                                  float(big[mask].sum() / count),
-                                  batch // 2, batch, examples)
-    return found["noise_scale"]
+    means: `noise_scale.pooled`'s rule), or NaN for an empty window.
+
+    `small`, `big` and `mask` are `[n, ...]`; the intervals pooled are
+    those of the first axis and the last (the seeds), one value per index
+    of the axes between (the bootstrap's replicates), or one in all for
+    `[n, S]` arrays."""
+    axes = (0, small.ndim - 1)
+    count = mask.sum(axis=axes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        small_mean = np.where(mask, small, 0.0).sum(axis=axes) / count
+        big_mean = np.where(mask, big, 0.0).sum(axis=axes) / count
+    norm_sq, variance = noise_scale.estimate(small_mean, big_mean,
+                                             batch // 2, batch, examples)
+    found = noise_scale.simple_noise_scale(norm_sq, variance)
+    return np.where(count > 0, found, math.nan)
 
 
 class _Runs:
@@ -158,36 +192,49 @@ class _Runs:
         return int(np.argmin(np.abs(np.log(self.eta0s) - math.log(eta0))))
 
 
-def _read(runs, picks, target, columns, per_epoch, examples):
-    """Steps to target, B_crit and B_simple for one (re)sample.
+def _read(runs, picks, targets, columns, per_epoch, examples):
+    """Steps to target, B_crit and B_simple for `R` (re)samples at once.
 
     Args:
         runs: `{B: _Runs}`.
-        picks: `{B: index of the eta0 used}`.
-        target: the loss to reach.
-        columns: the seeds drawn (indices; repeats allowed).
+        picks: `{B: [R] indices of the eta0 used}`.
+        targets: `[R]` losses to reach.
+        columns: `[R, S]` the seeds drawn (indices; repeats allowed).
         per_epoch: `{B: steps per epoch}`.
         examples: `N` of the training set, or None.
+
+    Returns:
+        dict: `per_seed` (`{B: [R, S]}` steps to target), `medians`
+        (`[R, len(runs)]`), `s_min` and `b_crit` (`[R]`), `noise`
+        (`{B: {window (and window_uncorrected): [R]}}`).
     """
+    columns = np.asarray(columns)
+    replicates, seeds = columns.shape
     medians, per_seed, noise = [], {}, {}
     for batch, found in runs.items():
-        i = picks[batch]
-        reached = steps_to_target(found.steps, found.loss[i][:, columns],
-                                  target)
-        per_seed[batch] = reached
-        medians.append(np.median(reached))
+        chosen = np.asarray(picks[batch])[:, None]
+
+        def gather(values, chosen=chosen):
+            # `[E, n, S]` -> each replicate's eta0 and seeds, `[n, R, S]`.
+            return np.moveaxis(values[chosen, :, columns], 2, 0)
+
+        loss = gather(found.loss)
+        reached = steps_to_target(
+            found.steps, loss.reshape(len(found.steps), -1),
+            np.repeat(np.asarray(targets, float), seeds))
+        per_seed[batch] = reached.reshape(replicates, seeds)
+        medians.append(np.median(per_seed[batch], axis=1))
         masks = window_masks(found.steps, found.every, per_epoch[batch],
                              reached)
-        small, big = found.small[i][:, columns], found.big[i][:, columns]
-        noise[batch] = {w: _pooled(small, big, masks[w], batch, examples)
-                        for w in WINDOWS}
-        noise[batch].update({f"{w}_uncorrected": _pooled(
-            small, big, masks[w], batch, None) for w in WINDOWS})
-    batches = np.array(list(runs), float)
-    medians = np.array(medians)
-    ok = np.isfinite(medians)
-    s_min, b_crit = (fit_steps(batches[ok], medians[ok]) if ok.sum() >= 3
-                     else (math.nan, math.nan))
+        small, big = gather(found.small), gather(found.big)
+        noise[batch] = {}
+        for w in WINDOWS:
+            mask = masks[w].reshape(small.shape)
+            noise[batch][w] = _pooled(small, big, mask, batch, examples)
+            noise[batch][f"{w}_uncorrected"] = _pooled(small, big, mask,
+                                                       batch, None)
+    medians = np.stack(medians, axis=1)
+    s_min, b_crit = fit_steps_many(list(runs), medians)
     return {"per_seed": per_seed, "medians": medians, "s_min": s_min,
             "b_crit": b_crit, "noise": noise}
 
@@ -237,33 +284,35 @@ def measure(trajectories, by_batch, bootstrap, per_epoch, examples=None,
     fixed = target
     target = fixed or TARGET_MARGIN * float(trained["objective_median"].max())
     picks = {b: runs[b].nearest(best[b]) for b in batches}
-    everyone = np.arange(len(seeds))
-    point = _read(runs, picks, target, everyone, per_epoch, examples)
-    draws = bootstrap["draws"]
-    replicates = []
-    for r, columns in enumerate(draws):
-        chosen = {b: runs[b].nearest(math.exp(
-            bootstrap["log_best_eta0"][b][r])) for b in batches}
-        goal = fixed or TARGET_MARGIN * max(
-            bootstrap["best_objective"][b][r] for b in batches)
-        replicates.append(_read(runs, chosen, goal, columns, per_epoch,
-                                examples))
+    # The point estimate (every seed once) and the bootstrap's replicates,
+    # each replicate reselecting the eta0 and the target.
+    point = _read(runs, {b: [picks[b]] for b in batches}, [target],
+                  np.arange(len(seeds))[None, :], per_epoch, examples)
+    draws = np.asarray(bootstrap["draws"])
+    chosen = {b: [runs[b].nearest(math.exp(log_eta0))
+                  for log_eta0 in bootstrap["log_best_eta0"][b]]
+              for b in batches}
+    goals = [fixed or TARGET_MARGIN * max(
+        bootstrap["best_objective"][b][r] for b in batches)
+        for r in range(len(draws))]
+    replicates = _read(runs, chosen, goals, draws, per_epoch, examples)
     halves = [half_point(batches, np.exp([bootstrap["log_best_eta0"][b][r]
                                           for b in batches]))
               for r in range(len(draws))]
     result = {"target": target, "target_fixed": bool(fixed),
               "largest_batch": batches[-1],
-              "b_crit": point["b_crit"], "s_min": point["s_min"],
+              "b_crit": float(point["b_crit"][0]),
+              "s_min": float(point["s_min"][0]),
               "b_half": half_point(batches, [best[b] for b in batches]),
               "noise_scale_batch": batches[0], "examples": examples}
     result["b_crit_low"], result["b_crit_high"] = _interval(
-        [r["b_crit"] for r in replicates])
+        replicates["b_crit"])
     result["b_half_low"], result["b_half_high"] = _interval(halves)
     steps_rows, noise_rows = [], []
     for k, b in enumerate(batches):
-        reached = point["per_seed"][b]
+        reached = point["per_seed"][b][0]
         row = {"batch_size": b, "eta0": float(runs[b].eta0s[picks[b]]),
-               "steps_to_target": float(point["medians"][k]),
+               "steps_to_target": float(point["medians"][0, k]),
                "steps_low": None, "steps_high": None,
                "steps_q25": float(np.percentile(reached, 25,
                                                 method="lower")),
@@ -272,14 +321,15 @@ def measure(trajectories, by_batch, bootstrap, per_epoch, examples=None,
                "reached": int(np.isfinite(reached).sum()),
                "seeds": len(reached)}
         row["steps_low"], row["steps_high"] = _interval(
-            [r["medians"][k] for r in replicates])
+            replicates["medians"][:, k])
         steps_rows.append(row)
         noise_row = {"batch_size": b, "eta0": row["eta0"]}
         for w in WINDOWS:
-            low, high = _interval([r["noise"][b][w] for r in replicates])
-            noise_row.update({w: point["noise"][b][w], f"{w}_low": low,
-                              f"{w}_high": high, f"{w}_uncorrected":
-                              point["noise"][b][f"{w}_uncorrected"]})
+            low, high = _interval(replicates["noise"][b][w])
+            noise_row.update({w: float(point["noise"][b][w][0]),
+                              f"{w}_low": low, f"{w}_high": high,
+                              f"{w}_uncorrected": float(
+                                  point["noise"][b][f"{w}_uncorrected"][0])})
         noise_rows.append(noise_row)
     steps = pd.DataFrame(steps_rows)
     noise = pd.DataFrame(noise_rows)
@@ -335,8 +385,8 @@ def _by_epoch(runs, picks, per_epoch, examples):
                 "epoch": int(epoch), "step": int(found.steps[last]),
                 "eval_loss": float(np.nanmedian(found.loss[i][last]))
                 if np.isfinite(found.loss[i][last]).any() else math.nan,
-                "b_simple": _pooled(found.small[i], found.big[i], mask,
-                                    batch, examples)})
+                "b_simple": float(_pooled(found.small[i], found.big[i],
+                                          mask, batch, examples))})
     return pd.DataFrame(rows)
 
 
