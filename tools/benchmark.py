@@ -561,14 +561,13 @@ def main(argv):
 
     suites = _SUITES.value
     # Seconds per suite on 2 cores with AVX-512: `study` took 178 s and
-    # `memory` 66 s on an Intel Xeon (docs/PERFORMANCE.md), `trainer` 96 s
-    # and `equilibrium` 155 s (3 repeats) on an AMD EPYC, `cooling` about
-    # 11 + 61 s a repeat there, the others about
-    # 3 minutes together on an AMD EPYC (their split is rough). They
-    # weigh the suites for the time left, which then follows this
-    # machine's pace.
+    # `memory` 66 s on an Intel Xeon (docs/PERFORMANCE.md); on an AMD EPYC,
+    # with 3 repeats, `trainer` 96 s, `equilibrium` 155 s, `jax` 149 s and
+    # `cooling` 221 s, the others about 3 minutes together (their split is
+    # rough). They weigh the suites for the time left, which then follows
+    # this machine's pace.
     typical = {"trainer": 100, "knobs": 70, "input": 30, "memory": 66,
-               "study": 178, "startup": 25, "jax": 400, "equilibrium": 155,
+               "study": 178, "startup": 25, "jax": 150, "equilibrium": 155,
                "cooling": 220, "accelerator": 120}
     costs = [typical[suite] for suite in suites]
     print(f"benchmark: {len(suites)} suite(s) {', '.join(suites)}, "
