@@ -131,13 +131,20 @@ FIELD_CASES = [
     ("cooling_unknown_runner", "cooling", {"cooling.runner": "copies"},
      None, "error: `cooling.runner` must be one of ('population', "
      "'trainer'). Received: cooling.runner='copies'"),
+    ("cooling_population_nondeterministic", "cooling",
+     {"deterministic": False}, None,
+     "error: `deterministic` is not supported by cooling.runner='population' "
+     "(it trains the BN-free dense models, family 'mlp' or 'linear', with "
+     "plain or heavy-ball SGD in float32 on one device, deterministic input "
+     "and no measurement; cooling.runner='trainer' trains any run). "
+     "Received: deterministic=False"),
     ("cooling_population_with_weight_decay", "cooling",
      {"model.weight_decay": 1e-4}, None,
      "error: `model.weight_decay` is not supported by "
      "cooling.runner='population' (it trains the BN-free dense models, "
-     "family 'mlp' or 'linear', with plain or heavy-ball SGD in float32 and "
-     "no measurement; cooling.runner='trainer' trains any run). Received: "
-     "model.weight_decay=0.0001"),
+     "family 'mlp' or 'linear', with plain or heavy-ball SGD in float32 on "
+     "one device, deterministic input and no measurement; cooling.runner="
+     "'trainer' trains any run). Received: model.weight_decay=0.0001"),
     ("batch_size_zero", "train", {"batch_size": 0}, None,
      "error: `batch_size` must be an integer >= 1. Received: batch_size=0"),
     ("negative_eta0", "train", {"optimizer.eta0": -0.1}, None,

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from conftest import override
 
 from tf_temperature.studies.cooling import experiment as cooling
@@ -196,6 +197,9 @@ def _runs(path):
 
 
 @pytest.mark.slow  # the experiment twice: trainer runs, then populations
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason=(
+    "on a GPU TensorFlow's TF32 matrix products (on by default on Ampere "
+    "and later) round the two runners apart by more than float32"))
 @pytest.mark.parametrize("changes", [
     {},  # Plain SGD, the four schedules.
     {"optimizer.momentum": 0.9, "cooling.schedules": ("decay", "hybrid")},
@@ -230,7 +234,7 @@ def test_populations_equal_the_trainer_runs(tmp_path, changes):
     np.testing.assert_allclose(ours["loss"], trainer["loss"], rtol=1e-5)
     assert ours["top5_error"].notna().all() == (
         changes.get("dataset.num_classes", 10) > 10)
-    # Not every row equal to the last bit: the check compares something.
+    # Every run's every epoch and split is compared.
     assert len(ours) == 2 * 3 * 3 * len(trainer.schedule.unique())
     for name, summary in our_summaries.items():
         theirs = trainer_summaries[name]
@@ -279,3 +283,52 @@ def test_population_rerun_trains_only_the_schedules_not_finished(tmp_path):
             assert (run / "metrics.csv").read_bytes() == kept[run.name]
     pd.testing.assert_frame_equal(again_curves.drop(columns="wall_time"),
                                   curves.drop(columns="wall_time"))
+
+
+@pytest.mark.slow  # a tiny experiment whose runs all diverge, twice
+def test_diverged_populations_are_kept_and_read_by_either_runner(
+        tmp_path, monkeypatch):
+    # At eta0 = 1e30 every copy's loss overflows in its first epoch (at
+    # merely large rates the ReLU units die and the loss stays finite):
+    # every run is written diverged (no rows, no checkpoint) and the
+    # experiment says so; a rerun, by either runner, finds them diverged
+    # and trains nothing.
+    from configs import cooling_digits
+    from tf_temperature.training import trainer
+
+    config = override(tiny(cooling_digits.get_config()),
+                      {"optimizer.eta0": 1e30,
+                       "cooling.schedules": ("decay", "grow")})
+    with pytest.raises(trainer.DivergedError, match="every run of the "
+                       "cooling experiment diverged"):
+        cooling.run_experiment(config, str(tmp_path), None)
+    for run in sorted((tmp_path / "runs").iterdir()):
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["diverged"] is True and summary["step"] == 0, run
+        assert (run / "metrics.csv").read_text().count("\n") == 1  # Header.
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(trainer, "train_and_evaluate", refuse)
+    monkeypatch.setattr(cooling.copies.CoolingCopies, "train", refuse)
+    for runner in ("population", "trainer"):
+        with pytest.raises(trainer.DivergedError):
+            cooling.run_experiment(override(config.copy_and_resolve_references(),
+                                            {"cooling.runner": runner}),
+                                   str(tmp_path), None)
+        assert not list(tmp_path.glob("runs/*/checkpoints"))
+
+
+@pytest.mark.slow  # a tiny experiment, then its rerun by the other runner
+def test_a_finished_experiment_is_complete_for_either_runner(tmp_path):
+    from configs import cooling_digits
+
+    config = override(tiny(cooling_digits.get_config()),
+                      {"cooling.schedules": ("decay", "grow")})
+    _, report = cooling.run_experiment(config, str(tmp_path), None)
+    lines = []
+    _, again = cooling.run_experiment(
+        override(config.copy_and_resolve_references(),
+                 {"cooling.runner": "trainer"}), str(tmp_path), lines.append)
+    assert lines[0].startswith(f"cooling: {tmp_path} is already complete")
+    assert again == json.loads(json.dumps(report))

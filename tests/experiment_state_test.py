@@ -208,7 +208,8 @@ def test_cooling_torn_metrics_and_garbage_summary_are_redone(
 
 
 def test_run_damage_spares_a_run_that_is_only_unfinished(cooled, tmp_path):
-    # Stopped after epoch 1 (no summary yet): the trainer resumes it. Once
+    # Stopped after epoch 1 (no summary yet): not damaged (the trainer
+    # resumes it; a population trains its schedule again). Once
     # finished, a missing epoch or a torn field is damage.
     run = copy(cooled[0] / "runs" / "grow_seed0", tmp_path)
     metrics = run / "metrics.csv"
@@ -426,6 +427,26 @@ def test_a_signal_during_the_closing_lines_is_one_stopped_line(
     stopped = message_lines(result.stderr, ("stopped:", "error:"))
     assert len(stopped) == 1 and stopped[0].startswith(
         "stopped: SIG"), stopped
+
+
+@pytest.mark.slow
+def test_cooling_stopped_between_schedules_trains_only_the_rest(
+        cooled, tmp_path):
+    # SIGTERM once the first schedule's runs are written: one `stopped:`
+    # line; those runs stay, the rest are trained on the rerun, and the
+    # report is the uninterrupted experiment's.
+    path = tmp_path / "run"
+    stopped = pipeline("cooling", path, COOLING, "[1/")
+    assert stopped.returncode == 75, stopped.stderr[-3000:]
+    assert message_lines(stopped.stderr, ("stopped:", "error:"))[0].startswith(
+        "stopped: SIG")
+    assert sorted(p.name for p in (path / "runs").iterdir()) == [
+        f"decay_seed{n}" for n in (0, 1, 2)]
+    assert not (path / "cooling.json").exists()
+    again = pipeline("cooling", path, COOLING)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (path / "cooling.json").read_text() == (
+        cooled[0] / "cooling.json").read_text()
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Tests of the tools: plot_schedule, benchmark, equipartition, coverage;
 what they print and where they write."""
 
+import functools
 import importlib.util
 import pathlib
 import re
@@ -11,7 +12,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@functools.cache
 def load_tool(name):
+    # Once per process: a tool's absl flags can be defined only once.
     spec = importlib.util.spec_from_file_location(
         name, ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -433,8 +436,8 @@ def test_thread_usage_prints_a_line_per_repeat_and_stops_its_spinners():
 
 @pytest.mark.slow
 def test_benchmark_cooling_suite_alternates_the_two_runners(monkeypatch):
-    # Reduced to 3 epochs of 3 seeds: a row per runner, the trainer's
-    # speed-up 1 by definition, the populations faster.
+    # Reduced to 3 epochs of 3 seeds: a row per runner, each runner's
+    # speed the trainer's seconds over its own.
     monkeypatch.syspath_prepend(str(ROOT / "tools"))  # benchmark_parts.
     bench = load_tool("benchmark")
     rows = bench.suite_cooling(1, [
@@ -444,8 +447,9 @@ def test_benchmark_cooling_suite_alternates_the_two_runners(monkeypatch):
     found = {row["variant"]: row for row in rows}
     assert list(found) == ["pipelines.cooling, cooling.runner=population",
                            "pipelines.cooling, cooling.runner=trainer"]
-    assert found["pipelines.cooling, cooling.runner=trainer"][
-        "speedup"] == 1.0
-    assert found["pipelines.cooling, cooling.runner=population"][
-        "speedup"] > 1.0
-    assert "x the slowest's speed" in bench.markdown(rows)
+    trainer = found["pipelines.cooling, cooling.runner=trainer"]
+    ours = found["pipelines.cooling, cooling.runner=population"]
+    assert min(ours["process_seconds"], trainer["process_seconds"]) > 0
+    assert ours["speedup"] == pytest.approx(
+        trainer["process_seconds"] / ours["process_seconds"])
+    assert "x the speed of the trainer runs" in bench.markdown(rows)

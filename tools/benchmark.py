@@ -369,20 +369,24 @@ def suite_cooling(repeats, flags_=()):
     for _ in range(repeats):
         for runner in runners:
             scratch = tempfile.mkdtemp(prefix="bench_cooling_")
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "pipelines.cooling",
-                            f"--workdir={scratch}/run",
-                            f"--config.cooling.runner={runner}", *flags_],
-                           cwd=ROOT, capture_output=True, check=True)
-            whole[runner].append(time.perf_counter() - started)
-            shutil.rmtree(scratch, ignore_errors=True)
+            try:
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "pipelines.cooling",
+                                f"--workdir={scratch}/run",
+                                f"--config.cooling.runner={runner}",
+                                *flags_], cwd=ROOT, capture_output=True,
+                               check=True)
+                whole[runner].append(time.perf_counter() - started)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
     slow = statistics.median(whole["trainer"])
     return [{"suite": "cooling",
              "variant": f"pipelines.cooling, cooling.runner={runner}",
              "process_seconds": statistics.median(whole[runner]),
              "min": min(whole[runner]), "max": max(whole[runner]),
              "repeats": repeats,
-             "speedup": slow / statistics.median(whole[runner])}
+             "speedup": slow / statistics.median(whole[runner]),
+             "speed_of": "the trainer runs"}
             for runner in runners]
 
 

@@ -277,8 +277,9 @@ def markdown(rows):
             table.append([r["suite"], r["variant"],
                           f"{r['process_seconds']:.2f} s", f"{r['min']:.2f}",
                           f"{r['max']:.2f}", "whole process" + (
-                              f", {r['speedup']:.2f}x the slowest's speed"
-                              if "speedup" in r else "")])
+                              f", {r['speedup']:.2f}x the speed of "
+                              f"{r['speed_of']}" if "speed_of" in r
+                              else "")])
             continue
         if value is None and "ratio" in r:
             table.append([r["suite"], r["variant"], f"ratio {r['ratio']:.3f}",

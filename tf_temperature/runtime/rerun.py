@@ -54,7 +54,9 @@ RERUN_FREE = {
     # A trainer run (also each run of a study, and a cooling or
     # equilibrium experiment's own `config.json` and populations).
     "train": _CARRIED_OUT,
-    "cooling": _CARRIED_OUT,
+    # How the cooling runs train (as one population or as trainer runs)
+    # moves no result beyond float32 rounding.
+    "cooling": (*_CARRIED_OUT, "cooling.runner"),
     "equilibrium": _CARRIED_OUT,
     # A learning-rate search (`plan.json`): fields of the report alone (its
     # mode, its bootstrap, its target), of how trials run (threads, the

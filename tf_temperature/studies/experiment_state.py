@@ -12,7 +12,8 @@ reports without running anything, and another config is refused. Here:
   one is missing or damaged (`read_table`, `read_record`, `is_png`): they
   are named in one warning, and the study rebuilds them;
 * `run_damage`: a cooling run's files (`runs/<schedule>_seed<seed>/`) that
-  are torn or garbage, so that the run is redone (`redo`);
+  are torn or garbage, so that the run is redone (`redo`; by a trainer
+  run, or with its schedule's population);
 * `save_population`, `load_population`: an equilibrium population's
   measurements, saved as it finishes (`populations/B<batch>.npz`), reused
   on a rerun.
@@ -179,7 +180,9 @@ def run_damage(run_dir, epochs):
                 return path, "is not a JSON object"
     summary = found.get("summary.json")
     if summary is None or summary.get("diverged"):
-        return None  # Not finished (the trainer resumes it) or diverged.
+        # Not finished (the trainer resumes it, a population trains its
+        # schedule again) or diverged.
+        return None
     path = io.join(run_dir, "metrics.csv")
     found = _metrics_damage(path, epochs)
     return (path, found) if found else None

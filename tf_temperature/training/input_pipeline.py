@@ -15,10 +15,10 @@ sources are in `sources`. One replica on a CPU reads its dataset directly
 A dataset can span several epochs (`train_dataset(..., epochs=k)`): the
 trainer builds one per batch phase, and one repeated evaluation dataset
 per run, so that its functions are traced and its iterators made once,
-not once per epoch (the cooling experiment, many short epochs, runs 1.58x
-faster for it). The epoch is then a tensor inside `flat_map`, and the shuffle
-gets its seeds as tensors (`_shuffled`): the batches are the very ones
-the per-epoch datasets give (tested).
+not once per epoch (the cooling experiment as trainer runs, many short
+epochs, ran 1.58x faster for it). The epoch is then a tensor inside
+`flat_map`, and the shuffle gets its seeds as tensors (`_shuffled`): the
+batches are the very ones the per-epoch datasets give (tested).
 """
 
 import copy

@@ -20,21 +20,28 @@ METRIC_SUMS = ("loss", "correct", "correct5", "count")
 _SUM = tf.distribute.ReduceOp.SUM
 
 
-def metric_sums(labels, logits, per_example_loss, weights, top5):
-    """The step's `METRIC_SUMS`, each weighted by `weights`."""
+def metric_sums(labels, logits, per_example_loss, weights, top5,
+                axis=None):
+    """The step's `METRIC_SUMS`, each weighted by `weights`: over every
+    example, or over `axis` (a population's copies keep one sum each:
+    `axis=-1` on `[S, B]` examples)."""
     labels = tf.cast(labels, tf.int32)
     logits = tf.cast(logits, tf.float32)
     correct = tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels),
                       tf.float32)
     if top5:
-        correct5 = tf.cast(tf.math.in_top_k(labels, logits, 5), tf.float32)
+        # `in_top_k` takes one row of logits per example.
+        correct5 = tf.reshape(tf.cast(tf.math.in_top_k(
+            tf.reshape(labels, [-1]), tf.reshape(
+                logits, [-1, tf.shape(logits)[-1]]), 5), tf.float32),
+            tf.shape(correct))
     else:
         correct5 = tf.zeros_like(correct)
     return {
-        "loss": tf.reduce_sum(per_example_loss * weights),
-        "correct": tf.reduce_sum(correct * weights),
-        "correct5": tf.reduce_sum(correct5 * weights),
-        "count": tf.reduce_sum(weights),
+        "loss": tf.reduce_sum(per_example_loss * weights, axis),
+        "correct": tf.reduce_sum(correct * weights, axis),
+        "correct5": tf.reduce_sum(correct5 * weights, axis),
+        "count": tf.reduce_sum(weights, axis),
     }
 
 

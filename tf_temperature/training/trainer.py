@@ -412,8 +412,6 @@ class _Epochs:
         t = self.t
         rows = self.out.log.read()
         fingerprint = checkpoints.weights_fingerprint
-        evals = [r for r in rows if r["split"] == "eval"]
-        trains = [r for r in rows if r["split"] == "train"]
         summary = {
             "diverged": diverged, "step": t.step,
             "epochs": int(t.config.num_epochs),
@@ -428,16 +426,7 @@ class _Epochs:
             "weights": fingerprint(t.parts.model.trainable_weights),
             "all_weights": fingerprint(t.parts.model.weights),
         }
-        if evals:
-            best = min(evals, key=lambda r: float(r["error"]))
-            summary.update(
-                final_eval_error=float(evals[-1]["error"]),
-                final_eval_loss=float(evals[-1]["loss"]),
-                final_train_error=float(trains[-1]["error"]),
-                final_train_loss=float(trains[-1]["loss"]),
-                best_eval_error=float(best["error"]),
-                best_eval_epoch=int(best["epoch"]),
-            )
+        summary.update(writers.results(rows))
         if not diverged and t.chief:
             for hook in t.hooks:
                 summary.update(hook.finish(t.parts, self.run_dir, rows,

@@ -178,6 +178,23 @@ def epoch_row(parts, hook_list, epoch, step, split, totals, wall_time,
     return row
 
 
+def results(rows):
+    """A run's results from its `metrics.csv` rows (`summary.json`'s keys:
+    the last epoch's errors and losses, the best evaluation error and its
+    epoch); empty without an evaluation row."""
+    evals = [r for r in rows if r["split"] == "eval"]
+    trains = [r for r in rows if r["split"] == "train"]
+    if not evals:
+        return {}
+    best = min(evals, key=lambda r: float(r["error"]))
+    return {"final_eval_error": float(evals[-1]["error"]),
+            "final_eval_loss": float(evals[-1]["loss"]),
+            "final_train_error": float(trains[-1]["error"]),
+            "final_train_loss": float(trains[-1]["loss"]),
+            "best_eval_error": float(best["error"]),
+            "best_eval_epoch": int(best["epoch"])}
+
+
 def run_description(parts, batches):
     """The run's first line: data, model, batch (each phase's, with a
     batch growth), steps per epoch, rates."""

@@ -23,11 +23,16 @@ rows are the trainer's (`writers.epoch_row`) from the same sums. So a
 copy's `metrics.csv` equals its trainer run's to float32 rounding
 (`tests/cooling_test.py` checks it): a population's batched products may
 round the last bit differently from one model's, and on 30 noisy epochs
-those bits grow to about 1e-5 of the loss (docs/PERFORMANCE.md).
+those bits grow to up to 2e-5 of the loss (docs/PERFORMANCE.md).
 
 It takes what the population engine can hold: the BN-free dense models
 ("mlp" and "linear") without weight decay, plain or heavy-ball SGD, float32
-on one replica, no measurement hooks (`check_config` names the field).
+on one replica of one host, deterministic input, no measurement hooks
+(`check_config` and `check_setup` name the field, before anything is
+written). `jit_compile` does not apply: the population's step is not
+compiled by XLA. A run that diverges is written as the trainer leaves one
+(its rows up to the last whole epoch, `diverged` in its summary, whose
+`step` is that epoch's end) and kept on a rerun.
 """
 
 import dataclasses
@@ -42,12 +47,19 @@ import tensorflow as tf
 from tf_temperature.runtime import io
 from tf_temperature.studies import population
 from tf_temperature.studies.copy_models import mlp, stack_starts
-from tf_temperature.training import experiment, writers
+from tf_temperature.training import (
+    experiment,
+    input_pipeline,
+    loops,
+    writers,
+)
 
 RUNNERS = ("population", "trainer")
 FAMILIES = ("mlp", "linear")
-# The examples every seed's epochs hold are kept in memory: at most this.
-MAX_STREAM_BYTES = 2**31
+# Every seed's examples of every epoch are kept in memory, at most this
+# many bytes; drawing them holds about four times as much for a moment
+# (the batches, their reshaped copy, the stacked array, the tensor).
+MAX_STREAM_BYTES = 2**29
 
 
 def check_config(config):
@@ -59,7 +71,10 @@ def check_config(config):
                          f"Received: cooling.runner={runner!r}")
     if runner != "population":
         return
-    checks = (("model.family", config.model.family,
+    checks = (("strategy", config.strategy,
+               config.strategy not in ("multi_worker", "tpu")),
+              ("deterministic", config.deterministic, config.deterministic),
+              ("model.family", config.model.family,
                config.model.family in FAMILIES),
               ("model.weight_decay", config.model.weight_decay,
                not config.model.weight_decay),
@@ -73,9 +88,44 @@ def check_config(config):
             raise ValueError(
                 f"`{field}` is not supported by cooling.runner='population' "
                 "(it trains the BN-free dense models, family 'mlp' or "
-                "'linear', with plain or heavy-ball SGD in float32 and no "
-                "measurement; cooling.runner='trainer' trains any run). "
-                f"Received: {field}={value!r}")
+                "'linear', with plain or heavy-ball SGD in float32 on one "
+                "device, deterministic input and no measurement; "
+                f"cooling.runner='trainer' trains any run). Received: "
+                f"{field}={value!r}")
+
+
+def check_setup(setup, runs, source):
+    """Raises `ValueError` naming the field, before anything is written,
+    where the experiment's runs (`[(schedule, seed, run config)]`) cannot
+    train as one population on `setup`'s strategy and `source`'s data:
+    several replicas, a batch that is not a multiple of the first one
+    (`_example_streams` slices the later from the first), or examples
+    too many to keep in memory."""
+    if setup.replicas != 1:
+        raise ValueError(
+            "`strategy` must give one replica with cooling.runner="
+            f"'population' (it has {setup.replicas}; cooling.runner="
+            "'trainer' trains on several). Received: "
+            f"strategy={runs[0][2].strategy!r}")
+    first = int(runs[0][2].batch_size)
+    for name, _, run in runs:
+        for batch in experiment.phase_batch_sizes(run):
+            if batch % first:
+                raise ValueError(
+                    "`cooling.runner` 'population' needs every batch to be "
+                    f"a multiple of the first ({first}); schedule {name!r} "
+                    f"has {batch}. Received: cooling.runner='population'")
+    run = runs[0][2]
+    seeds = len({seed for _, seed, _ in runs})
+    size = (seeds * int(run.num_epochs) * (source.num_train // first)
+            * first * run.dataset.image_size**2 * source.channels * 4)
+    if size > MAX_STREAM_BYTES:
+        raise ValueError(
+            "`cooling.runner` 'population' keeps every epoch's examples in "
+            f"memory, {size / 2**20:.0f} MiB here (at most "
+            f"{MAX_STREAM_BYTES / 2**20:.0f} MiB); use cooling.runner="
+            "'trainer' for this data set. Received: "
+            "cooling.runner='population'")
 
 
 class CoolingCopies:
@@ -89,12 +139,19 @@ class CoolingCopies:
     """
 
     def __init__(self, setup, runs):
-        if setup.replicas != 1:
-            raise ValueError(
-                "`cooling.runner` 'population' trains on one replica; use "
-                f"cooling.runner='trainer' on {setup.replicas} replicas. "
-                "Received: cooling.runner='population'")
         self.runs = dict(runs)
+        # The strategy's one device (the CPU under strategy="cpu" on a host
+        # with a GPU): the copies' weights and steps go there.
+        self.device = setup.strategy.extended.worker_devices[0]
+        previous = keras.config.dtype_policy()
+        try:
+            # `build` sets the global dtype policy, as a trainer run does.
+            with tf.device(self.device):
+                self._build(setup)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    def _build(self, setup):
         first = next(iter(self.runs.values()))
         self.seeds = [int(run.seed) for run in first]
         self.data, starts = [], []
@@ -127,10 +184,14 @@ class CoolingCopies:
             self.model, None, float(reference.config.optimizer.momentum),
             stack_starts(self.model, starts), jit=False)
         # Every step's rate, per copy: each run's own schedule.
-        self.rates = {name: np.stack([np.asarray(p.scaling.schedule(
-            np.arange(p.scaling.schedule.batches.start_step(
-                self.num_epochs))), np.float32) for p in parts], axis=1)
-            for name, parts in self.parts.items()}
+        self.rates = {}
+        for name, copies in self.parts.items():
+            schedules = [p.scaling.schedule for p in copies]
+            steps = np.arange(schedules[0].batches.start_step(
+                self.num_epochs))
+            self.rates[name] = np.stack([np.asarray(
+                schedule(steps), np.float32) for schedule in schedules],
+                axis=1)
         self.shared = self._shared_epochs()
         self._images, self._labels = self._example_streams()
         self._eval = self._eval_arrays()
@@ -167,26 +228,8 @@ class CoolingCopies:
         pipeline feeds them: `(images [S, epochs, M, d], labels [S,
         epochs, M])`, `M` being an epoch's examples at the first batch
         size (the most: every later batch is a multiple of it)."""
-        names = list(self.runs)
-        first = self.batches(names[0]).phases[0]
-        for name in names:
-            for phase in self.batches(name).phases:
-                if phase.batch_size % first.batch_size:
-                    raise ValueError(
-                        "`cooling.runner` 'population' needs every batch "
-                        f"to be a multiple of the first ({first.batch_size})"
-                        f"; schedule {name!r} has {phase.batch_size}. "
-                        "Received: cooling.runner='population'")
+        first = self.batches(next(iter(self.runs))).phases[0]
         per_epoch = first.steps_per_epoch * first.batch_size
-        size = (len(self.seeds) * self.num_epochs * per_epoch
-                * int(np.prod(self.data[0].image_shape)) * 4)
-        if size > MAX_STREAM_BYTES:
-            raise ValueError(
-                "`cooling.runner` 'population' keeps every epoch's "
-                f"examples in memory, {size / 2**30:.1f} GiB here (at most "
-                f"{MAX_STREAM_BYTES / 2**30:.0f}); use cooling.runner="
-                "'trainer' for this data set. Received: "
-                "cooling.runner='population'")
         datasets = []
         for seed, data in zip(self.seeds, self.data, strict=True):
             # The shuffle's first seed is read from the global seed as the
@@ -197,13 +240,25 @@ class CoolingCopies:
                 epochs=self.num_epochs).batch(first.steps_per_epoch))
 
         def drawn(dataset):
-            x, y = zip(*dataset.as_numpy_iterator(), strict=True)
+            x, y = [], []
+            try:
+                for images, labels in dataset.as_numpy_iterator():
+                    x.append(images)
+                    y.append(labels)
+            except (tf.errors.OutOfRangeError,
+                    tf.errors.FailedPreconditionError,
+                    tf.errors.InvalidArgumentError):
+                # An epoch that ran out (files that do not decode), as the
+                # trainer says it (`input_pipeline.NoDataError`).
+                raise input_pipeline.NoDataError(
+                    self.data[0].source, "training", len(x) + 1) from None
             return (np.reshape(x, (self.num_epochs, per_epoch, -1)),
                     np.reshape(y, (self.num_epochs, per_epoch)))
 
         # A pipeline's small per-example steps keep about one core busy:
-        # the seeds' pipelines run side by side, one per core.
-        workers = max(1, min(len(datasets), os.cpu_count() or 1))
+        # the seeds' pipelines run side by side, one per core this process
+        # may use.
+        workers = max(1, min(len(datasets), len(os.sched_getaffinity(0))))
         with futures.ThreadPoolExecutor(workers) as pool:
             images, labels = zip(*pool.map(drawn, datasets), strict=True)
         return tf.constant(np.stack(images)), tf.constant(np.stack(labels))
@@ -220,29 +275,18 @@ class CoolingCopies:
                              for i in range(3)])
         images, labels, weights = (np.stack([c[i] for c in per_copy])
                                    for i in range(3))
+        if not weights.sum(axis=1).all():
+            raise input_pipeline.NoDataError(self.data[0].source,
+                                             "evaluation", 1)
         return (tf.constant(images.reshape(*images.shape[:2], -1)),
                 tf.constant(labels), tf.constant(weights, tf.float32))
 
-    def _hits(self, logits, labels):
-        """`(correct, correct in the top 5)` per copy and example, `[S,
-        B]` each: `loops.metric_sums`' (top 5 only past 10 classes)."""
-        labels = tf.cast(labels, tf.int32)
-        correct = tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels),
-                          tf.float32)
-        if not self.top5:
-            return correct, tf.zeros_like(correct)
-        top5 = tf.math.in_top_k(tf.reshape(labels, [-1]), tf.reshape(
-            logits, [-1, logits.shape[-1]]), 5)
-        return correct, tf.reshape(tf.cast(top5, tf.float32),
-                                   tf.shape(correct))
-
     def _train(self, epoch, batch, rates):
         """Epoch `epoch`'s `len(rates)` steps at batch `batch`; each copy's
-        float64 sums of the trainer's `loss`, `correct`, `correct5` and
-        `count` (`loops.metric_sums`)."""
+        float64 sums of the trainer's `loops.METRIC_SUMS`."""
         images, labels = self._images[:, epoch], self._labels[:, epoch]
         size = tf.cast(batch, tf.float32)
-        sums = dict.fromkeys(("loss", "correct", "correct5", "count"),
+        sums = dict.fromkeys(loops.METRIC_SUMS,
                              tf.zeros([len(self.seeds)], tf.float64))
         for i in tf.range(tf.shape(rates)[0]):
             x = images[:, i * batch:(i + 1) * batch]
@@ -255,11 +299,11 @@ class CoolingCopies:
                 total = tf.reduce_sum(tf.reduce_sum(per_example, 1) / size)
             self.engine.apply(tape.gradient(total, self.engine.variables),
                               rates[i])
-            correct, correct5 = self._hits(logits, y)
-            step = {"loss": per_example, "correct": correct,
-                    "correct5": correct5, "count": tf.ones_like(correct)}
-            sums = {name: sums[name] + tf.cast(tf.reduce_sum(
-                value, 1), tf.float64) for name, value in step.items()}
+            found = loops.metric_sums(y, logits, per_example,
+                                      tf.ones_like(per_example), self.top5,
+                                      axis=-1)
+            sums = {name: sums[name] + tf.cast(found[name], tf.float64)
+                    for name in loops.METRIC_SUMS}
         return sums
 
     def _evaluate(self):
@@ -267,17 +311,20 @@ class CoolingCopies:
         logits = self.model(images, training=False)
         per_example = keras.losses.sparse_categorical_crossentropy(
             labels, logits, from_logits=True)
-        correct, correct5 = self._hits(logits, labels)
-        return {name: tf.reduce_sum(tf.cast(value * weights, tf.float64), 1)
-                for name, value in (("loss", per_example),
-                                    ("correct", correct),
-                                    ("correct5", correct5),
-                                    ("count", tf.ones_like(correct)))}
+        found = loops.metric_sums(labels, logits, per_example, weights,
+                                  self.top5, axis=-1)
+        return {name: tf.cast(value, tf.float64)
+                for name, value in found.items()}
 
     def _epochs(self, name, start, end, names, rows, diverged, began):
         """Trains epochs `[start, end)` of schedule `name`, adding each
         epoch's rows to those of every schedule of `names` (they share
         these epochs)."""
+        with tf.device(self.device):
+            self._train_epochs(name, start, end, names, rows, diverged,
+                               began)
+
+    def _train_epochs(self, name, start, end, names, rows, diverged, began):
         batches = self.batches(name)
         for epoch in range(start, end):
             first = batches.start_step(epoch)
@@ -336,12 +383,11 @@ class CoolingCopies:
 
     def summary(self, name, copy, rows, diverged):
         """Schedule `name`'s copy `copy`'s `summary.json`: the trainer's
-        keys that describe a run's result (`trainer._Epochs._finish`),
-        and `runner`."""
+        keys that describe a run's result (`writers.results`), and
+        `runner`. A diverged run's `step` is the end of its last whole
+        epoch (the trainer's is the step where it stopped)."""
         parts = self.parts[name][copy]
-        evals = [r for r in rows if r["split"] == "eval"]
-        trains = [r for r in rows if r["split"] == "train"]
-        summary = {
+        return {
             "diverged": bool(diverged),
             "step": int(rows[-1]["step"]) if rows else 0,
             "epochs": self.num_epochs,
@@ -349,17 +395,7 @@ class CoolingCopies:
             "batch_sizes": [p.batch_size for p in
                             self.batches(name).phases],
             "eta0": parts.scaling.eta0, "replicas": 1,
-            "runner": "population"}
-        if evals and not diverged:
-            best = min(evals, key=lambda r: float(r["error"]))
-            summary.update(
-                final_eval_error=float(evals[-1]["error"]),
-                final_eval_loss=float(evals[-1]["loss"]),
-                final_train_error=float(trains[-1]["error"]),
-                final_train_loss=float(trains[-1]["loss"]),
-                best_eval_error=float(best["error"]),
-                best_eval_epoch=int(best["epoch"]))
-        return summary
+            "runner": "population", **writers.results(rows)}
 
 
 def write_run(run_dir, config, rows, summary):

@@ -175,7 +175,10 @@ def run_experiment(config, workdir, print_fn=print):
     runs = plan(config)
     for _, _, run in runs:
         setup.check_run(run)
-    num_train = setup.source().num_train
+    source = setup.source()
+    num_train = source.num_train
+    if config.cooling.runner == "population":
+        copies.check_setup(setup, runs, source)
     steps = {name: experiment.batch_schedule(run, num_train).start_step(
         run.num_epochs) for name, _, run in runs}
     with workdir_lib.RunLock(workdir):
@@ -240,12 +243,13 @@ def _results(config, runs, workdir, setup, say):
                                         setup, say)
             yield name, seed, summary, frame, time.perf_counter() - began
         return
-    found = {(name, seed): _stored_copy(workdir, name, seed, run, say)
+    found = {(name, seed): _stored_copy(_run_dir(workdir, name, seed), run,
+                                        say)
              for name, seed, run in runs}
     todo = [name for name in config.cooling.schedules
             if any(found[name, seed] is None
                    for seed in config.cooling.seeds)]
-    trained = _train_schedules(setup, runs, todo, workdir)
+    trained = _train_schedules(setup, runs, todo, workdir, say)
     began = time.perf_counter()
     for name in config.cooling.schedules:
         if name in todo:
@@ -256,7 +260,7 @@ def _results(config, runs, workdir, setup, say):
         began = time.perf_counter()
 
 
-def _train_schedules(setup, runs, todo, workdir):
+def _train_schedules(setup, runs, todo, workdir, say):
     """Trains the runs of the schedules `todo` as one population
     (`copies.CoolingCopies`) from their start, writing each run's
     directory as the trainer would; yields `{(schedule, seed): (summary,
@@ -265,11 +269,16 @@ def _train_schedules(setup, runs, todo, workdir):
         return
     mine = {name: [(seed, run) for n, seed, run in runs if n == name]
             for name in todo}
-    for name, seed, _ in runs:
-        if name in mine:
-            experiment_state.redo(_run_dir(workdir, name, seed))
     population = copies.CoolingCopies(setup, {
         name: [run for _, run in pairs] for name, pairs in mine.items()})
+    for name, seed, _ in runs:
+        run_dir = _run_dir(workdir, name, seed)
+        if name in mine:
+            if io.exists(io.join(run_dir, "checkpoints")):
+                say(f"cooling: warning: {run_dir} holds an unfinished "
+                    "trainer run; its schedule's population trains it "
+                    "again from its start")
+            experiment_state.redo(run_dir)
     for name, results in population.train():
         done = {}
         for index, ((seed, run), (rows, diverged)) in enumerate(zip(
@@ -282,16 +291,14 @@ def _train_schedules(setup, runs, todo, workdir):
         yield done
 
 
-def _stored_copy(workdir, name, seed, run, say):
-    """`(summary, metrics rows)` of a finished run of schedule `name` and
-    `seed` in `workdir` (rows None if it diverged), or None: none, or
-    damaged (named in a warning: the run is trained again, with its
-    schedule's population).
+def _stored_copy(run_dir, run, say):
+    """`(summary, metrics rows)` of a finished run in `run_dir` (rows None
+    if it diverged), or None: none, or damaged (named in a warning: the
+    run is trained again).
 
     Raises:
         workdir.WorkdirError: the run was made with another config.
     """
-    run_dir = _run_dir(workdir, name, seed)
     damage = experiment_state.run_damage(run_dir, run.num_epochs)
     if damage:
         say(f"cooling: warning: {damage[0]} {damage[1]}; that run is "
@@ -311,9 +318,16 @@ def _stored_copy(workdir, name, seed, run, say):
 
 def _train_run(run, run_dir, setup, say):
     """Trains (or resumes, or finds finished) one run: `(summary, its
-    metrics.csv rows)`, or `(None, None)` if it diverged. A run whose files
-    are torn or garbage is named in one warning and redone from its
-    start."""
+    metrics.csv rows)`, or `(None, None)` if it diverged (also a run a
+    population left diverged: it has no checkpoint to resume from). A run
+    whose files are torn or garbage is named in one warning and redone
+    from its start."""
+    summary = io.join(run_dir, "summary.json")
+    if (io.exists(summary) and not io.exists(io.join(run_dir, "checkpoints"))
+            and not experiment_state.run_damage(run_dir, run.num_epochs)
+            and io.read_json(summary).get("diverged")):
+        rerun.refuse_other_config(run_dir, run)
+        return None, None
     for _ in range(2):
         damage = experiment_state.run_damage(run_dir, run.num_epochs)
         if damage:
