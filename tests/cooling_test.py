@@ -204,11 +204,16 @@ def _runs(path):
     {},  # Plain SGD, the four schedules.
     {"optimizer.momentum": 0.9, "cooling.schedules": ("decay", "hybrid")},
     # Past 10 classes (the top-5 error), evaluation batches padded (100
-    # examples in batches of 16), epochs of 256 examples.
+    # examples in batches of 16), epochs of 300 examples that no B
+    # divides (each B drops its own remainder).
     {"dataset.name": "synthetic", "dataset.num_classes": 20,
-     "dataset.num_train": 256, "dataset.num_eval": 100,
+     "dataset.num_train": 300, "dataset.num_eval": 100,
      "cooling.schedules": ("decay", "grow")},
-], ids=["sgd", "momentum", "top5"])
+    # Random crops and flips, drawn per example, and a warmup.
+    {"dataset.augment": "cifar", "dataset.flip": True,
+     "optimizer.warmup_epochs": 0.5,
+     "cooling.schedules": ("decay", "hybrid")},
+], ids=["sgd", "momentum", "top5", "augmented"])
 def test_populations_equal_the_trainer_runs(tmp_path, changes):
     # Each seed's copy is fed, scheduled and started as its trainer run:
     # the same rows to float32 rounding (the batched products may round
