@@ -258,7 +258,9 @@ class CoolingCopies:
         # A pipeline's small per-example steps keep about one core busy:
         # the seeds' pipelines run side by side, one per core this process
         # may use.
-        workers = max(1, min(len(datasets), len(os.sched_getaffinity(0))))
+        cores = (len(os.sched_getaffinity(0)) if hasattr(
+            os, "sched_getaffinity") else os.cpu_count() or 1)  # macOS.
+        workers = max(1, min(len(datasets), cores))
         with futures.ThreadPoolExecutor(workers) as pool:
             images, labels = zip(*pool.map(drawn, datasets), strict=True)
         return tf.constant(np.stack(images)), tf.constant(np.stack(labels))
