@@ -138,6 +138,12 @@ FIELD_CASES = [
      "plain or heavy-ball SGD in float32 on one device, deterministic input "
      "and no measurement; cooling.runner='trainer' trains any run). "
      "Received: deterministic=False"),
+    ("cooling_population_too_many_examples", "cooling",
+     {"dataset.name": "synthetic", "dataset.num_train": 2**18,
+      "num_epochs": 2, "optimizer.boundaries_epochs": (1.0,)}, None,
+     "error: `cooling.runner` 'population' keeps every epoch's examples in "
+     "memory, 640 MiB here (at most 512 MiB); use cooling.runner='trainer' "
+     "for this data set. Received: cooling.runner='population'"),
     ("cooling_population_with_weight_decay", "cooling",
      {"model.weight_decay": 1e-4}, None,
      "error: `model.weight_decay` is not supported by "

@@ -57,8 +57,9 @@ from tf_temperature.training import (
 RUNNERS = ("population", "trainer")
 FAMILIES = ("mlp", "linear")
 # Every seed's examples of every epoch are kept in memory, at most this
-# many bytes; drawing them holds about four times as much for a moment
-# (the batches, their reshaped copy, the stacked array, the tensor).
+# many bytes: drawing them holds about four times as much for a moment
+# (the batches, their reshaped copy, the stacked array, the tensor), so
+# the peak stays near 2 GiB.
 MAX_STREAM_BYTES = 2**29
 
 
